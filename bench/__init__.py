@@ -1,0 +1,1 @@
+"""Orchestration: CLI, trials, Ray Tune, MLflow, reports."""

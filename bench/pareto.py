@@ -1,0 +1,47 @@
+"""Pareto sets and hypervolume in the (task accuracy, leakage) plane: pure functions of arrays.
+
+A configuration is Pareto-optimal when no other has both higher (or equal)
+mean task accuracy and lower (or equal) mean leakage, one of them strictly.
+Hypervolume (PROTOCOL.md) is measured in the (task accuracy, 1 - leakage_norm)
+plane, both to be maximised, from the reference point (chance accuracy, 0).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+
+def pareto_mask(accuracy: Sequence[float], leakage: Sequence[float]) -> list[bool]:
+    """True where the point is not dominated (maximise accuracy, minimise leakage).
+
+    NaN points are never optimal and never dominate.
+    """
+    acc = np.asarray(accuracy, dtype=float)
+    leak = np.asarray(leakage, dtype=float)
+    valid = np.isfinite(acc) & np.isfinite(leak)
+    mask = []
+    for i in range(len(acc)):
+        if not valid[i]:
+            mask.append(False)
+            continue
+        better_or_equal = valid & (acc >= acc[i]) & (leak <= leak[i])
+        strictly = (acc > acc[i]) | (leak < leak[i])
+        mask.append(not bool(np.any(better_or_equal & strictly)))
+    return mask
+
+
+def hypervolume(points: Sequence[tuple[float, float]], reference: tuple[float, float]) -> float:
+    """Area dominated by ``points`` (both coordinates maximised) above ``reference``.
+
+    Points at or below the reference in either coordinate add nothing.
+    """
+    ref_x, ref_y = reference
+    inside = sorted(((x, y) for x, y in points if x > ref_x and y > ref_y), key=lambda p: -p[0])
+    area, best_y = 0.0, ref_y
+    for x, y in inside:
+        if y > best_y:
+            area += (x - ref_x) * (y - best_y)
+            best_y = y
+    return area

@@ -1,0 +1,280 @@
+"""`bench run`: plan the trials, execute them, track them in MLflow, report from MLflow.
+
+Everything a user typed is validated in :func:`plan` before anything starts:
+no trial runs and no MLflow run is created for a request with a mistake in it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import datasets as dataset_registry
+import methods as method_registry
+from bench.errors import UserError
+from bench.params import parse_assignments
+from bench.trial import IDENTITY_KEYS, config_hash, make_config
+
+DEFAULT_EXPERIMENT = "default"
+
+
+@dataclass
+class RunRequest:
+    methods: list[str] | None = None  # None: every registered method
+    datasets: list[str] | None = None  # None: every dataset that needs no download
+    seeds: int = 3
+    epochs: int | None = None
+    batch_size: int | None = None
+    encoder: str | None = None
+    sets: list[str] = field(default_factory=list)
+    executor: str = "ray"
+    address: str | None = None
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float | None = None  # None: 1 on a CUDA machine, else 0
+    max_concurrent: int | None = None
+    storage_path: str | None = None
+    tracking_uri: str | None = None
+    experiment: str = DEFAULT_EXPERIMENT
+    data_root: str | None = None
+    save_embeddings: bool = False
+    device: str = "auto"
+    results_dir: str | None = None  # None: results/<experiment>
+
+
+@dataclass
+class PlannedTrial:
+    config: dict[str, Any]
+    key: str  # the trial's identity (config hash)
+    config_key: str  # the configuration's identity: everything but the seed
+    label: str
+
+
+def split_names(values: list[str] | None) -> list[str]:
+    """``["a,b", "c"]`` -> ``["a", "b", "c"]``; empty items are an error."""
+    names = []
+    for value in values or []:
+        for item in value.split(","):
+            if not item.strip():
+                raise UserError(f"empty name in {value!r}")
+            names.append(item.strip())
+    return names
+
+
+def parse_dataset(text: str) -> tuple[str, dict[str, str]]:
+    """``colored_digits:rho=0.99:colourings=5`` -> name and raw options."""
+    name, *assignments = text.split(":")
+    return name.strip(), parse_assignments(assignments, f"option of dataset {name.strip()!r}")
+
+
+def parse_sets(sets: list[str], methods: list[str]) -> dict[str, dict[str, list[str]]]:
+    """``irene.gamma=0.2,1`` -> {"irene": {"gamma": ["0.2", "1"]}} (a list runs each value)."""
+    out: dict[str, dict[str, list[str]]] = {}
+    for item in sets:
+        target, sep, value = item.partition("=")
+        method, dot, name = target.partition(".")
+        if not sep or not dot or not method.strip() or not name.strip() or not value.strip():
+            raise UserError(f"malformed --set {item!r}: expected METHOD.HYPERPARAMETER=VALUE[,VALUE...]")
+        method, name = method.strip(), name.strip()
+        method_registry.get_method(method)
+        if method not in methods:
+            raise UserError(f"--set {item!r} names method {method!r}, which is not among the methods run ({', '.join(methods)})")
+        values = [v.strip() for v in value.split(",")]
+        if any(not v for v in values):
+            raise UserError(f"malformed --set {item!r}: empty value")
+        out.setdefault(method, {})[name] = values
+    return out
+
+
+def configuration_key(config: dict[str, Any]) -> str:
+    identity = {key: config.get(key) for key in IDENTITY_KEYS if key != "seed"}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def label_for(method: str, hparams: dict[str, Any]) -> str:
+    """``irene`` at its defaults, ``irene(gamma=1)`` otherwise."""
+    declared = method_registry.get_method(method).hparams
+    changed = [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in hparams.items() if v != declared[k].default]
+    return f"{method}({', '.join(changed)})" if changed else method
+
+
+def default_datasets() -> list[str]:
+    return [name for name, cls in sorted(dataset_registry.REGISTRY.items()) if not cls.needs_data()]
+
+
+def plan(request: RunRequest) -> list[PlannedTrial]:
+    """Every (method, configuration, dataset, seed) of the request, validated."""
+    methods = split_names(request.methods) if request.methods else sorted(method_registry.REGISTRY)
+    if methods == ["all"]:
+        methods = sorted(method_registry.REGISTRY)
+    for name in methods:
+        method_registry.get_method(name)
+    dataset_texts = split_names(request.datasets) if request.datasets else default_datasets()
+    if not isinstance(request.seeds, int) or request.seeds < 1:
+        raise UserError(f"--seeds must be at least 1, got {request.seeds}")
+    if request.executor not in ("ray", "serial"):
+        raise UserError(f"unknown executor {request.executor!r} (valid: ray, serial)")
+    overrides = parse_sets(request.sets, methods)
+    data_root = request.data_root or str(dataset_registry.default_data_root())
+
+    planned: list[PlannedTrial] = []
+    for dataset_text in dataset_texts:
+        dataset, options = parse_dataset(dataset_text)
+        for method in methods:
+            grid = overrides.get(method, {})
+            names = list(grid)
+            for values in itertools.product(*(grid[n] for n in names)) if names else [()]:
+                for seed in range(request.seeds):
+                    config = make_config(
+                        method, dataset, options, dict(zip(names, values)), seed=seed,
+                        epochs=request.epochs, batch_size=request.batch_size, encoder=request.encoder,
+                        device=request.device, data_root=data_root,
+                    )
+                    planned.append(
+                        PlannedTrial(config, config_hash(config), configuration_key(config), label_for(method, config["hparams"]))
+                    )
+    keys = [p.key for p in planned]
+    if len(set(keys)) != len(keys):
+        raise UserError("the request names the same trial twice (a repeated method, dataset or --set value)")
+    return planned
+
+
+def prepare_data(planned: list[PlannedTrial]) -> None:
+    """Check (and download) every dataset's files, and load each once, before any trial starts."""
+    from bench.trial import load_data
+
+    seen = set()
+    for trial in planned:
+        config = trial.config
+        marker = (config["dataset"], json.dumps(config["dataset_options"], sort_keys=True))
+        if marker in seen:
+            continue
+        seen.add(marker)
+        dataset_registry.get_dataset(config["dataset"]).prepare(Path(config["data_root"]))
+        load_data(config)
+
+
+class DriverListener:
+    """Receives trial events in the driver, writes them to MLflow, shows progress."""
+
+    def __init__(self, tracker, planned: list[PlannedTrial], embeddings: dict[str, Path], stream: TextIO = sys.stderr):
+        self.tracker = tracker
+        self.by_key = {p.key: p for p in planned}
+        self.embeddings = embeddings
+        self.stream = stream
+        self.run_ids: dict[str, str] = {}
+        self.started_at: dict[str, float] = {}
+        self.done: dict[str, str] = {}
+
+    def started(self, key: str) -> None:
+        if key in self.run_ids:  # a retried trial keeps its run
+            return
+        trial = self.by_key[key]
+        self.run_ids[key] = self.tracker.start_child(trial.config, key, trial.config_key, trial.label)
+        self.started_at[key] = time.perf_counter()
+
+    def epoch(self, key: str, metrics: dict[str, Any]) -> None:
+        if key not in self.run_ids:
+            self.started(key)
+        self.tracker.log_epoch(self.run_ids[key], metrics)
+
+    def finished(self, key: str, result: dict[str, Any]) -> None:
+        if key in self.done:
+            return
+        if key not in self.run_ids:
+            self.started(key)
+        artifacts = [self.embeddings[key]] if key in self.embeddings else []
+        self.tracker.finish_child(self.run_ids[key], result, artifacts)
+        self.done[key] = result.get("status", "FAILED")
+        trial = self.by_key[key]
+        seconds = time.perf_counter() - self.started_at.get(key, time.perf_counter())
+        where = f"{trial.label} on {trial.config['dataset']}, seed {trial.config['seed']}"
+        if self.done[key] == "FINISHED":
+            summary = f"task acc {result['accuracy']:.3f}, leakage {result['leakage']:.3f} ({result['leakage_attacker']})"
+        else:
+            summary = f"FAILED: {result.get('error', 'unknown error')[:200]}"
+        print(f"[{len(self.done):>3}/{len(self.by_key)}] {where}: {summary}  [{seconds:.1f} s]", file=self.stream, flush=True)
+
+    def abandon(self, status: str = "KILLED") -> None:
+        """Close the runs of trials that never reported an end (interrupted invocation)."""
+        for key, run_id in self.run_ids.items():
+            if key not in self.done:
+                self.tracker.client.set_terminated(run_id, status=status)
+
+
+def execute(request: RunRequest, stream: TextIO = sys.stdout) -> int:
+    """Run the request end to end; returns the exit status."""
+    from bench import report
+    from bench.executors import RayOptions, run_ray, run_serial
+    from bench.tracking import Tracker, load_runs, normalise_tracking_uri
+
+    planned = plan(request)
+    tracking_uri = normalise_tracking_uri(request.tracking_uri)
+    if not request.experiment.strip():
+        raise UserError("--experiment must not be empty")
+    gpus = request.gpus_per_trial
+    if gpus is None:
+        import torch
+
+        gpus = 1.0 if torch.cuda.is_available() and request.device in ("auto", "cuda") else 0.0
+    if gpus < 0 or request.cpus_per_trial <= 0:
+        raise UserError("--cpus-per-trial must be positive and --gpus-per-trial not negative")
+    prepare_data(planned)
+
+    results_dir = Path(request.results_dir or Path("results") / request.experiment).resolve()
+    embeddings: dict[str, Path] = {}
+    tracker = Tracker(tracking_uri, request.experiment)
+    parent = tracker.start_parent(
+        f"run-{time.strftime('%Y%m%d-%H%M%S')}",
+        {"methods": ",".join(sorted({p.config["method"] for p in planned})),
+         "datasets": ",".join(sorted({p.config["dataset"] for p in planned})),
+         "seeds": request.seeds, "trials": len(planned), "executor": request.executor},
+    )
+    if request.save_embeddings:
+        staging = Path(tempfile.mkdtemp(prefix="bench-embeddings-"))
+        for trial in planned:
+            path = staging / trial.key / "embeddings.npz"
+            trial.config["embeddings_path"] = str(path)
+            embeddings[trial.key] = path
+    listener = DriverListener(tracker, planned, embeddings)
+    where = "in this process" if request.executor == "serial" else f"on Ray ({request.address or 'local'})"
+    print(f"{len(planned)} trials {where}; MLflow {tracking_uri}, experiment {request.experiment!r}, run {parent}",
+          file=sys.stderr, flush=True)
+    configs = [p.config for p in planned]
+    try:
+        if request.executor == "serial":
+            run_serial(configs, listener)
+        else:
+            run_ray(configs, listener, RayOptions(
+                address=request.address, cpus_per_trial=request.cpus_per_trial, gpus_per_trial=gpus,
+                max_concurrent=request.max_concurrent, storage_path=request.storage_path,
+                name=f"bench-{request.experiment}-{parent[:8]}",
+            ))
+    except BaseException:
+        listener.abandon()
+        tracker.finish_parent("KILLED")
+        raise
+    missing = [key for key in listener.by_key if key not in listener.done]
+    for key in missing:  # a trial the executor never ran to an end
+        listener.finished(key, {"status": "FAILED", "error": "the executor ended without a result"})
+    tracker.finish_parent("FINISHED")
+    if embeddings:
+        shutil.rmtree(next(iter(embeddings.values())).parent.parent, ignore_errors=True)
+
+    frame = load_runs(tracking_uri, request.experiment, parent_id=parent)
+    by_dataset = report.summarise(frame)
+    for dataset, rows in sorted(by_dataset.items()):
+        print(f"\n{dataset}", file=stream)
+        print(report.table(rows), file=stream)
+    print("\n" + report.explain(), file=stream)
+    written = report.write_results(by_dataset, results_dir, request.experiment)
+    print(f"\nwrote {len(written)} files to {results_dir}; runs: mlflow ui --backend-store-uri {tracking_uri}", file=stream)
+    statuses = list(listener.done.values())
+    return 0 if any(status == "FINISHED" for status in statuses) else 1

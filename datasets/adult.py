@@ -1,0 +1,192 @@
+"""UCI Adult (Census Income, 1994): predict income > 50K, remove sex.
+
+Data: ``adult.data`` (32,561 rows) and ``adult.test`` (16,281 rows) from the UCI
+Machine Learning Repository, verified by SHA-256 and read from
+``<data root>/adult/``. Target ``y`` = 1 when income is above 50K (about 24% of
+people). Private attribute ``s`` = sex, 0 = Female (about 33%), 1 = Male.
+
+Preprocessing:
+- values are stripped of their leading spaces; the test file's first line (a
+  comment) is skipped and the '.' ending its labels is removed;
+- '?' (a missing workclass, occupation or native country) is kept as a category
+  of its own rather than dropping those rows: being missing is informative, and
+  dropping them would change the population between papers' versions;
+- ``fnlwgt`` is the census sampling weight, not a property of the person: it is
+  dropped;
+- the numeric columns (age, education-num, capital-gain, capital-loss,
+  hours-per-week) are standardised with the mean and standard deviation of the
+  ``train`` split only;
+- the categorical columns are one-hot encoded with the categories seen in
+  ``train`` (a category absent there encodes as all zeros);
+- ``sex`` is removed from ``x`` unless ``keep_private_column`` is set. Other
+  columns still carry it (``relationship`` holds Husband and Wife): that is the
+  information a removal method has to remove.
+
+Splits (seeded by ``data_seed``): ``adult.data`` is shuffled into ``train``
+(80%) and ``val`` (20%); ``adult.test`` into ``probe`` (50%) and ``test`` (50%).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from bench.errors import UserError
+from bench.params import Param
+from datasets.base import Data, DataFile, Dataset, DatasetSpec, Split, register
+
+URL = "https://archive.ics.uci.edu/ml/machine-learning-databases/adult/"
+
+COLUMNS = (
+    "age",
+    "workclass",
+    "fnlwgt",
+    "education",
+    "education-num",
+    "marital-status",
+    "occupation",
+    "relationship",
+    "race",
+    "sex",
+    "capital-gain",
+    "capital-loss",
+    "hours-per-week",
+    "native-country",
+    "income",
+)
+NUMERIC = ("age", "education-num", "capital-gain", "capital-loss", "hours-per-week")
+CATEGORICAL = (
+    "workclass",
+    "education",
+    "marital-status",
+    "occupation",
+    "relationship",
+    "race",
+    "native-country",
+)
+DROPPED = ("fnlwgt",)
+PRIVATE = "sex"
+SEX_CODES = {"Female": 0, "Male": 1}
+INCOME_CODES = {"<=50K": 0, ">50K": 1}
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """One UCI Adult file as strings, validated; any problem is a UserError naming the file."""
+    try:
+        frame = pd.read_csv(
+            path,
+            header=None,
+            names=list(COLUMNS),
+            dtype=str,
+            skipinitialspace=True,
+            na_filter=False,
+            comment="|",  # adult.test opens with "|1x3 Cross validator"
+            skip_blank_lines=True,
+            engine="c",
+        )
+    except OSError as error:
+        raise UserError(f"adult: cannot read {path}: {error.strerror or error}") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as error:
+        reason = " ".join(str(error).split())
+        raise UserError(f"adult: cannot parse {path}: {reason}") from None
+    if frame.empty:
+        raise UserError(f"adult: {path} holds no rows")
+    frame = frame.apply(lambda column: column.str.strip())
+    frame["income"] = frame["income"].str.rstrip(".")
+    empty = (frame == "").any(axis=1) | frame.isna().any(axis=1)
+    if empty.any():
+        line = int(np.flatnonzero(empty.to_numpy())[0])
+        raise UserError(
+            f"adult: cannot parse {path}: row {line + 1} has fewer than {len(COLUMNS)} values"
+        )
+    for column, codes in (("sex", SEX_CODES), ("income", INCOME_CODES)):
+        bad = ~frame[column].isin(list(codes))
+        if bad.any():
+            value = frame[column][bad].iloc[0]
+            raise UserError(f"adult: cannot parse {path}: unexpected {column} {value!r}")
+    for column in NUMERIC + DROPPED:
+        numbers = pd.to_numeric(frame[column], errors="coerce")
+        if numbers.isna().any():
+            value = frame[column][numbers.isna()].iloc[0]
+            raise UserError(f"adult: cannot parse {path}: {column} {value!r} is not a number")
+        frame[column] = numbers.astype(np.float64)
+    return frame
+
+
+@register
+class Adult(Dataset):
+    name = "adult"
+    description = "UCI Adult census: income > 50K, private attribute sex (0 = Female, 1 = Male)"
+    options = {
+        "keep_private_column": Param(False, "keep the sex column in x (removal is then harder)"),
+        "data_seed": Param(0, "seed of the train/val and probe/test splits"),
+    }
+    files = (
+        DataFile(
+            "adult.data",
+            "5b00264637dbfec36bdeaab5676b0b309ff9eb788d63554ca0a249491c86603d",
+            URL + "adult.data",
+        ),
+        DataFile(
+            "adult.test",
+            "a2a9044bc167a35b2361efbabec64e89d69ce82d9790d2980119aac5fd7e9c05",
+            URL + "adult.test",
+        ),
+    )
+
+    def load(self, options: dict[str, Any], data_root: Path) -> Data:
+        folder = self.folder(data_root)
+        development = read_table(folder / "adult.data")
+        held_out = read_table(folder / "adult.test")
+        rng = np.random.default_rng(options["data_seed"])
+        train, val = _shuffle_split(development, 0.8, rng)
+        probe, test = _shuffle_split(held_out, 0.5, rng)
+
+        categorical = CATEGORICAL + ((PRIVATE,) if options["keep_private_column"] else ())
+        categories = {c: pd.Index(sorted(train[c].unique())) for c in categorical}
+        mean = train[list(NUMERIC)].mean()
+        std = train[list(NUMERIC)].std(ddof=0).replace(0.0, 1.0)
+
+        def encode(frame: pd.DataFrame) -> Split:
+            parts = [((frame[list(NUMERIC)] - mean) / std).to_numpy(np.float32)]
+            for column in categorical:
+                codes = categories[column].get_indexer(frame[column])
+                parts.append(_one_hot(codes, len(categories[column])))
+            return Split(
+                torch.from_numpy(np.concatenate(parts, axis=1)),
+                torch.tensor(frame["income"].map(INCOME_CODES).to_numpy(np.int64)),
+                torch.tensor(frame[PRIVATE].map(SEX_CODES).to_numpy(np.int64)),
+            )
+
+        splits = {"train": encode(train), "val": encode(val), "probe": encode(probe), "test": encode(test)}
+        spec = DatasetSpec(
+            input_shape=(splits["train"].x.shape[1],),
+            num_classes=2,
+            num_private=2,
+            encoder="mlp",
+            epochs=10,
+            batch_size=256,
+            target_name="income>50K",
+            private_name="sex",
+        )
+        return Data(spec=spec, **splits)
+
+
+def _one_hot(codes: np.ndarray, width: int) -> np.ndarray:
+    """Rows of the identity; code -1 (a category unseen in train) gives a row of zeros."""
+    out = np.zeros((len(codes), width), dtype=np.float32)
+    known = codes >= 0
+    out[np.flatnonzero(known), codes[known]] = 1.0
+    return out
+
+
+def _shuffle_split(
+    frame: pd.DataFrame, fraction: float, rng: np.random.Generator
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    order = rng.permutation(len(frame))
+    cut = int(round(fraction * len(frame)))
+    return frame.iloc[order[:cut]].reset_index(drop=True), frame.iloc[order[cut:]].reset_index(drop=True)

@@ -1,0 +1,137 @@
+"""What a dataset returns: four tensor splits and a small spec. Never loaders.
+
+A dataset is a class registered by name with :func:`register`. It declares its
+options as :class:`bench.params.Param` and implements :meth:`Dataset.load`.
+Datasets that read files also implement :meth:`Dataset.required_files` (and
+``urls`` and ``sha256`` for downloads), so the driver can check, before any
+trial starts, that everything is present and intact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+from bench.errors import UserError
+from bench.params import Param
+
+SPLITS = ("train", "val", "probe", "test")
+
+
+@dataclass
+class Split:
+    """One split: inputs ``x`` (float32), target ``y`` and private label ``s`` (int64)."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    s: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if not (len(self.x) == len(self.y) == len(self.s)):
+            raise ValueError("x, y and s must have the same length")
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def to(self, device: torch.device | str) -> "Split":
+        return Split(self.x.to(device), self.y.to(device), self.s.to(device))
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """What a trial needs to know to build a model for this data."""
+
+    input_shape: tuple[int, ...]
+    num_classes: int
+    num_private: int
+    encoder: str  # default encoder, a name in methods.encoders.ENCODERS
+    epochs: int  # default number of training epochs
+    batch_size: int  # default training batch size
+    target_name: str = "y"
+    private_name: str = "s"
+
+
+@dataclass
+class Data:
+    spec: DatasetSpec
+    train: Split
+    val: Split
+    probe: Split
+    test: Split
+
+    def splits(self) -> dict[str, Split]:
+        return {name: getattr(self, name) for name in SPLITS}
+
+
+@dataclass(frozen=True)
+class DataFile:
+    """A file a dataset reads, relative to its folder under the data root."""
+
+    name: str
+    sha256: str | None = None
+    url: str | None = None
+
+
+class Dataset:
+    """Base class. Subclasses set ``name``, ``description``, ``options`` and ``load``."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    options: ClassVar[dict[str, Param]] = {}
+    files: ClassVar[tuple[DataFile, ...]] = ()  # empty: needs no data file
+
+    @classmethod
+    def needs_data(cls) -> bool:
+        return bool(cls.files)
+
+    @classmethod
+    def folder(cls, data_root: Path) -> Path:
+        return Path(data_root).expanduser() / cls.name
+
+    @classmethod
+    def prepare(cls, data_root: Path, download: bool = True) -> None:
+        """Make sure every data file is present and intact, downloading it if allowed.
+
+        Raises UserError (naming the files and where to put them) when that fails.
+        Setting ``BENCH_OFFLINE=1`` turns downloads off.
+        """
+        if not cls.files:
+            return
+        import os
+
+        from datasets.download import ensure_files
+
+        download = download and os.environ.get("BENCH_OFFLINE", "") in ("", "0")
+        ensure_files(cls.folder(data_root), cls.files, dataset=cls.name, download=download)
+
+    def load(self, options: dict[str, Any], data_root: Path) -> Data:
+        raise NotImplementedError
+
+
+REGISTRY: dict[str, type[Dataset]] = {}
+
+
+def register(cls: type[Dataset]) -> type[Dataset]:
+    """Class decorator: add a dataset to the registry under ``cls.name``."""
+    if not cls.name or cls.name in REGISTRY:
+        raise ValueError(f"dataset name {cls.name!r} is empty or taken")
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def get_dataset(name: str) -> type[Dataset]:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        valid = ", ".join(sorted(REGISTRY))
+        raise UserError(f"unknown dataset {name!r} (valid: {valid})") from None
+
+
+def default_data_root() -> Path:
+    """``$BENCH_DATA_ROOT``, else ``~/.cache/removal-bench``."""
+    import os
+
+    return Path(os.environ.get("BENCH_DATA_ROOT", "~/.cache/removal-bench")).expanduser()

@@ -1,0 +1,230 @@
+"""Data files under a data root: present, intact (by SHA-256), or downloaded.
+
+A dataset declares its files as :class:`datasets.base.DataFile` (name, SHA-256,
+URL). :func:`ensure_files` checks them before any trial starts and downloads
+the missing ones. It never deletes or overwrites a file the user put there: a
+file whose hash does not match is reported, not replaced.
+
+Hashing a large file at every trial would be slow, so verified hashes are
+remembered in ``.verified.json`` in the dataset's folder, keyed by file name
+with the file's size and modification time; a file whose size or time changed
+is hashed again. A folder without write permission (a read-only shared copy;
+respected even when running as root) gets no stamp; hashes are then remembered
+for the process only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Sequence
+
+from bench.errors import UserError
+from datasets.base import DataFile
+
+STAMP_NAME = ".verified.json"
+CHUNK = 1 << 20
+FILE_MODE = 0o644
+
+PRESENT = "present"
+MISSING = "missing"
+CORRUPT = "corrupt"
+
+# (resolved path, size, mtime_ns) -> sha256, for folders where the stamp cannot be written.
+_memory: dict[tuple[str, int, int], str] = {}
+
+
+def sha256_of(path: Path) -> str:
+    """Hex SHA-256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _read_stamp(folder: Path) -> dict[str, dict]:
+    try:
+        stamp = json.loads((folder / STAMP_NAME).read_text())
+    except (OSError, ValueError):
+        return {}
+    return stamp if isinstance(stamp, dict) else {}
+
+
+def _write_stamp(folder: Path, stamp: dict[str, dict]) -> None:
+    """Best effort, atomic: a read-only folder or a concurrent writer only costs a re-hash later."""
+    try:
+        if not folder.stat().st_mode & stat.S_IWUSR:
+            return  # marked read-only (a shared copy): respected even where root could write
+        handle, temporary = tempfile.mkstemp(dir=folder, prefix=f"{STAMP_NAME}.partial-")
+    except OSError:
+        return
+    try:
+        with os.fdopen(handle, "w") as out:
+            json.dump(stamp, out, indent=1, sort_keys=True)
+        os.chmod(temporary, FILE_MODE)
+        os.replace(temporary, folder / STAMP_NAME)
+    except OSError:
+        _remove_quietly(Path(temporary))
+
+
+def _remove_quietly(path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError:
+        pass
+
+
+def _remember(folder: Path, stamp: dict[str, dict], name: str, info: os.stat_result, sha: str) -> None:
+    _memory[(str((folder / name).resolve()), info.st_size, info.st_mtime_ns)] = sha
+    stamp[name] = {"size": info.st_size, "mtime_ns": info.st_mtime_ns, "sha256": sha}
+
+
+def _cached_sha(folder: Path, stamp: dict[str, dict], name: str, info: os.stat_result) -> str | None:
+    entry = stamp.get(name)
+    if (
+        isinstance(entry, dict)
+        and entry.get("size") == info.st_size
+        and entry.get("mtime_ns") == info.st_mtime_ns
+        and isinstance(entry.get("sha256"), str)
+    ):
+        return entry["sha256"]
+    return _memory.get((str((folder / name).resolve()), info.st_size, info.st_mtime_ns))
+
+
+def file_status(folder: Path, files: Sequence[DataFile]) -> list[tuple[DataFile, str]]:
+    """Each file with its status: "present", "missing" or "corrupt" (SHA-256 mismatch).
+
+    A file without a declared SHA-256 is "present" whenever it exists.
+    """
+    folder = Path(folder)
+    stamp = _read_stamp(folder)
+    changed = False
+    result: list[tuple[DataFile, str]] = []
+    for data_file in files:
+        path = folder / data_file.name
+        if not path.is_file():
+            result.append((data_file, MISSING))
+            continue
+        if data_file.sha256 is None:
+            result.append((data_file, PRESENT))
+            continue
+        info = path.stat()
+        sha = _cached_sha(folder, stamp, data_file.name, info)
+        if sha is None:
+            sha = sha256_of(path)
+            _remember(folder, stamp, data_file.name, info, sha)
+            changed = True
+        status = PRESENT if sha == data_file.sha256.lower() else CORRUPT
+        result.append((data_file, status))
+    if changed:
+        _write_stamp(folder, stamp)
+    return result
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def download_file(url: str, destination: Path, sha256: str | None, timeout: float = 60) -> None:
+    """Download ``url`` to ``destination``, atomically and verified.
+
+    The bytes go to a temporary file in the same folder, which replaces
+    ``destination`` only once its SHA-256 matches. On any failure the temporary
+    file is removed, nothing else is touched, and UserError says why.
+    """
+    destination = Path(destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary_name = tempfile.mkstemp(
+        dir=destination.parent, prefix=f".{destination.name}.partial-"
+    )
+    temporary = Path(temporary_name)
+    digest = hashlib.sha256()
+    try:
+        with os.fdopen(handle, "wb") as out:
+            try:
+                with urllib.request.urlopen(url, timeout=timeout) as response:
+                    while chunk := response.read(CHUNK):
+                        digest.update(chunk)
+                        out.write(chunk)
+            except urllib.error.HTTPError as error:
+                raise UserError(f"could not download {url}: HTTP {error.code} {error.reason}") from None
+            except urllib.error.URLError as error:
+                raise UserError(f"could not download {url}: {_one_line(error.reason)}") from None
+            except (OSError, ValueError) as error:  # timeouts, resets, malformed URLs
+                raise UserError(f"could not download {url}: {_one_line(error)}") from None
+        got = digest.hexdigest()
+        if sha256 is not None and got != sha256.lower():
+            raise UserError(
+                f"download of {url} has SHA-256 {got}, expected {sha256.lower()}; nothing was saved"
+            )
+        os.chmod(temporary, FILE_MODE)  # mkstemp creates files readable by their owner only
+        os.replace(temporary, destination)
+    except BaseException:
+        _remove_quietly(temporary)
+        raise
+    folder = destination.parent
+    stamp = _read_stamp(folder)
+    _remember(folder, stamp, destination.name, destination.stat(), got)
+    _write_stamp(folder, stamp)
+
+
+def _names(files: Sequence[DataFile]) -> str:
+    return ", ".join(f.name for f in files)
+
+
+def ensure_files(
+    folder: Path, files: Sequence[DataFile], dataset: str, download: bool = True
+) -> None:
+    """Make sure every file is in ``folder`` and intact, downloading missing ones if allowed.
+
+    A corrupt file (SHA-256 mismatch) is never deleted or overwritten: it raises
+    UserError. Missing files that cannot be downloaded raise one UserError line
+    naming all of them and the folder to put them in.
+    """
+    folder = Path(folder)
+    statuses = file_status(folder, files)
+    corrupt = [f for f, status in statuses if status == CORRUPT]
+    if corrupt:
+        pronoun = "it" if len(corrupt) == 1 else "them"
+        sources = ", ".join(f.url for f in corrupt if f.url)
+        fix = f"replace {pronoun} with the original" + (f" from {sources}" if sources else "")
+        verb = "does" if len(corrupt) == 1 else "do"
+        raise UserError(
+            f"{dataset}: {_names(corrupt)} in {folder} {verb} not match the expected SHA-256 "
+            f"(left untouched); move {pronoun} away to download again, or {fix}"
+        )
+    missing = [f for f, status in statuses if status == MISSING]
+    if not missing:
+        return
+    if download:
+        reason = None
+        for data_file in list(missing):
+            if data_file.url is None:
+                continue
+            try:
+                download_file(data_file.url, folder / data_file.name, data_file.sha256)
+            except UserError as error:
+                # Most failures (no network, a moved host) hit every file: stop at the first.
+                reason = f"download failed: {_one_line(error)}"
+                break
+            missing.remove(data_file)
+        if not missing:
+            return
+        if reason is None:
+            reason = "no download address is known"
+    else:
+        reason = "downloads are disabled"
+    pronoun = "it" if len(missing) == 1 else "them"
+    sources = ", ".join(f.url for f in missing if f.url)
+    where = f"download {pronoun} from {sources}" if sources else f"place {pronoun} there"
+    raise UserError(
+        f"{dataset}: missing {_names(missing)} in {folder} ({reason}); "
+        f"{where} or pass --data-root pointing at a folder that holds {dataset}/"
+    )

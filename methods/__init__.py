@@ -1,0 +1,9 @@
+"""Method registry: one file per removal method, each registered by name.
+
+Importing this package registers every method. Look one up with
+:func:`get_method`; :data:`REGISTRY` maps names to classes. No module here
+imports Ray or MLflow.
+"""
+
+from methods.base import COMMON, REGISTRY, Method, get_method, register, reverse_gradient  # noqa: F401
+from methods import vanilla, irene, grl  # noqa: F401,E402  (registers)

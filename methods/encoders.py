@@ -1,0 +1,115 @@
+"""Encoders shared by all methods: input -> bottleneck ``z``.
+
+Every encoder exposes ``out_dim`` (the bottleneck's width). A linear task head
+reads ``z``; methods add their own heads on ``z`` too.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from bench.errors import UserError
+
+
+class MLP(nn.Module):
+    """Two hidden layers with batch norm; the second one's activations are ``z``."""
+
+    def __init__(self, input_shape: tuple[int, ...], hidden: int = 128, out_dim: int = 64):
+        super().__init__()
+        (in_dim,) = input_shape
+        self.out_dim = out_dim
+        self.net = nn.Sequential(
+            nn.Linear(in_dim, hidden),
+            nn.BatchNorm1d(hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, out_dim),
+            nn.BatchNorm1d(out_dim),
+            nn.ReLU(),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def _conv_block(cin: int, cout: int, kernel: int) -> list[nn.Module]:
+    return [
+        nn.Conv2d(cin, cout, kernel, padding=kernel // 2, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    ]
+
+
+class BiasedMnistCNN(nn.Module):
+    """The Biased-MNIST CNN of IRENE's reference code (Bahng et al.'s SimpleConvNet).
+
+    Four 7x7 convolutions (16, 32, 64, 128 channels), batch norm, ReLU, global
+    average pooling to a 128-d bottleneck.
+    """
+
+    def __init__(self, input_shape: tuple[int, ...]):
+        super().__init__()
+        channels = input_shape[0]
+        layers: list[nn.Module] = []
+        for cin, cout in zip((channels, 16, 32, 64), (16, 32, 64, 128)):
+            layers += _conv_block(cin, cout, 7)
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.out_dim = 128
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.features(x)).flatten(1)
+
+
+class SmallCNN(nn.Module):
+    """A cheaper CNN for 8x8 inputs on a CPU: three 3x3 convolutions (32, 64, 128), GAP to 128-d."""
+
+    def __init__(self, input_shape: tuple[int, ...]):
+        super().__init__()
+        channels = input_shape[0]
+        layers: list[nn.Module] = []
+        for cin, cout in zip((channels, 32, 64), (32, 64, 128)):
+            layers += _conv_block(cin, cout, 3)
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.out_dim = 128
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.features(x)).flatten(1)
+
+
+class ResNet18(nn.Module):
+    """torchvision's ResNet-18 without its classifier: a 512-d bottleneck. No pretrained weights."""
+
+    def __init__(self, input_shape: tuple[int, ...]):
+        super().__init__()
+        import torchvision
+
+        net = torchvision.models.resnet18(weights=None)
+        if input_shape[0] != 3:
+            net.conv1 = nn.Conv2d(input_shape[0], 64, 7, 2, 3, bias=False)
+        net.fc = nn.Identity()
+        self.net = net
+        self.out_dim = 512
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+ENCODERS: dict[str, Callable[[tuple[int, ...]], nn.Module]] = {
+    "mlp": MLP,
+    "small_cnn": SmallCNN,
+    "biased_mnist_cnn": BiasedMnistCNN,
+    "resnet18": ResNet18,
+}
+
+
+def build_encoder(name: str, input_shape: tuple[int, ...]) -> nn.Module:
+    try:
+        factory = ENCODERS[name]
+    except KeyError:
+        valid = ", ".join(sorted(ENCODERS))
+        raise UserError(f"unknown encoder {name!r} (valid: {valid})") from None
+    return factory(tuple(input_shape))

@@ -1,0 +1,21 @@
+"""Vanilla: the task alone, no removal. The baseline every method is measured against.
+
+Loss: CE(task_head(z), y).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from methods.base import Method, register
+
+
+@register
+class Vanilla(Method):
+    name = "vanilla"
+    description = "cross-entropy only; no removal (the baseline)"
+
+    def update(self, x: torch.Tensor, y: torch.Tensor, s: torch.Tensor) -> dict[str, torch.Tensor]:
+        loss = self.task_loss(self.encoder(x), y)
+        self.step(self.optimizer, loss)
+        return {"loss": loss.detach()}

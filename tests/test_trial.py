@@ -1,0 +1,57 @@
+import numpy as np
+import pytest
+
+from bench.errors import UserError
+from bench.trial import config_hash, execute_trial, make_config, run_trial
+
+SMALL = {"n_train": 600, "n_eval": 400}
+
+
+def test_config_hash_is_the_identity_and_ignores_where_the_trial_runs():
+    a = make_config("irene", "synthetic", SMALL, {"gamma": "0.5"}, seed=1, device="cpu", data_root="/tmp/a")
+    b = make_config("irene", "synthetic", SMALL, {"gamma": 0.5}, seed=1, device="cuda", data_root="/tmp/b", threads=4)
+    assert config_hash(a) == config_hash(b)
+    assert config_hash(a) != config_hash(make_config("irene", "synthetic", SMALL, {"gamma": 0.5}, seed=2))
+    assert config_hash(a) != config_hash(make_config("irene", "synthetic", SMALL, {"gamma": 0.6}, seed=1))
+
+
+@pytest.mark.parametrize("kwargs, fragment", [
+    (dict(method="nope", dataset="synthetic"), "unknown method 'nope'"),
+    (dict(method="irene", dataset="nope"), "unknown dataset 'nope'"),
+    (dict(method="irene", dataset="synthetic", hparams={"delta": 1}), "irene has no option 'delta'"),
+    (dict(method="irene", dataset="synthetic", dataset_options={"rho": 1}), "synthetic has no option 'rho'"),
+    (dict(method="irene", dataset="synthetic", encoder="vgg"), "unknown encoder 'vgg'"),
+])
+def test_make_config_rejects_unknown_names(kwargs, fragment):
+    with pytest.raises(UserError, match=fragment):
+        make_config(**kwargs)
+
+
+def test_trial_reports_every_epoch_and_the_protocol_metrics(tmp_path):
+    epochs = []
+    path = tmp_path / "embeddings.npz"
+    config = make_config("irene", "synthetic", SMALL, seed=0, epochs=3, embeddings_path=str(path))
+    metrics = run_trial(config, report=epochs.append)
+    assert [e["epoch"] for e in epochs] == [1, 2, 3]
+    assert all({"train_loss", "train_mi", "val_accuracy"} <= set(e) for e in epochs)
+    for key in ("accuracy", "balanced_accuracy", "leakage", "leakage_norm", "mi_bits", "floor_leakage",
+                "head_acc", "leak_linear", "leak_mlp", "leak_gbdt", "dp_gap", "eo_gap", "val_leakage"):
+        assert key in metrics and np.isfinite(metrics[key]), key
+    assert metrics["leakage"] == metrics[f"leak_{metrics['leakage_attacker']}"]
+    saved = np.load(path)
+    assert saved["z_test"].shape == (400, metrics["bottleneck_dim"])
+    assert set(saved.files) == {"z_probe", "y_probe", "s_probe", "z_test", "y_test", "s_test"}
+
+
+def test_same_seed_same_result():
+    config = make_config("vanilla", "synthetic", SMALL, seed=3, epochs=2)
+    first, second = run_trial(config), run_trial(config)
+    assert first["accuracy"] == second["accuracy"]
+    assert first["leak_linear"] == second["leak_linear"]
+
+
+def test_a_diverging_trial_ends_failed_with_its_reason():
+    config = make_config("vanilla", "synthetic", SMALL, {"lr": "1e30"}, seed=0, epochs=3)
+    result = execute_trial(config)
+    assert result["status"] == "FAILED"
+    assert "diverged" in result["error"]
