@@ -18,3 +18,4 @@ from datasets.base import (  # noqa: F401
 )
 from datasets import synthetic  # noqa: F401,E402  (registers)
 from datasets import colored_digits, adult  # noqa: F401,E402  (register)
+from datasets import compas, german, biased_mnist, celeba  # noqa: F401,E402

@@ -23,7 +23,8 @@ SPLITS = ("train", "val", "probe", "test")
 
 @dataclass
 class Split:
-    """One split: inputs ``x`` (float32), target ``y`` and private label ``s`` (int64)."""
+    """One split: inputs ``x`` (float32, or uint8 images when the spec has pixel statistics),
+    target ``y`` and private label ``s`` (int64)."""
 
     x: torch.Tensor
     y: torch.Tensor
@@ -52,6 +53,11 @@ class DatasetSpec:
     batch_size: int  # default training batch size
     target_name: str = "y"
     private_name: str = "s"
+    # uint8 images (a disk cache, e.g. CelebA): the encoder normalises each batch on the device,
+    # (x / 255 - pixel_mean) / pixel_std per channel, so the whole split never exists as float32.
+    pixel_mean: tuple[float, ...] | None = None
+    pixel_std: tuple[float, ...] | None = None
+    encoder_weights: str | None = None  # a local weights file for the encoder, if any
 
 
 @dataclass

@@ -98,6 +98,52 @@ class ResNet18(nn.Module):
         return self.net(x)
 
 
+class NormalisedInput(nn.Module):
+    """uint8 images in, normalised float32 out, then the encoder: per batch, on the device."""
+
+    def __init__(self, encoder: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]):
+        super().__init__()
+        self.encoder = encoder
+        self.out_dim = encoder.out_dim
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.uint8:
+            x = (x.float() / 255.0 - self.mean) / self.std
+        return self.encoder(x)
+
+
+def load_weights(encoder: nn.Module, path: str) -> None:
+    """Load a torchvision-style state dict (e.g. ``resnet18-f37072fd.pth``) into ``encoder``.
+
+    A classifier's ``fc`` and a ``module.`` prefix (DataParallel) are ignored; anything else that does
+    not fit is a UserError.
+    """
+    from pathlib import Path
+
+    path = Path(path).expanduser()
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, ValueError) as error:
+        raise UserError(f"cannot read encoder weights from {path}: {' '.join(str(error).split())[:300]}") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise UserError(f"{path} does not hold a state dict")
+    state = {k.removeprefix("module."): v for k, v in state.items() if not k.removeprefix("module.").startswith("fc.")}
+    target = getattr(encoder, "net", encoder)
+    try:
+        missing, unexpected = target.load_state_dict(state, strict=False)
+    except RuntimeError as error:
+        raise UserError(f"weights in {path} do not fit the encoder: {' '.join(str(error).split())[:300]}") from None
+    if missing or unexpected:
+        raise UserError(
+            f"weights in {path} do not fit the encoder "
+            f"(missing {', '.join(missing[:3]) or 'none'}; unexpected {', '.join(unexpected[:3]) or 'none'})"
+        )
+
+
 ENCODERS: dict[str, Callable[[tuple[int, ...]], nn.Module]] = {
     "mlp": MLP,
     "small_cnn": SmallCNN,
