@@ -1,0 +1,75 @@
+"""Learning Not to Learn (Kim, Kim, Kim, Kim and Kim, CVPR 2019), as in the authors' code.
+
+A bias predictor (one hidden layer) on the bottleneck. Each step has two parts:
+the encoder and task head minimise the task loss plus the predictor's negative
+entropy, which makes the predictor uncertain; then the predictor learns ``s``
+while a gradient reversal layer sends the opposite gradient, scaled by mu, into
+the encoder:
+
+    encoder, task head: CE(task_head(z), y) + lambda * mean_i sum_k p_ik log p_ik, p = softmax(predictor(z));  predictor: CE(predictor(GRL_mu(z)), s)
+
+As in the authors' code (feidfoe/learning-not-to-learn, trainer.py), the first
+part does not update the predictor, and the second part recomputes ``z`` after
+the first update and steps both the encoder and the predictor. Defaults from
+that code: lambda 0.01 (``_lambda``) and mu 0.1 (its reversal layer returns
+``grad_output.neg() * 0.1``); the predictor shares the encoder's SGD settings.
+On ``synthetic``, mu 1 or more removes less than 0.1 does (the encoder flips
+``s`` instead of erasing it); the entropy weight lambda is the strength to sweep.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench.params import LogUniform, Param
+from methods.base import COMMON, Method, register, reverse_gradient
+
+
+def negative_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Batch mean of sum_k p_k log p_k of softmax(logits): -log K when uniform, 0 when certain."""
+    log_probabilities = F.log_softmax(logits, dim=1)
+    return (log_probabilities.exp() * log_probabilities).sum(dim=1).mean()
+
+
+@register
+class LearningNotToLearn(Method):
+    name = "lnl"
+    description = "bias predictor on z, made uncertain (entropy) and reversed into the encoder (Kim et al. 2019)"
+    hparams = {
+        **COMMON,
+        "lambda": Param(0.01, "weight of the bias predictor's negative entropy", space=LogUniform(0.001, 3.0), low=0.0),
+        "mu": Param(0.1, "scale of the reversed gradient into the encoder", space=LogUniform(0.01, 3.0), low=0.0),
+        "predictor_hidden": Param(64, "width of the bias predictor's hidden layer", low=1),
+    }
+
+    def build(self) -> None:
+        hidden = self.hp["predictor_hidden"]
+        self.bias_predictor = nn.Sequential(
+            nn.Linear(self.bottleneck_dim, hidden), nn.ReLU(), nn.Linear(hidden, self.num_private)
+        )
+        self.predictor_optimizer = self.sgd(self.bias_predictor.parameters())
+
+    def update(self, x: torch.Tensor, y: torch.Tensor, s: torch.Tensor) -> dict[str, torch.Tensor]:
+        z = self.encoder(x)
+        task = self.task_loss(z, y)
+        entropy_term = negative_entropy(self.bias_predictor(z))
+        loss = task + self.hp["lambda"] * entropy_term
+        self.step(self.optimizer, loss)
+
+        bias_loss = F.cross_entropy(self.bias_predictor(reverse_gradient(self.encoder(x), self.hp["mu"])), s)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.predictor_optimizer.zero_grad(set_to_none=True)
+        bias_loss.backward()
+        self.optimizer.step()
+        self.predictor_optimizer.step()
+        return {
+            "loss": loss.detach(),
+            "task_loss": task.detach(),
+            "negative_entropy": entropy_term.detach(),
+            "bias_loss": bias_loss.detach(),
+        }
+
+    def private_logits(self, z: torch.Tensor) -> torch.Tensor:
+        return self.bias_predictor(z)
