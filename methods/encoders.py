@@ -64,17 +64,24 @@ class BiasedMnistCNN(nn.Module):
 
 
 class SmallCNN(nn.Module):
-    """A cheaper CNN for 8x8 inputs on a CPU: three 3x3 convolutions (32, 64, 128), GAP to 128-d."""
+    """A cheap CNN for 8x8 inputs on a CPU: three 3x3 convolutions (16, 32, 64), GAP to a 64-d bottleneck.
+
+    Why this size: the default suite (every method on ``colored_digits`` and ``synthetic``, 3 seeds)
+    must finish in about 5 minutes on two CPU cores. Measured there, one thread, 20 epochs of
+    vanilla on the default ``colored_digits``: this CNN trains in 6.4 s to 0.82 test accuracy;
+    at twice the width (32, 64, 128) it took 18.5 s for 0.87; the reference Biased-MNIST CNN
+    (``biased_mnist_cnn``) is slower still.
+    """
 
     def __init__(self, input_shape: tuple[int, ...]):
         super().__init__()
         channels = input_shape[0]
         layers: list[nn.Module] = []
-        for cin, cout in zip((channels, 32, 64), (32, 64, 128)):
+        for cin, cout in zip((channels, 16, 32), (16, 32, 64)):
             layers += _conv_block(cin, cout, 3)
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.out_dim = 128
+        self.out_dim = 64
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.pool(self.features(x)).flatten(1)
