@@ -9,6 +9,7 @@ driver write to MLflow.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -21,6 +22,33 @@ class Listener(Protocol):
     def started(self, key: str) -> None: ...
     def epoch(self, key: str, metrics: dict[str, Any]) -> None: ...
     def finished(self, key: str, result: dict[str, Any]) -> None: ...
+    def stopped(self, key: str, reason: str) -> None: ...  # a scheduler ended the trial early
+
+
+SCORE = "bench_score"
+
+
+def schedule_score(metrics: dict[str, Any], max_leakage: float | None) -> float:
+    """What an early-stopping scheduler maximises: validation task accuracy, unless it was bought with leakage.
+
+    ``val_accuracy`` when there is no guard (``max_leakage`` None); with a guard,
+    ``val_accuracy`` if the leakage measured at that point (``val_leakage_epoch``
+    after an epoch, the protocol's ``val_leakage`` in the final result) is at
+    most ``max_leakage``, else 0. A result with neither (a post-hoc method's
+    epochs: their bottleneck is only erased after training) is scored on
+    accuracy alone. A missing or non-finite accuracy or leakage scores 0.
+    """
+    accuracy = metrics.get("val_accuracy")
+    if not isinstance(accuracy, (int, float)) or not math.isfinite(accuracy):
+        return 0.0
+    if max_leakage is None:
+        return float(accuracy)
+    leakage = metrics.get("val_leakage_epoch", metrics.get("val_leakage"))
+    if leakage is None:
+        return float(accuracy)
+    if not isinstance(leakage, (int, float)) or not math.isfinite(leakage) or leakage > max_leakage:
+        return 0.0
+    return float(accuracy)
 
 
 def run_serial(configs: list[dict[str, Any]], listener: Listener) -> None:
@@ -41,14 +69,30 @@ class RayOptions:
     storage_path: str | None = None
     max_failures: int = 2
     name: str | None = None
+    asha: AshaOptions | None = None
+
+
+@dataclass
+class AshaOptions:
+    """ASHA (Li et al., 2020) on :func:`schedule_score`, one rung per ``grace_period * reduction_factor**k`` epochs."""
+
+    max_epochs: int
+    grace_period: int = 1
+    reduction_factor: float = 3.0
+    max_leakage: float | None = None
 
 
 def _ray_trainable(param_config: dict[str, Any]) -> None:
     from ray import tune
 
     config = dict(param_config["trial"])
-    result = execute_trial(config, report=lambda metrics: tune.report({**metrics, "bench_final": 0}))
-    tune.report({**result, "bench_final": 1})
+    guard = param_config.get("max_leakage")
+
+    def report(metrics: dict[str, Any], final: int) -> None:
+        tune.report({**metrics, SCORE: schedule_score(metrics, guard), "bench_final": final})
+
+    result = execute_trial(config, report=lambda metrics: report(metrics, 0))
+    report(result, 1)
 
 
 def run_ray(configs: list[dict[str, Any]], listener: Listener, options: RayOptions) -> None:
@@ -56,6 +100,9 @@ def run_ray(configs: list[dict[str, Any]], listener: Listener, options: RayOptio
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    # Ctrl-C raises KeyboardInterrupt here (as in the serial executor) instead of
+    # Tune's graceful stop, so the driver closes the open runs as KILLED.
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
     import ray
     from ray import tune
 
@@ -68,9 +115,13 @@ def run_ray(configs: list[dict[str, Any]], listener: Listener, options: RayOptio
                 logging_level=logging.ERROR,
                 log_to_driver=False,
             )
-        except (ConnectionError, ValueError, RuntimeError) as error:
+        except (ConnectionError, ValueError, RuntimeError, ray.exceptions.RayError) as error:
             where = options.address or "a local Ray"
-            raise UserError(f"cannot start or reach Ray at {where}: {error}") from None
+            reason = " ".join(str(error).split())  # one line on stderr, even for Ray's multi-line messages
+            if options.address and os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+                # Ray never turns token authentication on by itself for an explicit address.
+                reason += " (a cluster with token authentication needs RAY_AUTH_MODE=token and its token here)"
+            raise UserError(f"cannot start or reach Ray at {where}: {reason}") from None
         started_here = True
 
     class Forward(tune.Callback):
@@ -79,9 +130,10 @@ def run_ray(configs: list[dict[str, Any]], listener: Listener, options: RayOptio
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
             key = trial.config["trial"]["trial_key"]
-            clean = {k: v for k, v in result.items() if k not in RAY_KEYS}
+            clean = {k: v for k, v in result.items() if k not in RAY_KEYS and (scheduler is not None or k != SCORE)}
             if clean.get("bench_final") == 1:
                 clean.pop("bench_final")
+                clean.pop(SCORE, None)  # the scheduler reads epochs only; a final score would overwrite the last epoch's
                 listener.finished(key, clean)
             else:
                 clean.pop("bench_final", None)
@@ -91,6 +143,13 @@ def run_ray(configs: list[dict[str, Any]], listener: Listener, options: RayOptio
             error = getattr(trial, "error_msg", None) or "the trial's worker failed"
             listener.finished(trial.config["trial"]["trial_key"], {"status": "FAILED", "error": str(error)[-2000:]})
 
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            if scheduler is not None and trial.trial_id in scheduler.stopped:
+                epoch = (trial.last_result or {}).get("epoch", "?")
+                listener.stopped(trial.config["trial"]["trial_key"], f"stopped by ASHA after epoch {epoch}")
+
+    scheduler = _recording_asha(options.asha) if options.asha else None
+
     resources = {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
     threads = max(1, int(options.cpus_per_trial))
     space = [
@@ -99,8 +158,10 @@ def run_ray(configs: list[dict[str, Any]], listener: Listener, options: RayOptio
     ]
     tuner = tune.Tuner(
         tune.with_resources(_ray_trainable, resources),
-        param_space={"trial": tune.grid_search(space)},
-        tune_config=tune.TuneConfig(max_concurrent_trials=options.max_concurrent, reuse_actors=False),
+        param_space={"trial": tune.grid_search(space), "max_leakage": options.asha.max_leakage if options.asha else None},
+        tune_config=tune.TuneConfig(
+            max_concurrent_trials=options.max_concurrent, reuse_actors=True, scheduler=scheduler,
+        ),
         run_config=tune.RunConfig(
             name=options.name,
             storage_path=options.storage_path,
@@ -114,6 +175,29 @@ def run_ray(configs: list[dict[str, Any]], listener: Listener, options: RayOptio
     finally:
         if started_here:
             ray.shutdown()
+
+
+def _recording_asha(options: AshaOptions):
+    """An ASHA scheduler that remembers which trials it stopped (only those count as stopped early)."""
+    from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+
+    class RecordingASHA(ASHAScheduler):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.stopped: set[str] = set()
+
+        def on_trial_result(self, tune_controller, trial, result):
+            decision = super().on_trial_result(tune_controller, trial, result)
+            if decision == TrialScheduler.STOP:
+                self.stopped.add(trial.trial_id)
+            return decision
+
+    # time_attr "epoch" is absent from the final result, which ASHA then ignores;
+    # stop_last_trials=False: reaching the last epoch must not stop a trial before its evaluation.
+    return RecordingASHA(
+        time_attr="epoch", metric=SCORE, mode="max", max_t=max(options.max_epochs, options.grace_period),
+        grace_period=options.grace_period, reduction_factor=options.reduction_factor, stop_last_trials=False,
+    )
 
 
 RAY_KEYS = {

@@ -45,3 +45,42 @@ def hypervolume(points: Sequence[tuple[float, float]], reference: tuple[float, f
             area += (x - ref_x) * (y - best_y)
             best_y = y
     return area
+
+
+def front_hypervolume(
+    accuracy: Sequence[float], leakage_norm: Sequence[float], chance_accuracy: float
+) -> float:
+    """PROTOCOL.md's hypervolume of a set of configurations.
+
+    Each configuration is the point (task accuracy, 1 - leakage_norm), both
+    maximised; the reference point is (chance task accuracy, 0). Dominated
+    points add nothing, so passing every configuration of a method gives the
+    hypervolume of its front. NaN points are ignored.
+    """
+    points = [
+        (float(a), 1.0 - float(l))
+        for a, l in zip(accuracy, leakage_norm)
+        if np.isfinite(a) and np.isfinite(l)
+    ]
+    return hypervolume(points, (float(chance_accuracy), 0.0))
+
+
+def constrained_best(
+    val_accuracy: Sequence[float], val_leakage: Sequence[float], max_leakage: float | None = None
+) -> int | None:
+    """PROTOCOL.md's model selection: the index with the best validation task accuracy
+    among those whose validation leakage is at most ``max_leakage`` (no bound when None).
+
+    Ties go to the lower validation leakage, then to the first index. Points with a
+    NaN in either figure are never chosen. None when no point qualifies.
+    """
+    best, best_key = None, None
+    for index, (accuracy, leakage) in enumerate(zip(val_accuracy, val_leakage)):
+        if not (np.isfinite(accuracy) and np.isfinite(leakage)):
+            continue
+        if max_leakage is not None and leakage > max_leakage:
+            continue
+        key = (accuracy, -leakage)
+        if best_key is None or key > best_key:
+            best, best_key = index, key
+    return best

@@ -202,6 +202,18 @@ class DriverListener:
             summary = f"FAILED: {result.get('error', 'unknown error')[:200]}"
         print(f"[{len(self.done):>3}/{len(self.by_key)}] {where}: {summary}  [{seconds:.1f} s]", file=self.stream, flush=True)
 
+    def stopped(self, key: str, reason: str) -> None:
+        """The scheduler ended the trial early: a decision, so a resumed sweep does not rerun it."""
+        if key in self.done:
+            return
+        if key not in self.run_ids:
+            self.started(key)
+        self.tracker.stop_child(self.run_ids[key], reason)
+        self.done[key] = "STOPPED"
+        trial = self.by_key[key]
+        where = f"{trial.label} on {trial.config['dataset']}, seed {trial.config['seed']}"
+        print(f"[{len(self.done):>3}/{len(self.by_key)}] {where}: {reason}", file=self.stream, flush=True)
+
     def abandon(self, status: str = "KILLED") -> None:
         """Close the runs of trials that never reported an end (interrupted invocation)."""
         for key, run_id in self.run_ids.items():
@@ -209,13 +221,10 @@ class DriverListener:
                 self.tracker.client.set_terminated(run_id, status=status)
 
 
-def execute(request: RunRequest, stream: TextIO = sys.stdout) -> int:
-    """Run the request end to end; returns the exit status."""
-    from bench import report
-    from bench.executors import RayOptions, run_ray, run_serial
-    from bench.tracking import Tracker, load_runs, normalise_tracking_uri
+def check_where(request: RunRequest) -> tuple[str, float]:
+    """The absolute tracking URI and the GPUs per trial, or UserError."""
+    from bench.tracking import normalise_tracking_uri
 
-    planned = plan(request)
     tracking_uri = normalise_tracking_uri(request.tracking_uri)
     if not request.experiment.strip():
         raise UserError("--experiment must not be empty")
@@ -226,17 +235,18 @@ def execute(request: RunRequest, stream: TextIO = sys.stdout) -> int:
         gpus = 1.0 if torch.cuda.is_available() and request.device in ("auto", "cuda") else 0.0
     if gpus < 0 or request.cpus_per_trial <= 0:
         raise UserError("--cpus-per-trial must be positive and --gpus-per-trial not negative")
-    prepare_data(planned)
+    return tracking_uri, gpus
 
-    results_dir = Path(request.results_dir or Path("results") / request.experiment).resolve()
+
+def drive(planned: list[PlannedTrial], request: RunRequest, tracker, gpus: float, asha=None) -> DriverListener:
+    """Execute ``planned`` under the tracker's open parent run and close it; returns the listener.
+
+    Every trial ends with a closed run: FINISHED, FAILED, stopped early, or
+    (when this process is interrupted) KILLED, after which the interruption propagates.
+    """
+    from bench.executors import RayOptions, run_ray, run_serial
+
     embeddings: dict[str, Path] = {}
-    tracker = Tracker(tracking_uri, request.experiment)
-    parent = tracker.start_parent(
-        f"run-{time.strftime('%Y%m%d-%H%M%S')}",
-        {"methods": ",".join(sorted({p.config["method"] for p in planned})),
-         "datasets": ",".join(sorted({p.config["dataset"] for p in planned})),
-         "seeds": request.seeds, "trials": len(planned), "executor": request.executor},
-    )
     if request.save_embeddings:
         staging = Path(tempfile.mkdtemp(prefix="bench-embeddings-"))
         for trial in planned:
@@ -244,9 +254,6 @@ def execute(request: RunRequest, stream: TextIO = sys.stdout) -> int:
             trial.config["embeddings_path"] = str(path)
             embeddings[trial.key] = path
     listener = DriverListener(tracker, planned, embeddings)
-    where = "in this process" if request.executor == "serial" else f"on Ray ({request.address or 'local'})"
-    print(f"{len(planned)} trials {where}; MLflow {tracking_uri}, experiment {request.experiment!r}, run {parent}",
-          file=sys.stderr, flush=True)
     configs = [p.config for p in planned]
     try:
         if request.executor == "serial":
@@ -255,7 +262,7 @@ def execute(request: RunRequest, stream: TextIO = sys.stdout) -> int:
             run_ray(configs, listener, RayOptions(
                 address=request.address, cpus_per_trial=request.cpus_per_trial, gpus_per_trial=gpus,
                 max_concurrent=request.max_concurrent, storage_path=request.storage_path,
-                name=f"bench-{request.experiment}-{parent[:8]}",
+                name=f"bench-{request.experiment}-{tracker.parent_id[:8]}", asha=asha,
             ))
     except BaseException:
         listener.abandon()
@@ -267,13 +274,37 @@ def execute(request: RunRequest, stream: TextIO = sys.stdout) -> int:
     tracker.finish_parent("FINISHED")
     if embeddings:
         shutil.rmtree(next(iter(embeddings.values())).parent.parent, ignore_errors=True)
+    return listener
+
+
+def invocation_params(planned: list[PlannedTrial], request: RunRequest) -> dict[str, Any]:
+    return {
+        "methods": ",".join(sorted({p.config["method"] for p in planned})),
+        "datasets": ",".join(sorted({p.config["dataset"] for p in planned})),
+        "seeds": request.seeds, "trials": len(planned), "executor": request.executor,
+    }
+
+
+def execute(request: RunRequest, stream: TextIO = sys.stdout) -> int:
+    """Run the request end to end; returns the exit status."""
+    from bench import report
+    from bench.tracking import Tracker, load_runs
+
+    planned = plan(request)
+    tracking_uri, gpus = check_where(request)
+    prepare_data(planned)
+
+    results_dir = Path(request.results_dir or Path("results") / request.experiment).resolve()
+    tracker = Tracker(tracking_uri, request.experiment)
+    parent = tracker.start_parent(f"run-{time.strftime('%Y%m%d-%H%M%S')}", invocation_params(planned, request))
+    where = "in this process" if request.executor == "serial" else f"on Ray ({request.address or 'local'})"
+    print(f"{len(planned)} trials {where}; MLflow {tracking_uri}, experiment {request.experiment!r}, run {parent}",
+          file=sys.stderr, flush=True)
+    listener = drive(planned, request, tracker, gpus)
 
     frame = load_runs(tracking_uri, request.experiment, parent_id=parent)
-    by_dataset = report.summarise(frame)
-    for dataset, rows in sorted(by_dataset.items()):
-        print(f"\n{dataset}", file=stream)
-        print(report.table(rows), file=stream)
-    print("\n" + report.explain(), file=stream)
+    by_dataset = report.summarise(frame, expected_seeds=[str(s) for s in range(request.seeds)])
+    report.print_report(by_dataset, stream)
     written = report.write_results(by_dataset, results_dir, request.experiment)
     print(f"\nwrote {len(written)} files to {results_dir}; runs: mlflow ui --backend-store-uri {tracking_uri}", file=stream)
     statuses = list(listener.done.values())

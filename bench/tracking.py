@@ -9,8 +9,13 @@ Child runs carry:
 - tags: ``bench.config_hash`` (the trial's identity), ``bench.config_key`` (its
   configuration: the identity without the seed), ``bench.label``, ``bench.method``,
   ``bench.dataset``, ``bench.seed``, package versions, git commit when known,
-  ``bench.error`` for a FAILED trial;
+  ``bench.error`` for a FAILED trial, ``bench.stopped_early`` for a trial that a
+  sweep's scheduler ended early (status KILLED);
 - metrics: per epoch (step = epoch) and final.
+
+A trial is *complete* when it has a FINISHED run or one stopped early by the
+scheduler: a resumed sweep skips exactly those (:func:`completed_hashes`).
+Runs left RUNNING by a killed driver, or KILLED by an interrupted one, are not.
 """
 
 from __future__ import annotations
@@ -184,6 +189,11 @@ class Tracker:
                 self.client.log_artifact(run_id, str(path))
         self.client.set_terminated(run_id, status=status)
 
+    def stop_child(self, run_id: str, reason: str) -> None:
+        """A trial that the scheduler ended early: KILLED, with the reason in ``bench.stopped_early``."""
+        self._log(run_id, tags={"bench.stopped_early": reason})
+        self.client.set_terminated(run_id, status="KILLED")
+
     def _log(self, run_id: str, metrics=None, params=None, tags=None, step: int = 0) -> None:
         from mlflow.entities import Metric, Param, RunTag
 
@@ -196,14 +206,50 @@ class Tracker:
         )
 
 
-def load_runs(tracking_uri: str, experiment: str, parent_id: str | None = None):
-    """Trial runs of an experiment (of one invocation when ``parent_id`` is given), as a DataFrame."""
+def load_runs(tracking_uri: str, experiment: str | list[str], parent_id: str | None = None, kind: str = "trial"):
+    """Runs of one or more experiments, as a DataFrame: trial runs (``kind="trial"``) or invocations
+    (``kind="invocation"``), of one invocation when ``parent_id`` is given."""
     _quiet_mlflow()
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri)
-    filters = ["tags.`bench.kind` = 'trial'"]
+    filters = [f"tags.`bench.kind` = '{kind}'"]
     if parent_id:
         filters.append(f"tags.`mlflow.parentRunId` = '{parent_id}'")
-    frame = mlflow.search_runs(experiment_names=[experiment], filter_string=" and ".join(filters))
+    names = [experiment] if isinstance(experiment, str) else list(experiment)
+    frame = mlflow.search_runs(experiment_names=names, filter_string=" and ".join(filters), max_results=100000)
     return frame
+
+
+def require_experiment(tracking_uri: str, experiment: str) -> None:
+    """UserError unless the store holds an active experiment of that name."""
+    _quiet_mlflow()
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        found = MlflowClient(tracking_uri).get_experiment_by_name(experiment)
+    except MlflowException as error:
+        raise UserError(f"cannot read MLflow at {tracking_uri}: {' '.join(str(error).split())[:300]}") from None
+    if found is None or found.lifecycle_stage != "active":
+        raise UserError(f"MLflow at {tracking_uri} has no experiment {experiment!r}")
+
+
+def is_complete(frame):
+    """Per run: FINISHED, or ended early by a sweep's scheduler (a decision, not an accident)."""
+    stopped = frame["tags.bench.stopped_early"].notna() if "tags.bench.stopped_early" in frame.columns else False
+    return (frame["status"] == "FINISHED") | ((frame["status"] == "KILLED") & stopped)
+
+
+def completed_hashes(tracking_uri: str, experiment: str) -> dict[str, str]:
+    """Config hash -> run id of every trial of the experiment that is complete (see :func:`is_complete`)."""
+    _quiet_mlflow()
+    from mlflow import MlflowClient
+
+    if MlflowClient(tracking_uri).get_experiment_by_name(experiment) is None:
+        return {}
+    frame = load_runs(tracking_uri, experiment)
+    if frame.empty:
+        return {}
+    done = frame[is_complete(frame)].sort_values("start_time")
+    return dict(zip(done["tags.bench.config_hash"], done["run_id"]))

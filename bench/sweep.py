@@ -1,0 +1,240 @@
+"""`bench sweep`: draw configurations from each method's search space, run each on every seed, resume.
+
+Configurations
+    Random search (default): the ``i``-th configuration of a method takes each
+    hyperparameter from a generator seeded by (sweep seed, method, hyperparameter
+    name, ``i``) (:func:`bench.params.sample`), so the same sweep seed gives the
+    same configurations, and adding a hyperparameter or a method leaves every
+    other draw unchanged. ``--grid``: the product of each space's
+    ``grid(points)``. ``--set METHOD.NAME=VALUE`` fixes a hyperparameter;
+    ``--set METHOD.NAME=V1,V2`` makes it a choice among those values (drawn, or
+    a grid axis). Hyperparameters without a space keep their default.
+
+Resume
+    Before running, the driver asks MLflow which trials of the experiment are
+    complete (a FINISHED run, or one stopped early by the scheduler; by config
+    hash) and runs only the others, under a new parent run. ``--restart`` runs
+    everything again. The report reads the experiment's runs of the planned
+    trials and keeps one run per trial (:func:`bench.report.deduplicate`).
+
+Early stopping (``--scheduler asha``, Ray only)
+    ASHA on ``bench_score`` per epoch (:func:`bench.executors.schedule_score`):
+    ``val_accuracy``, or, with ``--max-leakage E``, ``val_accuracy`` if a cheap
+    linear probe's validation leakage after that epoch (``val_leakage_epoch``,
+    :func:`bench.trial.epoch_leakage`) is at most E, else 0. A trial stopped by
+    ASHA ends KILLED with ``bench.stopped_early`` and counts as complete.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import datasets as dataset_registry
+import methods as method_registry
+from bench.errors import UserError
+from bench.params import Choice, Param, resolve, sample
+from bench.runner import (
+    PlannedTrial,
+    RunRequest,
+    check_where,
+    configuration_key,
+    default_datasets,
+    drive,
+    label_for,
+    parse_dataset,
+    parse_sets,
+    prepare_data,
+    split_names,
+)
+from bench.trial import config_hash, make_config
+
+DEFAULT_SAMPLES = 20
+
+
+@dataclass
+class SweepRequest(RunRequest):
+    samples: int | None = None  # None: DEFAULT_SAMPLES (random search); not with grid
+    grid: bool = False
+    grid_points: int = 3
+    sweep_seed: int = 0
+    scheduler: str = "none"  # "none" or "asha"
+    max_leakage: float | None = None
+    grace_period: int = 1
+    reduction_factor: float = 3.0
+    restart: bool = False
+    formats: tuple[str, ...] = ("markdown", "csv")
+
+
+def search_space(method: str, overrides: dict[str, list[str]]) -> dict[str, Param]:
+    """The method's declared hyperparameters with ``--set`` applied: one value fixes it, several make a choice."""
+    declared = dict(method_registry.get_method(method).hparams)
+    for name, raw_values in overrides.items():
+        values = [resolve(method, declared, {name: raw})[name] for raw in raw_values]  # validates name and value
+        if len(values) == 1:
+            declared[name] = dataclasses.replace(declared[name], default=values[0], space=None)
+        else:
+            declared[name] = dataclasses.replace(declared[name], space=Choice(tuple(values)))
+    return declared
+
+
+def configurations(
+    method: str, overrides: dict[str, list[str]], samples: int, sweep_seed: int, grid_points: int | None = None
+) -> list[dict[str, Any]]:
+    """The method's hyperparameter configurations, without repeats, in draw order.
+
+    Random search when ``grid_points`` is None (``samples`` draws), else the grid.
+    """
+    space = search_space(method, overrides)
+    if grid_points is None:
+        drawn = [sample(space, method, sweep_seed, index) for index in range(samples)]
+    else:
+        names = list(space)
+        axes = [space[n].space.grid(grid_points) if space[n].space is not None else [space[n].default] for n in names]
+        drawn = [dict(zip(names, values)) for values in itertools.product(*axes)]
+    unique, seen = [], set()
+    for values in drawn:
+        marker = repr(sorted(values.items()))
+        if marker not in seen:
+            seen.add(marker)
+            unique.append(values)
+    return unique
+
+
+def validate(request: SweepRequest) -> None:
+    if not isinstance(request.seeds, int) or request.seeds < 1:
+        raise UserError(f"--seeds must be at least 1, got {request.seeds}")
+    if request.executor not in ("ray", "serial"):
+        raise UserError(f"unknown executor {request.executor!r} (valid: ray, serial)")
+    if request.grid and request.samples is not None:
+        raise UserError("--samples draws a random search; --grid takes every point of the grid: give one of them")
+    if request.samples is not None and request.samples < 1:
+        raise UserError(f"--samples must be at least 1, got {request.samples}")
+    if request.grid_points < 2:
+        raise UserError(f"--grid-points must be at least 2, got {request.grid_points}")
+    if request.scheduler not in ("none", "asha"):
+        raise UserError(f"unknown scheduler {request.scheduler!r} (valid: none, asha)")
+    if request.scheduler == "asha" and request.executor != "ray":
+        raise UserError("--scheduler asha needs --executor ray")
+    if request.max_leakage is not None and not 0.0 <= request.max_leakage <= 1.0:
+        raise UserError(f"--max-leakage is a balanced accuracy between 0 and 1, got {request.max_leakage}")
+    if request.grace_period < 1 or request.reduction_factor <= 1:
+        raise UserError("--grace-period must be at least 1 and --reduction-factor above 1")
+
+
+def plan_sweep(request: SweepRequest) -> list[PlannedTrial]:
+    """Every (dataset, method, configuration, seed) of the sweep, validated, without repeats."""
+    validate(request)
+    methods = split_names(request.methods) if request.methods else sorted(method_registry.REGISTRY)
+    if methods == ["all"]:
+        methods = sorted(method_registry.REGISTRY)
+    for name in methods:
+        method_registry.get_method(name)
+    if len(set(methods)) != len(methods):
+        raise UserError("--methods names a method twice")
+    dataset_texts = split_names(request.datasets) if request.datasets else default_datasets()
+    overrides = parse_sets(request.sets, methods)
+    samples = DEFAULT_SAMPLES if request.samples is None else request.samples
+    by_method = {
+        method: configurations(method, overrides.get(method, {}), samples, request.sweep_seed,
+                               request.grid_points if request.grid else None)
+        for method in methods
+    }
+    data_root = request.data_root or str(dataset_registry.default_data_root())
+    planned: list[PlannedTrial] = []
+    for dataset_text in dataset_texts:
+        dataset, options = parse_dataset(dataset_text)
+        for method in methods:
+            for hparams in by_method[method]:
+                for seed in range(request.seeds):
+                    config = make_config(
+                        method, dataset, options, hparams, seed=seed, epochs=request.epochs,
+                        batch_size=request.batch_size, encoder=request.encoder, device=request.device,
+                        data_root=data_root,
+                    )
+                    planned.append(PlannedTrial(config, config_hash(config), configuration_key(config),
+                                                label_for(method, config["hparams"])))
+    keys = [p.key for p in planned]
+    if len(set(keys)) != len(keys):
+        raise UserError("the sweep names the same trial twice (a repeated dataset?)")
+    return planned
+
+
+def sweep_id(planned: list[PlannedTrial]) -> str:
+    """The plan's identity: the same command gives the same id, so a resumed sweep can be recognised."""
+    return hashlib.sha256("\n".join(sorted(p.key for p in planned)).encode()).hexdigest()[:16]
+
+
+def asha_options(request: SweepRequest, planned: list[PlannedTrial]):
+    from bench.executors import AshaOptions
+    from bench.trial import load_data
+
+    epochs = max((p.config["epochs"] if p.config["epochs"] is not None else load_data(p.config).spec.epochs)
+                 for p in planned)
+    return AshaOptions(max_epochs=max(epochs, 1), grace_period=request.grace_period,
+                       reduction_factor=request.reduction_factor, max_leakage=request.max_leakage)
+
+
+def execute_sweep(request: SweepRequest, stream: TextIO | None = None) -> int:
+    """Plan, skip what the experiment already holds, run the rest, report every planned trial; exit status."""
+    from bench import report
+    from bench.tracking import Tracker, completed_hashes, load_runs
+
+    stream = stream or sys.stdout
+    planned = plan_sweep(request)
+    tracking_uri, gpus = check_where(request)
+    prepare_data(planned)
+    asha = asha_options(request, planned) if request.scheduler == "asha" else None
+    if asha is not None and asha.max_leakage is not None:
+        for trial in planned:
+            trial.config["epoch_leakage"] = True  # not part of the identity: it changes no figure
+
+    tracker = Tracker(tracking_uri, request.experiment)
+    complete = {} if request.restart else completed_hashes(tracking_uri, request.experiment)
+    todo = [p for p in planned if p.key not in complete]
+    identity = sweep_id(planned)
+    configs = len({(p.config["dataset"], p.config_key) for p in planned})
+    parent = tracker.start_parent(
+        f"sweep-{time.strftime('%Y%m%d-%H%M%S')}",
+        {
+            "methods": ",".join(sorted({p.config["method"] for p in planned})),
+            "datasets": ",".join(sorted({p.config["dataset"] for p in planned})),
+            "seeds": request.seeds, "trials": len(todo), "planned": len(planned),
+            "already_complete": len(planned) - len(todo), "configurations": configs,
+            "search": f"grid({request.grid_points})" if request.grid else f"random({request.samples or DEFAULT_SAMPLES})",
+            "sweep_seed": request.sweep_seed, "scheduler": request.scheduler,
+            "max_leakage": request.max_leakage if request.max_leakage is not None else "none",
+            "restart": request.restart, "executor": request.executor, "sweep_id": identity,
+        },
+    )
+    tracker.client.set_tag(parent, "bench.sweep_id", identity)
+    where = "in this process" if request.executor == "serial" else f"on Ray ({request.address or 'local'})"
+    print(
+        f"sweep {identity}: {configs} configurations x {request.seeds} seeds = {len(planned)} trials; "
+        f"{len(planned) - len(todo)} already complete in experiment {request.experiment!r}"
+        f"{' (ignored: --restart)' if request.restart else ''}; running {len(todo)} {where}; "
+        f"MLflow {tracking_uri}, run {parent}",
+        file=sys.stderr, flush=True,
+    )
+    if todo:
+        drive(todo, request, tracker, gpus, asha)
+    else:
+        tracker.finish_parent("FINISHED")
+
+    frame = load_runs(tracking_uri, request.experiment)
+    keys = {p.key for p in planned}
+    if not frame.empty:
+        frame = frame[frame["tags.bench.config_hash"].isin(keys)]
+    by_dataset = report.summarise(frame, expected_seeds=[str(s) for s in range(request.seeds)])
+    report.print_report(by_dataset, stream, request.max_leakage)
+    results_dir = Path(request.results_dir or Path("results") / request.experiment).resolve()
+    written = report.write_results(by_dataset, results_dir, request.experiment, request.formats, request.max_leakage)
+    print(f"\nwrote {len(written)} files to {results_dir}; runs: mlflow ui --backend-store-uri {tracking_uri}", file=stream)
+    finished = 0 if frame.empty else int((report.deduplicate(frame)["status"] == "FINISHED").sum())
+    return 0 if finished else 1

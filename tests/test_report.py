@@ -1,0 +1,145 @@
+"""Tables, hypervolumes, model selection and the leaderboard from a hand-made `mlflow.search_runs` frame."""
+
+import math
+
+import pandas as pd
+import pytest
+
+from bench import report
+
+NAN = float("nan")
+
+
+def run(config, seed, status, start, accuracy=NAN, leakage_norm=NAN, val_accuracy=NAN, val_leakage=NAN,
+        error=None, stopped=None, method="irene", dataset="toy", commit="abc1234def"):
+    return {
+        "run_id": f"{config}-{seed}-{start}",
+        "status": status,
+        "start_time": pd.Timestamp(1_700_000_000 + start, unit="s", tz="UTC"),
+        "tags.bench.config_hash": f"{dataset}-{config}-{seed}",
+        "tags.bench.config_key": f"{dataset}-{config}",
+        "tags.bench.dataset": dataset,
+        "tags.bench.method": method,
+        "tags.bench.label": config,
+        "tags.bench.seed": str(seed),
+        "tags.bench.error": error,
+        "tags.bench.stopped_early": stopped,
+        "tags.bench.git_commit": commit,
+        "tags.leakage_attacker": "linear" if status == "FINISHED" else None,
+        "metrics.accuracy": accuracy,
+        "metrics.leakage": 0.5 + leakage_norm / 2 if math.isfinite(leakage_norm) else NAN,
+        "metrics.leakage_norm": leakage_norm,
+        "metrics.val_accuracy": val_accuracy,
+        "metrics.val_leakage": val_leakage,
+        "metrics.num_classes": 2.0 if status == "FINISHED" else NAN,
+    }
+
+
+@pytest.fixture
+def frame():
+    rows = [
+        # vanilla: three seeds, all FINISHED
+        *[run("vanilla", seed, "FINISHED", 10 + seed, accuracy=acc, leakage_norm=0.6, val_accuracy=0.9, val_leakage=0.8,
+              method="vanilla") for seed, acc in enumerate([0.90, 0.92, 0.94])],
+        # A: seed 0 left RUNNING by a killed driver, then FINISHED by the resumed sweep;
+        #    seed 1 FAILED once, then FINISHED; seed 2 never ran
+        run("A", 0, "RUNNING", 1),
+        run("A", 0, "FINISHED", 20, accuracy=0.85, leakage_norm=0.2, val_accuracy=0.86, val_leakage=0.6),
+        run("A", 1, "FAILED", 2, error="RuntimeError: flaky"),
+        run("A", 1, "FINISHED", 21, accuracy=0.85, leakage_norm=0.2, val_accuracy=0.86, val_leakage=0.6),
+        # B: better validation accuracy, but one seed diverged and one was interrupted (KILLED, not by a scheduler)
+        run("B", 0, "FINISHED", 22, accuracy=0.80, leakage_norm=0.1, val_accuracy=0.88, val_leakage=0.55),
+        run("B", 1, "FAILED", 23, error="diverged: train_loss became nan in epoch 1"),
+        run("B", 2, "KILLED", 24),
+        # C: every seed stopped early by ASHA
+        *[run("C", seed, "KILLED", 30 + seed, stopped="stopped by ASHA after epoch 1") for seed in range(3)],
+    ]
+    return pd.DataFrame(rows)
+
+
+def by_label(rows):
+    return {row.label: row for row in rows}
+
+
+def test_each_trial_counts_once_and_missing_seeds_are_named(frame):
+    rows = by_label(report.summarise(frame)["toy"])
+    vanilla, a, b, c = rows["vanilla"], rows["A"], rows["B"], rows["C"]
+    assert (vanilla.finished, vanilla.failed, vanilla.missing) == (3, 0, [])
+    assert vanilla.stats["accuracy"] == pytest.approx((0.92, 0.02 / math.sqrt(3)))
+    # the orphan RUNNING run and the superseded FAILED run are not counted
+    assert (a.finished, a.failed, a.stopped, a.missing, a.errors) == (2, 0, 0, ["2"], [])
+    assert (b.finished, b.failed, b.missing) == (1, 1, ["2"])
+    assert b.errors == ["diverged: train_loss became nan in epoch 1"]
+    assert (c.finished, c.stopped, c.missing) == (0, 3, [])
+    text = report.table(list(rows.values()))
+    line = next(line for line in text.splitlines() if " A " in line)
+    assert "2/3" in line and "missing: 2" in line
+    line = next(line for line in text.splitlines() if " B " in line)
+    assert "1/3" in line and "FAILED 1: diverged" in line and "missing: 2" in line
+    assert "stopped early 3" in next(line for line in text.splitlines() if " C " in line)
+
+
+def test_declared_seeds_show_up_as_missing_even_when_no_configuration_has_them(frame):
+    rows = by_label(report.summarise(frame, expected_seeds={"toy": ["0", "1", "2", "3"]})["toy"])
+    assert rows["vanilla"].missing == ["3"]
+    assert rows["A"].missing == ["2", "3"]
+    assert report.seeds_cell(rows["vanilla"]) == "3/4"
+
+
+def test_hypervolume_per_method_and_constrained_selection(frame):
+    rows = report.summarise(frame)["toy"]
+    summaries = {s.method: s for s in report.methods_of(rows)}
+    # irene: A (0.85, 1 - 0.2) and B (0.80, 1 - 0.1) above (0.5, 0): 0.35 * 0.8 + 0.30 * 0.1 = 0.31
+    assert summaries["irene"].hypervolume == pytest.approx(0.31)
+    assert summaries["irene"].chance_accuracy == pytest.approx(0.5)
+    assert summaries["vanilla"].hypervolume == pytest.approx((0.92 - 0.5) * 0.4)
+    assert [s.method for s in report.methods_of(rows)] == ["irene", "vanilla"]  # ranked by hypervolume
+    # B has the best validation accuracy but a FAILED seed: A is selected
+    assert summaries["irene"].selected.label == "A"
+    assert summaries["vanilla"].selected.label == "vanilla"
+    assert summaries["irene"].trials == 2 + 2 + 3  # A's two, B's finished and failed, C's three stopped
+    bounded = {s.method: s for s in report.methods_of(rows, max_leakage=0.7)}
+    assert bounded["irene"].selected.label == "A"
+    assert bounded["vanilla"].selected is None  # validation leakage 0.8 > 0.7
+    assert "none qualifies" in report.methods_table(list(bounded.values()))
+    assert report.select(rows, max_leakage=0.5) is None
+
+
+def test_markdown_csv_latex_and_plot(frame, tmp_path):
+    by_dataset = report.summarise(frame)
+    written = report.write_results(by_dataset, tmp_path, "exp", formats=("markdown", "csv", "latex"), max_leakage=0.7)
+    assert sorted(p.name for p in written) == ["toy.csv", "toy.md", "toy.png", "toy.tex"]
+    markdown = (tmp_path / "toy.md").read_text()
+    assert "## Methods" in markdown and "missing: 2" in markdown and "validation leakage <= 0.7" in markdown
+    csv = pd.read_csv(tmp_path / "toy.csv", dtype={"missing_seeds": str})
+    a = csv[csv["label"] == "A"].iloc[0]
+    assert (a["finished"], a["failed"], a["missing_seeds"], a["selected"]) == (2, 0, "2", 1)
+    assert a["method_hypervolume"] == pytest.approx(0.31)
+    latex = (tmp_path / "toy.tex").read_text()
+    assert r"\begin{tabular}" in latex and r"$\pm$" in latex and "0.920 $\\pm$ 0.012" in latex
+    assert "±" not in latex.split("\n", 1)[1]  # only in the comment line
+    assert (tmp_path / "toy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_leaderboard_ranks_methods_with_trials_commit_and_date(frame):
+    text = report.leaderboard_text(report.summarise(frame), ["exp"], None, "2026-01-01")
+    lines = [line for line in text.splitlines() if line.startswith("| ")]
+    irene = next(line for line in lines if "| irene" in line)
+    vanilla = next(line for line in lines if "| vanilla" in line)
+    assert lines.index(irene) < lines.index(vanilla)
+    cells = [cell.strip() for cell in irene.strip("|").split("|")]
+    assert cells[:4] == ["1", "irene", "0.3100", "A"]
+    assert "7 (1 failed)" in cells and "abc1234def" in cells and "2023-11-14" in cells
+
+
+def test_written_results_are_readable_by_others(tmp_path):
+    import os
+    import stat
+
+    from bench.report import write_text
+
+    path = tmp_path / "table.md"
+    write_text(path, "x")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
