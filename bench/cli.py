@@ -70,18 +70,19 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                      help="log the probe and test bottlenecks with y and s as embeddings.npz per trial")
 
 
+def run_fields(args: argparse.Namespace) -> dict:
+    """The fields of a RunRequest, from the options :func:`add_run_arguments` declared."""
+    from dataclasses import fields
+
+    from bench.runner import RunRequest
+
+    return {field.name: getattr(args, field.name) for field in fields(RunRequest)}
+
+
 def command_run(args: argparse.Namespace) -> int:
     from bench.runner import RunRequest, execute
 
-    request = RunRequest(
-        methods=args.methods, datasets=args.datasets, seeds=args.seeds, epochs=args.epochs,
-        batch_size=args.batch_size, encoder=args.encoder, sets=args.sets, executor=args.executor,
-        address=args.address, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
-        max_concurrent=args.max_concurrent, storage_path=args.storage_path, tracking_uri=args.tracking_uri,
-        experiment=args.experiment, data_root=args.data_root, save_embeddings=args.save_embeddings,
-        device=args.device, results_dir=args.results_dir,
-    )
-    return execute(request)
+    return execute(RunRequest(**run_fields(args)))
 
 
 def command_list(args: argparse.Namespace) -> int:
@@ -104,23 +105,6 @@ def command_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _extra_commands() -> list:
-    """Modules that add subcommands: each has ``add_commands(subparsers)``."""
-    import importlib
-
-    modules = []
-    for name in ("bench.data_command", "bench.sweep_command"):
-        try:
-            modules.append(importlib.import_module(name))
-        except ModuleNotFoundError as error:
-            if error.name != name:
-                raise
-    return modules
-
-
-EXTRA_COMMANDS = _extra_commands()
-
-
 def build_parser() -> Parser:
     parser = Parser(prog="bench", description="Benchmark information removal in deep networks.")
     commands = parser.add_subparsers(dest="command", parser_class=Parser)
@@ -129,7 +113,9 @@ def build_parser() -> Parser:
     run.set_defaults(handler=command_run)
     listing = commands.add_parser("list", help="methods and datasets, with their options")
     listing.set_defaults(handler=command_list)
-    for module in EXTRA_COMMANDS:
+    from bench import data_command, sweep_command
+
+    for module in (data_command, sweep_command):  # each adds its subcommands
         module.add_commands(commands)
     return parser
 

@@ -71,16 +71,12 @@ def add_commands(subparsers) -> None:
 
 
 def command_sweep(args: argparse.Namespace) -> int:
+    from bench.cli import run_fields
     from bench.leaderboard import parse_formats
     from bench.sweep import SweepRequest, execute_sweep
 
     request = SweepRequest(
-        methods=args.methods, datasets=args.datasets, seeds=args.seeds, epochs=args.epochs,
-        batch_size=args.batch_size, encoder=args.encoder, sets=args.sets, executor=args.executor,
-        address=args.address, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
-        max_concurrent=args.max_concurrent, storage_path=args.storage_path, tracking_uri=args.tracking_uri,
-        experiment=args.experiment, data_root=args.data_root, save_embeddings=args.save_embeddings,
-        device=args.device, results_dir=args.results_dir,
+        **run_fields(args),
         samples=args.samples, grid=args.grid, grid_points=args.grid_points, sweep_seed=args.sweep_seed,
         scheduler=args.scheduler, max_leakage=args.max_leakage, grace_period=args.grace_period,
         reduction_factor=args.reduction_factor, restart=args.restart, formats=parse_formats(args.formats),

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from bench.errors import UserError
+from bench.registry import Registry
 from bench.params import Param
 
 SPLITS = ("train", "val", "probe", "test")
@@ -117,23 +117,9 @@ class Dataset:
         raise NotImplementedError
 
 
-REGISTRY: dict[str, type[Dataset]] = {}
-
-
-def register(cls: type[Dataset]) -> type[Dataset]:
-    """Class decorator: add a dataset to the registry under ``cls.name``."""
-    if not cls.name or cls.name in REGISTRY:
-        raise ValueError(f"dataset name {cls.name!r} is empty or taken")
-    REGISTRY[cls.name] = cls
-    return cls
-
-
-def get_dataset(name: str) -> type[Dataset]:
-    try:
-        return REGISTRY[name]
-    except KeyError:
-        valid = ", ".join(sorted(REGISTRY))
-        raise UserError(f"unknown dataset {name!r} (valid: {valid})") from None
+REGISTRY: Registry[Dataset] = Registry("dataset")
+register = REGISTRY.register
+get_dataset = REGISTRY.lookup
 
 
 def default_data_root() -> Path:

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.errors import UserError
+from bench.registry import Registry
 from bench.params import LogUniform, Param
 
 COMMON: dict[str, Param] = {
@@ -109,23 +109,9 @@ class Method(nn.Module):
         return F.cross_entropy(self.classifier(z), y)
 
 
-REGISTRY: dict[str, type[Method]] = {}
-
-
-def register(cls: type[Method]) -> type[Method]:
-    """Class decorator: add a method to the registry under ``cls.name``."""
-    if not cls.name or cls.name in REGISTRY:
-        raise ValueError(f"method name {cls.name!r} is empty or taken")
-    REGISTRY[cls.name] = cls
-    return cls
-
-
-def get_method(name: str) -> type[Method]:
-    try:
-        return REGISTRY[name]
-    except KeyError:
-        valid = ", ".join(sorted(REGISTRY))
-        raise UserError(f"unknown method {name!r} (valid: {valid})") from None
+REGISTRY: Registry[Method] = Registry("method")
+register = REGISTRY.register
+get_method = REGISTRY.lookup
 
 
 class GradientReversal(torch.autograd.Function):
