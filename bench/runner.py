@@ -109,6 +109,14 @@ def default_datasets() -> list[str]:
     return [name for name, cls in sorted(dataset_registry.REGISTRY.items()) if not cls.needs_data()]
 
 
+def validate_request(request: RunRequest) -> None:
+    """Checks that `bench run` and `bench sweep` share."""
+    if not isinstance(request.seeds, int) or request.seeds < 1:
+        raise UserError(f"--seeds must be at least 1, got {request.seeds}")
+    if request.executor not in ("ray", "serial"):
+        raise UserError(f"unknown executor {request.executor!r} (valid: ray, serial)")
+
+
 def plan(request: RunRequest) -> list[PlannedTrial]:
     """Every (method, configuration, dataset, seed) of the request, validated."""
     methods = split_names(request.methods) if request.methods else sorted(method_registry.REGISTRY)
@@ -117,10 +125,7 @@ def plan(request: RunRequest) -> list[PlannedTrial]:
     for name in methods:
         method_registry.get_method(name)
     dataset_texts = split_names(request.datasets) if request.datasets else default_datasets()
-    if not isinstance(request.seeds, int) or request.seeds < 1:
-        raise UserError(f"--seeds must be at least 1, got {request.seeds}")
-    if request.executor not in ("ray", "serial"):
-        raise UserError(f"unknown executor {request.executor!r} (valid: ray, serial)")
+    validate_request(request)
     overrides = parse_sets(request.sets, methods)
     data_root = request.data_root or str(dataset_registry.default_data_root())
 

@@ -52,6 +52,7 @@ from bench.runner import (
     parse_sets,
     prepare_data,
     split_names,
+    validate_request,
 )
 from bench.trial import config_hash, make_config
 
@@ -108,10 +109,7 @@ def configurations(
 
 
 def validate(request: SweepRequest) -> None:
-    if not isinstance(request.seeds, int) or request.seeds < 1:
-        raise UserError(f"--seeds must be at least 1, got {request.seeds}")
-    if request.executor not in ("ray", "serial"):
-        raise UserError(f"unknown executor {request.executor!r} (valid: ray, serial)")
+    validate_request(request)
     if request.grid and request.samples is not None:
         raise UserError("--samples draws a random search; --grid takes every point of the grid: give one of them")
     if request.samples is not None and request.samples < 1:
