@@ -240,11 +240,11 @@ def run_trial(config: dict[str, Any], report: Reporter | None = None) -> dict[st
     encoder = build_encoder(encoder_name, spec.input_shape)
     if spec.encoder_weights:
         load_weights(encoder, spec.encoder_weights)
+    fast_images = device.type == "cuda" and encoder_name == "resnet18"
     if spec.pixel_mean is not None:
-        encoder = NormalisedInput(encoder, spec.pixel_mean, spec.pixel_std)
+        encoder = NormalisedInput(encoder, spec.pixel_mean, spec.pixel_std, channels_last=fast_images)
     method_cls = method_registry.get_method(config["method"])
     method = method_cls(encoder, spec.num_classes, spec.num_private, config["hparams"], max(epochs, 1)).to(device)
-    fast_images = device.type == "cuda" and encoder_name == "resnet18"
     if fast_images:  # channels_last + bf16 autocast: 2.4x the fp32 img/s on an H200 (docs/DEVELOPING.md)
         method = method.to(memory_format=torch.channels_last)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=fast_images) if device.type == "cuda" else nullcontext()

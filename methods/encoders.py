@@ -108,9 +108,12 @@ class ResNet18(nn.Module):
 class NormalisedInput(nn.Module):
     """uint8 images in, normalised float32 out, then the encoder: per batch, on the device."""
 
-    def __init__(self, encoder: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]):
+    def __init__(
+        self, encoder: nn.Module, mean: tuple[float, ...], std: tuple[float, ...], channels_last: bool = False
+    ):
         super().__init__()
         self.encoder = encoder
+        self.channels_last = channels_last  # hand the convolutions NHWC batches (CUDA + bf16: faster)
         self.out_dim = encoder.out_dim
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
@@ -118,6 +121,8 @@ class NormalisedInput(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype == torch.uint8:
             x = (x.float() / 255.0 - self.mean) / self.std
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         return self.encoder(x)
 
 
