@@ -1,22 +1,37 @@
+import contextlib
+import functools
+import http.server
 import os
 import sys
+import threading
 from pathlib import Path
 
-import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATA = ROOT.parent / "shared" / "data"
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # ../shared/data, when present
 
 # Two cores here: one torch thread per test process keeps timings sane next to Ray workers.
 torch.set_num_threads(1)
 
 
-@pytest.fixture
-def shared_data() -> Path:
-    if not (SHARED_DATA / "adult" / "adult.data").exists():
-        pytest.skip("../shared/data is not present")
-    return SHARED_DATA
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 (the base class's name)
+        pass
+
+
+@contextlib.contextmanager
+def serve_folder(folder: Path):
+    """A real HTTP server on loopback serving ``folder``; yields its base URL, shut down after."""
+    handler = functools.partial(QuietHandler, directory=str(folder))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=5)
 
 
 def bench_command() -> list[str]:

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import http.server
-import threading
 
 import pytest
 
@@ -15,6 +12,7 @@ from datasets.base import DataFile
 from datasets.biased_mnist import BiasedMnist
 from datasets.compas import Compas
 from datasets.german import German
+from tests.conftest import serve_folder
 
 CONTENT = {"compas": b"compas bytes\n", "german": b"german bytes\n", "adult": b"adult bytes\n"}
 
@@ -115,26 +113,13 @@ def test_fetch_celeba_says_where_to_put_the_files(tmp_path, monkeypatch, capsys)
     assert len(lines) == 1 and "Google Drive" in lines[0] and str(tmp_path / "celeba") in lines[0]
 
 
-class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format, *args):  # noqa: A002 (the base class's name)
-        pass
-
-
 @pytest.fixture
 def server(tmp_path):
     served = tmp_path / "served"
     served.mkdir()
     (served / "german.data").write_bytes(CONTENT["german"])
-    handler = functools.partial(QuietHandler, directory=str(served))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)
+    with serve_folder(served) as url:
+        yield url
 
 
 def test_fetch_downloads_verifies_and_then_check_passes(tmp_path, server, monkeypatch, capsys):

@@ -14,8 +14,8 @@ from datasets import SPLITS, get_dataset
 from datasets.adult import Adult
 from datasets.base import DataFile
 from datasets.colored_digits import NUM_COLOURS, PALETTE
+from tests.conftest import SHARED_DATA
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def load(name: str, data_root: Path, **given):

@@ -18,8 +18,8 @@ from datasets.base import DataFile
 from datasets.biased_mnist import BiasedMnist
 from datasets.celeba import ATTRIBUTES, CelebA
 from datasets.colored_digits import NUM_COLOURS, PALETTE
+from tests.conftest import SHARED_DATA
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def load(name: str, data_root: Path, **given):

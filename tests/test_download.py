@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import http.server
-import threading
 from pathlib import Path
 
 import pytest
@@ -14,6 +11,7 @@ from bench.errors import UserError
 from datasets import download
 from datasets.base import DataFile
 from datasets.download import download_file, ensure_files, file_status, sha256_of
+from tests.conftest import serve_folder
 
 GOOD = b"39, State-gov, 77516, Bachelors\n" * 1000
 OTHER = b"not what was promised\n"
@@ -23,11 +21,6 @@ def sha(content: bytes) -> str:
     return hashlib.sha256(content).hexdigest()
 
 
-class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format, *args):  # noqa: A002 (the base class's name)
-        pass
-
-
 @pytest.fixture
 def server(tmp_path):
     """Serves tmp_path/served at the returned base URL; shut down after the test."""
@@ -35,16 +28,8 @@ def server(tmp_path):
     served.mkdir()
     (served / "good.bin").write_bytes(GOOD)
     (served / "other.bin").write_bytes(OTHER)
-    handler = functools.partial(QuietHandler, directory=str(served))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)
+    with serve_folder(served) as url:
+        yield url
 
 
 def leftovers(folder: Path) -> list[str]:
