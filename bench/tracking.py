@@ -59,6 +59,19 @@ def normalise_tracking_uri(uri: str | None) -> str:
     return uri
 
 
+def provenance_tags() -> dict[str, str]:
+    """Package versions and the git commit, computed once per process (they do not change during a run)."""
+    if not _PROVENANCE:
+        _PROVENANCE.update({f"version.{k}": v for k, v in package_versions().items()})
+        commit = git_commit()
+        if commit:
+            _PROVENANCE["bench.git_commit"] = commit
+    return dict(_PROVENANCE)
+
+
+_PROVENANCE: dict[str, str] = {}
+
+
 def package_versions() -> dict[str, str]:
     versions = {}
     for name in PACKAGES:
@@ -125,10 +138,7 @@ class Tracker:
         self.parent_id: str | None = None
 
     def start_parent(self, name: str, params: dict[str, Any]) -> str:
-        tags = {"bench.kind": "invocation", **{f"version.{k}": v for k, v in package_versions().items()}}
-        commit = git_commit()
-        if commit:
-            tags["bench.git_commit"] = commit
+        tags = {"bench.kind": "invocation", **provenance_tags()}
         run = self.client.create_run(self.experiment_id, tags=tags, run_name=name)
         self.parent_id = run.info.run_id
         self._log(self.parent_id, params=params)
@@ -148,11 +158,8 @@ class Tracker:
             "bench.method": config["method"],
             "bench.dataset": config["dataset"],
             "bench.seed": str(config["seed"]),
-            **{f"version.{k}": v for k, v in package_versions().items()},
+            **provenance_tags(),
         }
-        commit = git_commit()
-        if commit:
-            tags["bench.git_commit"] = commit
         run_name = f"{label}/{config['dataset']}/seed{config['seed']}"
         run = self.client.create_run(self.experiment_id, tags=tags, run_name=run_name)
         params = {
