@@ -290,27 +290,38 @@ def invocation_params(planned: list[PlannedTrial], request: RunRequest) -> dict[
     }
 
 
+def where_text(request: RunRequest) -> str:
+    return "in this process" if request.executor == "serial" else f"on Ray ({request.address or 'local'})"
+
+
+def publish_report(
+    frame, request: RunRequest, tracking_uri: str, stream: TextIO,
+    formats: tuple[str, ...] = ("markdown", "csv"), max_leakage: float | None = None,
+) -> None:
+    """Print the tables of ``frame`` (runs read back from MLflow) and write them under the results folder."""
+    from bench import report
+
+    by_dataset = report.summarise(frame, expected_seeds=[str(s) for s in range(request.seeds)])
+    report.print_report(by_dataset, stream, max_leakage)
+    results_dir = Path(request.results_dir or Path("results") / request.experiment).resolve()
+    written = report.write_results(by_dataset, results_dir, request.experiment, formats, max_leakage)
+    print(f"\nwrote {len(written)} files to {results_dir}; runs: mlflow ui --backend-store-uri {tracking_uri}", file=stream)
+
+
 def execute(request: RunRequest, stream: TextIO = sys.stdout) -> int:
     """Run the request end to end; returns the exit status."""
-    from bench import report
     from bench.tracking import Tracker, load_runs
 
     planned = plan(request)
     tracking_uri, gpus = check_where(request)
     prepare_data(planned)
 
-    results_dir = Path(request.results_dir or Path("results") / request.experiment).resolve()
     tracker = Tracker(tracking_uri, request.experiment)
     parent = tracker.start_parent(f"run-{time.strftime('%Y%m%d-%H%M%S')}", invocation_params(planned, request))
-    where = "in this process" if request.executor == "serial" else f"on Ray ({request.address or 'local'})"
-    print(f"{len(planned)} trials {where}; MLflow {tracking_uri}, experiment {request.experiment!r}, run {parent}",
+    print(f"{len(planned)} trials {where_text(request)}; MLflow {tracking_uri}, experiment {request.experiment!r}, run {parent}",
           file=sys.stderr, flush=True)
     listener = drive(planned, request, tracker, gpus)
 
-    frame = load_runs(tracking_uri, request.experiment, parent_id=parent)
-    by_dataset = report.summarise(frame, expected_seeds=[str(s) for s in range(request.seeds)])
-    report.print_report(by_dataset, stream)
-    written = report.write_results(by_dataset, results_dir, request.experiment)
-    print(f"\nwrote {len(written)} files to {results_dir}; runs: mlflow ui --backend-store-uri {tracking_uri}", file=stream)
+    publish_report(load_runs(tracking_uri, request.experiment, parent_id=parent), request, tracking_uri, stream)
     statuses = list(listener.done.values())
     return 0 if any(status == "FINISHED" for status in statuses) else 1

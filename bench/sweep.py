@@ -33,7 +33,6 @@ import itertools
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TextIO
 
 import datasets as dataset_registry
@@ -47,12 +46,15 @@ from bench.runner import (
     configuration_key,
     default_datasets,
     drive,
+    invocation_params,
     label_for,
     parse_dataset,
     parse_sets,
     prepare_data,
+    publish_report,
     split_names,
     validate_request,
+    where_text,
 )
 from bench.trial import config_hash, make_config
 
@@ -201,22 +203,20 @@ def execute_sweep(request: SweepRequest, stream: TextIO | None = None) -> int:
     parent = tracker.start_parent(
         f"sweep-{time.strftime('%Y%m%d-%H%M%S')}",
         {
-            "methods": ",".join(sorted({p.config["method"] for p in planned})),
-            "datasets": ",".join(sorted({p.config["dataset"] for p in planned})),
-            "seeds": request.seeds, "trials": len(todo), "planned": len(planned),
+            **invocation_params(planned, request),
+            "trials": len(todo), "planned": len(planned),
             "already_complete": len(planned) - len(todo), "configurations": configs,
             "search": f"grid({request.grid_points})" if request.grid else f"random({request.samples or DEFAULT_SAMPLES})",
             "sweep_seed": request.sweep_seed, "scheduler": request.scheduler,
             "max_leakage": request.max_leakage if request.max_leakage is not None else "none",
-            "restart": request.restart, "executor": request.executor, "sweep_id": identity,
+            "restart": request.restart, "sweep_id": identity,
         },
     )
     tracker.client.set_tag(parent, "bench.sweep_id", identity)
-    where = "in this process" if request.executor == "serial" else f"on Ray ({request.address or 'local'})"
     print(
         f"sweep {identity}: {configs} configurations x {request.seeds} seeds = {len(planned)} trials; "
         f"{len(planned) - len(todo)} already complete in experiment {request.experiment!r}"
-        f"{' (ignored: --restart)' if request.restart else ''}; running {len(todo)} {where}; "
+        f"{' (ignored: --restart)' if request.restart else ''}; running {len(todo)} {where_text(request)}; "
         f"MLflow {tracking_uri}, run {parent}",
         file=sys.stderr, flush=True,
     )
@@ -229,10 +229,6 @@ def execute_sweep(request: SweepRequest, stream: TextIO | None = None) -> int:
     keys = {p.key for p in planned}
     if not frame.empty:
         frame = frame[frame["tags.bench.config_hash"].isin(keys)]
-    by_dataset = report.summarise(frame, expected_seeds=[str(s) for s in range(request.seeds)])
-    report.print_report(by_dataset, stream, request.max_leakage)
-    results_dir = Path(request.results_dir or Path("results") / request.experiment).resolve()
-    written = report.write_results(by_dataset, results_dir, request.experiment, request.formats, request.max_leakage)
-    print(f"\nwrote {len(written)} files to {results_dir}; runs: mlflow ui --backend-store-uri {tracking_uri}", file=stream)
+    publish_report(frame, request, tracking_uri, stream, request.formats, request.max_leakage)
     finished = 0 if frame.empty else int((report.deduplicate(frame)["status"] == "FINISHED").sum())
     return 0 if finished else 1

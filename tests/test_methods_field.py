@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from bench.params import resolve
 from bench.trial import make_config, run_trial
 from methods import get_method
-from methods.adv_debias import AdversarialDebiasing, projected_update
+from methods.adv_debias import projected_update
 from methods.encoders import MLP
 from methods.end import disentangling_term, entangling_term
 from methods.hsic import delta_kernel, gaussian_kernel, hsic, normalized_hsic
