@@ -8,6 +8,14 @@
 channels_last on CUDA: exactly the path ``celeba`` takes through :func:`bench.trial.run_trial`.
 It prints the training img/s that the trial measured. Needs neither Ray nor MLflow, so it runs
 on the lent GPU machine as it is.
+
+    python -m bench.benchmarks gpu                      # issue 11's GPU workloads against their anchors (< 8 min)
+    python -m bench.benchmarks gpu --tiny --device cpu  # smoke run: every row, tiny sizes, seconds
+    python -m bench.benchmarks attackers FOLDER         # current vs previous attackers on saved embeddings
+    python -m bench.benchmarks overhead                 # per-trial cost of Ray + MLflow (CPU)
+    python -m bench.benchmarks cache-read               # CelebA uint8 cache: gather + transfer img/s
+
+``gpu``, ``cache-read`` and ``images`` import neither Ray nor MLflow (the GPU machine has neither).
 """
 
 from __future__ import annotations
@@ -43,12 +51,9 @@ class RandomImages(Dataset):
         side, n = options["resolution"], options["images"]
         path = Path(options["cache"]) / f"random-{n}-{side}.npy"
         if not path.exists():
-            array = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(n, 3, side, side))
-            rng = np.random.default_rng(0)
-            for start in range(0, n, 1024):
-                array[start : start + 1024] = rng.integers(0, 256, size=array[start : start + 1024].shape, dtype=np.uint8)
-            array.flush()
-            del array
+            from bench.gpu_benchmarks import write_random_cache
+
+            write_random_cache(path, n, side)
         images = torch.from_numpy(np.load(path, mmap_mode="c"))
         generator = torch.Generator().manual_seed(0)
 
@@ -84,7 +89,11 @@ def images(arguments: argparse.Namespace) -> None:
             )
 
 
-def main() -> None:
+from bench.gpu_benchmarks import add_gpu_commands  # noqa: E402  (torch only)
+from bench.cpu_benchmarks import add_cpu_commands  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.benchmarks")
     commands = parser.add_subparsers(dest="command", required=True)
     image_parser = commands.add_parser("images", help="CelebA-shaped training speed (ResNet-18 on uint8 images)")
@@ -95,8 +104,11 @@ def main() -> None:
     image_parser.add_argument("--batch-size", type=int, default=256)
     image_parser.add_argument("--methods", default="vanilla,irene")
     image_parser.add_argument("--cache", default="", help="folder for the image file (default: a temporary one)")
-    arguments = parser.parse_args()
-    images(arguments)
+    image_parser.set_defaults(handler=images)
+    add_gpu_commands(commands)
+    add_cpu_commands(commands)
+    arguments = parser.parse_args(argv)
+    arguments.handler(arguments)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ line on stderr and exit status 2. A traceback means a bug.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from typing import Sequence
 
@@ -40,6 +41,37 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = _number(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    value = _number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
+    return value
+
+
+def above_one(text: str) -> float:
+    value = _number(text)
+    if value <= 1:
+        raise argparse.ArgumentTypeError(f"must be above 1, got {text}")
+    return value
+
+
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     what = parser.add_argument_group("what to run")
     what.add_argument("--methods", action="append", help="comma-separated method names, or 'all' (default: all)")
@@ -52,12 +84,20 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--encoder", help="encoder name (default: the dataset's)")
     what.add_argument("--set", dest="sets", action="append", default=[], metavar="METHOD.NAME=VALUE[,VALUE]",
                       help="set a hyperparameter; several values run each (repeatable)")
+    training = parser.add_argument_group("training recipe (optimiser, schedule, epochs, ...; see bench list)")
+    training.add_argument("--recipe", choices=("dataset", "reference"), default="dataset",
+                          help="dataset: every method trains under its dataset's reference recipe (default); "
+                               "reference: each method under its own paper's recipe where it declares one")
+    training.add_argument("--train", dest="train", action="append", default=[], metavar="[METHOD.]FIELD=VALUE[,VALUE]",
+                          help="override a recipe field, e.g. lr=0.01,0.1 schedule=cosine milestones=40/60 "
+                               "grl.epochs=5; several values run each (a sweep draws them) (repeatable)")
     where = parser.add_argument_group("where to run")
     where.add_argument("--executor", choices=("ray", "serial"), default="ray",
                        help="ray: Ray Tune trials (default); serial: in this process, without Ray")
     where.add_argument("--address", help="address of a running Ray cluster (default: start a local Ray)")
-    where.add_argument("--cpus-per-trial", type=float, default=1.0)
-    where.add_argument("--gpus-per-trial", type=float, help="default: 1 on a CUDA machine, else 0; may be fractional")
+    where.add_argument("--cpus-per-trial", type=positive_float, default=1.0, help="CPUs per trial (default 1; may be fractional)")
+    where.add_argument("--gpus-per-trial", type=non_negative_float,
+                       help="default: on a CUDA machine each dataset's share (0.25 tabular and toy sets, 1 images), else 0; may be fractional")
     where.add_argument("--max-concurrent", type=positive_int, help="at most this many trials at once")
     where.add_argument("--storage-path", help="where Ray Tune keeps its results (shared storage on a cluster)")
     where.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default auto)")
@@ -67,7 +107,13 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--experiment", default="default", help="MLflow experiment name (default 'default')")
     out.add_argument("--results-dir", help="where tables and plots go (default results/<experiment>)")
     out.add_argument("--save-embeddings", action="store_true",
-                     help="log the probe and test bottlenecks with y and s as embeddings.npz per trial")
+                     help="log the probe, val and test bottlenecks with y and s as embeddings.npz per trial")
+    out.add_argument("--log-models", action="store_true",
+                     help="log each trial's encoder and heads (state dict and the config that rebuilds them) as "
+                          "model.pt, for bench attack")
+    out.add_argument("--quiet", action="store_true", help="no progress lines and no tables (files are still written)")
+    out.add_argument("--json", dest="json_output", action="store_true",
+                     help="print the report as one JSON document on stdout instead of tables")
 
 
 def run_fields(args: argparse.Namespace) -> dict:
@@ -95,12 +141,17 @@ def command_list(args: argparse.Namespace) -> int:
         print(f"  {name:<12} {cls.description}")
         for hp, param in cls.hparams.items():
             print(f"      {hp:<18} {param.describe()}{'  ' + param.help if param.help else ''}")
+        if cls.strength:
+            print("      strength (--curve): " + ", ".join(f"{hp} {low:g}..{high:g}" for hp, (low, high) in cls.strength.items()))
+        for dataset, recipe in sorted(cls.reference_recipes.items()):
+            print(f"      recipe on {dataset} (--recipe reference): {recipe.describe()}")
     print("\ndatasets:")
     for name, cls in sorted(dataset_registry.REGISTRY.items()):
         needs = "  (reads files from the data root)" if cls.needs_data() else ""
         print(f"  {name:<15} {cls.description}{needs}")
         for option, param in cls.options.items():
             print(f"      {option:<18} {param.describe()}{'  ' + param.help if param.help else ''}")
+        print(f"      recipe: {cls.recipe_for({k: p.default for k, p in cls.options.items()}).describe()}")
     print("\nencoders: " + ", ".join(sorted(ENCODERS)))
     return 0
 
@@ -113,9 +164,9 @@ def build_parser() -> Parser:
     run.set_defaults(handler=command_run)
     listing = commands.add_parser("list", help="methods and datasets, with their options")
     listing.set_defaults(handler=command_list)
-    from bench import data_command, sweep_command
+    from bench import attack_command, data_command, reproduce_command, sweep_command
 
-    for module in (data_command, sweep_command):  # each adds its subcommands
+    for module in (data_command, sweep_command, attack_command, reproduce_command):  # each adds its subcommands
         module.add_commands(commands)
     return parser
 
@@ -124,6 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        args.command_line = ["bench", *(sys.argv[1:] if argv is None else argv)]  # provenance (sweep, leaderboard)
         if not getattr(args, "handler", None):
             parser.print_help()
             return 2

@@ -19,10 +19,15 @@ from pathlib import Path
 from bench.errors import UserError
 
 
-def _data_root(args: argparse.Namespace) -> Path:
+def _data_root(args: argparse.Namespace, write: bool = False) -> Path:
+    """The data root, checked: a folder (or none yet); one this process can write when ``write``."""
+    from bench import preflight
     from datasets import default_data_root
 
-    return Path(args.data_root).expanduser() if args.data_root else default_data_root()
+    root = Path(args.data_root).expanduser() if args.data_root else default_data_root()
+    if write:
+        return preflight.writable_folder(root, "--data-root")
+    return preflight.readable_folder(root, "--data-root")
 
 
 def statuses(cls, data_root: Path) -> list[tuple[str, str]]:
@@ -68,7 +73,7 @@ def command_fetch(args: argparse.Namespace) -> int:
     if not cls.needs_data():
         print(f"{cls.name}: needs no data files")
         return 0
-    data_root = _data_root(args)
+    data_root = _data_root(args, write=True)
     cls.prepare(data_root, download=True)
     print(f"{cls.name}: every file is present and intact in {cls.folder(data_root)}")
     return 0

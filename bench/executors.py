@@ -64,7 +64,7 @@ def run_serial(configs: list[dict[str, Any]], listener: Listener) -> None:
 class RayOptions:
     address: str | None = None
     cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
+    gpus_per_trial: float | None = 0.0  # None: each trial asks for its dataset's gpu_share
     max_concurrent: int | None = None
     storage_path: str | None = None
     max_failures: int = 2
@@ -124,10 +124,25 @@ def run_ray(configs: list[dict[str, Any]], listener: Listener, options: RayOptio
             raise UserError(f"cannot start or reach Ray at {where}: {reason}") from None
         started_here = True
 
+    failures: list[BaseException] = []  # what the listener raised (MLflow out for too long): fit() re-raises it
+
+    def forwarding(method):
+        def call(self, *args, **kwargs):
+            if failures:
+                raise failures[0]
+            try:
+                return method(self, *args, **kwargs)
+            except Exception as error:
+                failures.append(error)
+                raise
+        return call
+
     class Forward(tune.Callback):
+        @forwarding
         def on_trial_start(self, iteration, trials, trial, **info):
             listener.started(trial.config["trial"]["trial_key"])
 
+        @forwarding
         def on_trial_result(self, iteration, trials, trial, result, **info):
             key = trial.config["trial"]["trial_key"]
             clean = {k: v for k, v in result.items() if k not in RAY_KEYS and (scheduler is not None or k != SCORE)}
@@ -139,10 +154,12 @@ def run_ray(configs: list[dict[str, Any]], listener: Listener, options: RayOptio
                 clean.pop("bench_final", None)
                 listener.epoch(key, clean)
 
+        @forwarding
         def on_trial_error(self, iteration, trials, trial, **info):
             error = getattr(trial, "error_msg", None) or "the trial's worker failed"
             listener.finished(trial.config["trial"]["trial_key"], {"status": "FAILED", "error": str(error)[-2000:]})
 
+        @forwarding
         def on_trial_complete(self, iteration, trials, trial, **info):
             if scheduler is not None and trial.trial_id in scheduler.stopped:
                 epoch = (trial.last_result or {}).get("epoch", "?")
@@ -150,7 +167,7 @@ def run_ray(configs: list[dict[str, Any]], listener: Listener, options: RayOptio
 
     scheduler = _recording_asha(options.asha) if options.asha else None
 
-    resources = {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
+    resources = trial_resources(options.cpus_per_trial, options.gpus_per_trial)
     threads = max(1, int(options.cpus_per_trial))
     space = [
         {**config, "threads": config.get("threads") or threads, "trial_key": config_hash(config)}
@@ -172,9 +189,38 @@ def run_ray(configs: list[dict[str, Any]], listener: Listener, options: RayOptio
     )
     try:
         tuner.fit()
+    except Exception:
+        if failures:
+            raise failures[0] from None
+        raise
     finally:
         if started_here:
             ray.shutdown()
+    if failures:
+        raise failures[0]
+
+
+def dataset_gpu_share(dataset: str) -> float:
+    """The GPU fraction a trial on ``dataset`` asks for by default (the dataset's ``gpu_share``)."""
+    import datasets as dataset_registry
+
+    return float(dataset_registry.get_dataset(dataset).gpu_share)
+
+
+def trial_resources(cpus_per_trial: float, gpus_per_trial: float | None):
+    """Tune's resource request: fixed, or (``gpus_per_trial`` None) each trial's dataset's GPU share.
+
+    Fractional GPUs let Ray pack several small trials on one GPU: at 0.25, four
+    tabular trials train side by side where one would leave the GPU mostly idle.
+    """
+    if gpus_per_trial is not None:
+        return {"cpu": cpus_per_trial, "gpu": gpus_per_trial}
+    from ray.tune import PlacementGroupFactory
+
+    def per_trial(param_config: dict[str, Any]):
+        return PlacementGroupFactory([{"CPU": cpus_per_trial, "GPU": dataset_gpu_share(param_config["trial"]["dataset"])}])
+
+    return per_trial
 
 
 def _recording_asha(options: AshaOptions):

@@ -7,6 +7,7 @@ name every seed that is missing.
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from pathlib import Path
@@ -59,21 +60,33 @@ def execute_report(
     formats: tuple[str, ...] = ("markdown", "csv"),
     results_dir: str | None = None,
     stream: TextIO | None = None,
+    quiet: bool = False,
+    json_output: bool = False,
 ) -> int:
-    from bench.tracking import load_runs, normalise_tracking_uri, require_experiment
+    from bench import preflight
+    from bench.tracking import load_runs, require_experiment
 
     stream = stream or sys.stdout
     check_max_leakage(max_leakage)
-    uri = normalise_tracking_uri(tracking_uri)
+    if not experiment or not experiment.strip():
+        raise UserError("--experiment must not be empty")
+    folder = preflight.writable_folder(Path(results_dir or Path("results") / experiment), "--results-dir").resolve()
+    uri = preflight.tracking_uri(tracking_uri, write=False)
     require_experiment(uri, experiment)
     frame = load_runs(uri, experiment)
     if frame.empty:
         raise UserError(f"experiment {experiment!r} at {uri} holds no trial runs")
     by_dataset = report.summarise(frame, expected_seeds=declared_seeds(uri, [experiment]))
-    report.print_report(by_dataset, stream, max_leakage)
-    folder = Path(results_dir or Path("results") / experiment).resolve()
+    if not (quiet or json_output):
+        report.print_report(by_dataset, stream, max_leakage)
     written = report.write_results(by_dataset, folder, experiment, formats, max_leakage)
-    print(f"\nwrote {len(written)} files to {folder}", file=stream)
+    if json_output:
+        from bench.output import print_json, report_document
+
+        print_json(report_document(by_dataset, max_leakage, experiment=experiment, tracking_uri=uri,
+                                   results_dir=str(folder), files=[str(path) for path in written]), stream)
+    elif not quiet:
+        print(f"\nwrote {len(written)} files to {folder}", file=stream)
     return 0
 
 
@@ -81,12 +94,59 @@ def bench_experiments(tracking_uri: str) -> list[str]:
     """Active experiments of the store that hold at least one bench trial run."""
     from mlflow import MlflowClient
 
-    client = MlflowClient(tracking_uri)
+    from bench.tracking import Retrying
+
+    client, call = MlflowClient(tracking_uri), Retrying(tracking_uri)
     names = []
-    for found in client.search_experiments():
-        if client.search_runs([found.experiment_id], "tags.`bench.kind` = 'trial'", max_results=1):
+    for found in call(client.search_experiments):
+        if call(client.search_runs, [found.experiment_id], "tags.`bench.kind` = 'trial'", max_results=1):
             names.append(found.name)
     return sorted(names)
+
+
+def _seconds(start, end) -> float:
+    begin, finish = report._milliseconds(start), report._milliseconds(end)
+    return (finish - begin) / 1000 if math.isfinite(begin) and math.isfinite(finish) and finish >= begin else math.nan
+
+
+def _described(parent) -> str:
+    """A command line for an invocation from before parents logged theirs: rebuilt from its params."""
+    kind = "sweep" if str(parent.get("tags.mlflow.runName", "")).startswith("sweep") else "run"
+    text = f"bench {kind} --methods {parent.get('params.methods', '?')} --datasets {parent.get('params.datasets', '?')} " \
+           f"--seeds {parent.get('params.seeds', '?')}"
+    search = parent.get("params.search")
+    return text + (f" (search {search})" if isinstance(search, str) else "") + "  # rebuilt from the run's params"
+
+
+def provenance(tracking_uri: str, experiments: list[str], frame, command: str = "") -> report.Provenance:
+    """Commands, trials, wall time and commits of the runs behind a leaderboard, from MLflow."""
+    from bench.tracking import load_runs
+
+    trials = report.deduplicate(frame)
+    from bench.sweep import command_text
+
+    found = report.Provenance(trials=len(trials), report_command=command or command_text())
+    found.trial_seconds = sum(s for s in (_seconds(a, b) for a, b in zip(trials["start_time"], trials.get("end_time", [])))
+                              if math.isfinite(s)) if "end_time" in trials.columns else math.nan
+    commits = trials["tags.bench.git_commit"] if "tags.bench.git_commit" in trials.columns else []
+    found.commits = sorted({c for c in commits if isinstance(c, str) and c})
+    starts = [report._milliseconds(v) for v in trials["start_time"]]
+    ends = [report._milliseconds(v) for v in trials["end_time"]] if "end_time" in trials.columns else []
+    found.first_start = min((s for s in starts if math.isfinite(s)), default=math.nan)
+    found.last_end = max((e for e in ends if math.isfinite(e)), default=math.nan)
+    parents = load_runs(tracking_uri, experiments, kind="invocation")
+    if not parents.empty:
+        parents = parents.sort_values("start_time")
+        found.invocations = len(parents)
+        durations = [_seconds(a, b) for a, b in zip(parents["start_time"], parents["end_time"])] \
+            if "end_time" in parents.columns else []
+        found.wall_seconds = sum(d for d in durations if math.isfinite(d)) if durations else math.nan
+        commands = []
+        for _, parent in parents.iterrows():
+            command = parent.get("params.command")
+            commands.append(command if isinstance(command, str) and command else _described(parent))
+        found.commands = list(dict.fromkeys(commands))
+    return found
 
 
 def execute_leaderboard(
@@ -95,12 +155,22 @@ def execute_leaderboard(
     max_leakage: float | None = None,
     output: str | None = None,
     stream: TextIO | None = None,
+    formats: tuple[str, ...] = ("markdown",),
+    quiet: bool = False,
+    json_output: bool = False,
+    command: str = "",
 ) -> int:
-    from bench.tracking import _quiet_mlflow, load_runs, normalise_tracking_uri, require_experiment
+    """``formats``: markdown (``results/LEADERBOARD.md``) and/or html (``results/leaderboard.html``, :mod:`bench.html_report`)."""
+    from bench import preflight
+    from bench.tracking import _quiet_mlflow, load_runs, require_experiment
 
     stream = stream or sys.stdout
     check_max_leakage(max_leakage)
-    uri = normalise_tracking_uri(tracking_uri)
+    from bench import html_report
+
+    paths = {name: preflight.writable_file(target, "--output").resolve()
+             for name, target in html_report.leaderboard_targets(formats, output).items()}
+    uri = preflight.tracking_uri(tracking_uri, write=False)
     _quiet_mlflow()
     if experiments:
         for name in experiments:
@@ -113,9 +183,25 @@ def execute_leaderboard(
     if frame.empty:
         raise UserError(f"experiment(s) {', '.join(experiments)} at {uri} hold no trial runs")
     by_dataset = report.summarise(frame, expected_seeds=declared_seeds(uri, experiments))
-    text = report.leaderboard_text(by_dataset, experiments, max_leakage, time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
-    path = Path(output or Path("results") / "LEADERBOARD.md").resolve()
-    report.write_text(path, text)
-    print(text, file=stream)
-    print(f"wrote {path}", file=stream)
+    generated = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    plots = {}
+    if "markdown" in paths:  # the Markdown links its plots by a path relative to itself
+        folder = paths["markdown"].parent / f"{paths['markdown'].stem.lower()}-plots"
+        plots = {dataset: f"{folder.name}/{path.name}"
+                 for dataset, path in report.write_plots(by_dataset, folder, max_leakage).items()}
+    text = report.leaderboard_text(by_dataset, experiments, max_leakage, generated,
+                                   provenance=provenance(uri, experiments, frame, command), plots=plots)
+    if "markdown" in paths:
+        report.write_text(paths["markdown"], text)
+    if "html" in paths:
+        html_report.write_page(paths["html"], by_dataset, experiments, max_leakage, generated)
+    if json_output:
+        from bench.output import print_json, report_document
+
+        print_json(report_document(by_dataset, max_leakage, experiments=experiments, tracking_uri=uri, generated=generated,
+                                   files=[str(path) for path in paths.values()]), stream)
+    elif not quiet:
+        print(text, file=stream)
+        for path in paths.values():
+            print(f"wrote {path}", file=stream)
     return 0

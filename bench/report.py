@@ -28,8 +28,8 @@ from bench.pareto import constrained_best, front_hypervolume, pareto_mask
 TABLE_METRICS = ("accuracy", "leakage", "leakage_norm", "mi_bits", "floor_leakage", "head_acc")
 CSV_METRICS = (
     "accuracy", "balanced_accuracy", "val_accuracy", "leakage", "leakage_norm", "mi_bits", "val_leakage",
-    "leak_linear", "leak_mlp", "leak_gbdt", "floor_leakage", "head_acc", "dp_gap", "eo_gap",
-    "train_seconds", "samples_per_second", "num_classes",
+    "leak_linear", "leak_mlp", "leak_gbdt", "leak_probe25", "leak_probe50", "floor_leakage", "head_acc", "dp_gap", "eo_gap",
+    "train_seconds", "samples_per_second", "num_classes", "num_private",
 )
 HEADERS = {
     "accuracy": "task acc",
@@ -69,6 +69,10 @@ class Row:
     last_start: float = math.nan
     pareto: bool = False
     selected: bool = False  # its method's model selection on this dataset
+    # metric -> seed -> value, FINISHED seeds only; the bootstrap (bench.statistics) resamples these.
+    # Leakage figures also come normalised per seed as ``<metric>_norm`` (0 at chance, 1 at full recovery).
+    per_seed: dict[str, dict[str, float]] = field(default_factory=dict)
+    hparams: dict[str, str] = field(default_factory=dict)  # the method's hyperparameters (MLflow ``hp.<name>``)
 
     def mean(self, metric: str) -> float:
         return self.stats.get(metric, (math.nan, math.nan))[0]
@@ -146,6 +150,31 @@ def _milliseconds(value) -> float:
         return math.nan
 
 
+NORMALISED = ("val_leakage", "leak_linear", "leak_mlp", "leak_gbdt", "leak_probe25", "leak_probe50", "floor_leakage")
+
+
+def per_seed_values(finished) -> dict[str, dict[str, float]]:
+    """metric -> seed -> value of FINISHED runs, with the leakage figures also normalised (``*_norm``)."""
+    from bench.statistics import normalise_leakage
+
+    out: dict[str, dict[str, float]] = {}
+    seeds = list(finished["_seed"])
+    for metric in CSV_METRICS:
+        column = _column(finished, f"metrics.{metric}")
+        if column is None:
+            continue
+        values = {seed: float(v) for seed, v in zip(seeds, column) if v == v}
+        if values:
+            out[metric] = values
+    private = out.get("num_private", {})
+    for metric in NORMALISED:
+        values = {seed: normalise_leakage(v, private.get(seed, math.nan)) for seed, v in out.get(metric, {}).items()}
+        values = {seed: v for seed, v in values.items() if math.isfinite(v)}
+        if values:
+            out[metric + "_norm"] = values
+    return out
+
+
 def summarise(frame, expected_seeds: dict[str, Iterable[str]] | Iterable[str] | None = None) -> dict[str, list[Row]]:
     """Rows per dataset, ordered by method name then label, with Pareto marks.
 
@@ -184,6 +213,9 @@ def summarise(frame, expected_seeds: dict[str, Iterable[str]] | Iterable[str] | 
                 column = _column(finished, f"metrics.{metric}")
                 if column is not None:
                     row.stats[metric] = mean_and_error([float(v) for v in column if v == v])
+            row.per_seed = per_seed_values(finished)
+            row.hparams = {name[len("params.hp."):]: str(first[name]) for name in group.columns
+                           if name.startswith("params.hp.") and isinstance(first[name], str)}
             attackers = _column(finished, "tags.leakage_attacker")
             if attackers is not None:
                 counts = attackers.value_counts()
@@ -418,62 +450,28 @@ def latex_text(rows: list[Row], summaries: list[MethodSummary], caption: str) ->
     )
 
 
-def plot(rows: list[Row], path: Path, title: str) -> None:
-    """Pareto scatter: task accuracy against leakage, error bars over seeds, one front per method."""
-    import matplotlib
+def plot(rows: list[Row], path: Path, title: str, legend_notes: dict[str, str] | None = None) -> None:
+    """The dataset's trade-off plot (:func:`bench.plots.front_plot`): fronts, seed error bars, the floor."""
+    from bench.plots import front_plot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(6.4, 4.8), dpi=120)
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    methods = sorted({r.method for r in rows})
-    annotate = len(rows) <= 24  # a sweep's hundred labels would be unreadable
-    for row in rows:
-        acc, acc_se = row.stats.get("accuracy", (math.nan, math.nan))
-        leak, leak_se = row.stats.get("leakage", (math.nan, math.nan))
-        if not (math.isfinite(acc) and math.isfinite(leak)):
-            continue
-        colour = colours[methods.index(row.method) % len(colours)]
-        axes.errorbar(
-            leak, acc,
-            xerr=leak_se if math.isfinite(leak_se) else None,
-            yerr=acc_se if math.isfinite(acc_se) else None,
-            fmt="o" if row.pareto else "s", color=colour, mfc=colour if row.pareto else "white", capsize=3,
-            alpha=1.0 if row.pareto or annotate else 0.5,
-        )
-        if annotate or row.pareto:
-            axes.annotate(row.label, (leak, acc), textcoords="offset points", xytext=(5, 4), fontsize=7)
-        floor = row.mean("floor_leakage")
-        if math.isfinite(floor) and row.method == "vanilla":
-            axes.axvline(floor, color="grey", linestyle=":", linewidth=1)
-    for method in methods:
-        mine = [r for r in rows if r.method == method]
-        optimal = pareto_mask([r.mean("accuracy") for r in mine], [r.mean("leakage") for r in mine])
-        front = sorted((r.mean("leakage"), r.mean("accuracy")) for r, keep in zip(mine, optimal) if keep)
-        colour = colours[methods.index(method) % len(colours)]
-        axes.plot([p[0] for p in front], [p[1] for p in front], color=colour, linewidth=1.2, alpha=0.8,
-                  drawstyle="steps-post" if len(front) > 1 else "default", label=method, marker="" if len(front) > 1 else "o")
-    if methods:
-        axes.legend(fontsize=8, loc="best")
-    axes.set_xlabel("leakage (balanced accuracy of the best fresh attacker; lower is better)")
-    axes.set_ylabel("task accuracy (test)")
-    axes.set_title(title + "  (lines: each method's front; filled: Pareto-optimal overall; dotted: vanilla's floor)", fontsize=8)
-    axes.grid(alpha=0.3)
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(handle)
-    figure.savefig(temporary)
-    plt.close(figure)
-    publish(temporary, path)
+    front_plot(rows, path, title, legend_notes)
 
 
-def markdown_text(rows: list[Row], summaries: list[MethodSummary], title: str, max_leakage: float | None) -> str:
-    return (
-        f"# {title}\n\n{table(rows, 'github')}\n\n## Methods\n\n{methods_table(summaries, 'github')}\n\n"
-        f"{explain(max_leakage)}\n"
-    )
+def hypervolume_notes(standing) -> dict[str, str]:
+    """Legend text per method: its hypervolume and interval."""
+    from bench.standings import _figure_cell
+
+    return {m.method: f"HV {_figure_cell(m.hypervolume)}" for m in standing.methods if math.isfinite(m.hypervolume.estimate)}
+
+
+def markdown_text(rows: list[Row], summaries: list[MethodSummary], title: str, max_leakage: float | None,
+                  standing=None) -> str:
+    from bench import standings
+
+    text = f"# {title}\n\n{table(rows, 'github')}\n\n## Methods\n\n{methods_table(summaries, 'github')}\n\n{explain(max_leakage)}\n"
+    if standing is not None:
+        text += f"\n## Confidence\n\n{standings.standing_markdown(standing)}\n\n{standings.explain(standing.replicates)}\n"
+    return text
 
 
 def write_results(
@@ -487,10 +485,14 @@ def write_results(
     the Pareto plot ``NAME.png``; returns the paths written."""
     formats = list(formats)
     written = []
+    from bench.standings import standings
+
     for dataset, rows in sorted(by_dataset.items()):
-        summaries = methods_of(rows, max_leakage)
+        standing = standings(dataset, rows, max_leakage)
+        summaries = [m.summary for m in standing.methods]
         texts = {
-            "markdown": (folder / f"{dataset}.md", lambda: markdown_text(rows, summaries, f"{title}: {dataset}", max_leakage)),
+            "markdown": (folder / f"{dataset}.md",
+                         lambda: markdown_text(rows, summaries, f"{title}: {dataset}", max_leakage, standing)),
             "csv": (folder / f"{dataset}.csv", lambda: csv_text(rows, summaries)),
             "latex": (folder / f"{dataset}.tex", lambda: latex_text(rows, summaries, f"{title}: {dataset}")),
         }
@@ -498,49 +500,128 @@ def write_results(
             path, render = texts[name]
             write_text(path, render())
             written.append(path)
-        plot(rows, folder / f"{dataset}.png", f"{title}: {dataset}")
+        plot(rows, folder / f"{dataset}.png", f"{title}: {dataset}", hypervolume_notes(standing))
         written.append(folder / f"{dataset}.png")
     return written
 
 
 def print_report(by_dataset: dict[str, list[Row]], stream, max_leakage: float | None = None) -> None:
-    """Each dataset's configuration table and methods table, then the legend."""
+    """Each dataset's configuration table, methods table, ranking with intervals and budgets, then the legend."""
+    from bench import standings
+
+    replicates = standings.statistics.REPLICATES
     for dataset, rows in sorted(by_dataset.items()):
-        summaries = methods_of(rows, max_leakage)
+        standing = standings.standings(dataset, rows, max_leakage)
+        replicates = standing.replicates
         print(f"\n{dataset}", file=stream)
         print(table(rows), file=stream)
-        print(methods_table(summaries), file=stream)
-    print("\n" + explain(max_leakage), file=stream)
+        print(methods_table([m.summary for m in standing.methods]), file=stream)
+        print(standings.reliability_text(standing).replace("**", ""), file=stream)
+        print(standings.ranking_table(standing, "simple_outline"), file=stream)
+        print(standings.budget_table(standing, "simple_outline"), file=stream)
+    print("\n" + explain(max_leakage) + " " + standings.explain(replicates), file=stream)
 
 
-def leaderboard_text(by_dataset: dict[str, list[Row]], experiments: list[str], max_leakage: float | None, generated: str) -> str:
-    """``results/LEADERBOARD.md``: per dataset, methods ranked by hypervolume, with their selected configuration."""
+@dataclass
+class Provenance:
+    """What stands behind a leaderboard: the commands, trials, wall time and commits of its runs."""
+
+    commands: list[str] = field(default_factory=list)  # distinct command lines of the invocations
+    invocations: int = 0
+    trials: int = 0  # trial runs after deduplication (one per configuration and seed)
+    wall_seconds: float = math.nan  # sum over invocations of MLflow end time - start time
+    trial_seconds: float = math.nan  # sum over trial runs of end - start
+    commits: list[str] = field(default_factory=list)
+    first_start: float = math.nan  # ms since the epoch
+    last_end: float = math.nan
+    report_command: str = ""  # the command that wrote this file
+
+
+def _duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "unknown"
+    hours, rest = divmod(int(round(seconds)), 3600)
+    return f"{hours} h {rest // 60:02d} min" if hours else f"{rest // 60} min {rest % 60:02d} s"
+
+
+def provenance_text(found: Provenance) -> str:
+    lines = [
+        f"- Trials: {found.trials} (one run per configuration and seed), from {found.invocations} invocation(s).",
+        f"- Wall time: {_duration(found.wall_seconds)} (sum over the invocations of their MLflow start to end); "
+        f"trial time {_duration(found.trial_seconds)} (sum over the trial runs).",
+        f"- Runs from {_date(found.first_start)} to {_date(found.last_end)}; commit(s) "
+        + (", ".join(c[:10] for c in found.commits) or "unknown") + ".",
+    ]
+    if found.report_command:
+        lines.append(f"- This file: `{found.report_command}`.")
+    if found.commands:
+        lines.append("- Commands:\n\n" + "\n".join(f"  ```sh\n  {command}\n  ```" for command in found.commands))
+    return "\n".join(lines)
+
+
+def leaderboard_text(by_dataset: dict[str, list[Row]], experiments: list[str], max_leakage: float | None, generated: str,
+                     provenance: Provenance | None = None, plots: dict[str, str] | None = None) -> str:
+    """``results/LEADERBOARD.md``: per dataset, the reliability line, the plot (``plots``: dataset -> relative
+    path), methods ranked by hypervolume with intervals and tied ranks, the budget table, attacker strength,
+    pairwise win probabilities and every configuration; first the provenance and a summary of the datasets."""
     from tabulate import tabulate
 
+    from bench import standings
+
     bound = f"validation leakage <= {max_leakage:g}" if max_leakage is not None else "no bound on validation leakage"
+    found = {dataset: standings.standings(dataset, rows, max_leakage) for dataset, rows in sorted(by_dataset.items())}
     lines = [
         "# Leaderboard",
         "",
         f"Generated {generated} from MLflow experiment(s) {', '.join(experiments)}. Methods are ranked by the "
         "hypervolume of their front in the (task accuracy, 1 - leak norm) plane above (chance accuracy, 0) "
-        "(docs/PROTOCOL.md). Each row's figures are those of the method's selected configuration: best mean "
+        "(docs/PROTOCOL.md), with 95% bootstrap intervals over seeds; methods whose intervals overlap share a rank. "
+        "The selected configuration of a method: best mean "
         f"validation task accuracy with {bound}, among configurations with no FAILED seed; test figures are "
         "mean ± standard error over its seeds. `trials` counts every run behind the row (all configurations "
         "and seeds of the method on the dataset); `commit` and `date` are those of these runs.",
     ]
-    for dataset, rows in sorted(by_dataset.items()):
-        summaries = methods_of(rows, max_leakage)
-        body = []
-        for rank, s in enumerate(summaries, start=1):
-            row = s.selected
-            figures = (
-                [row.label, seeds_cell(row)] + [_cell(row.stats.get(m)) for m in ("accuracy", "leakage", "leakage_norm", "val_accuracy", "val_leakage")]
-                if row else ["none qualifies", "-", "-", "-", "-", "-", "-"]
-            )
-            commits = ", ".join(c[:10] for c in s.commits) or "unknown"
-            body.append([str(rank) if math.isfinite(s.hypervolume) else "-", s.method, _number(s.hypervolume)] + figures
-                        + [f"{s.trials} ({s.failed} failed)" if s.failed else str(s.trials), str(s.configurations), commits, _date(s.last_start)])
-        headers = ["rank", "method", "hypervolume", "selected", "seeds", "task acc", "leakage", "leak norm",
-                   "val acc", "val leakage", "trials", "configs", "commit", "date"]
-        lines += ["", f"## {dataset}", "", tabulate(body, headers=headers, tablefmt="github", disable_numparse=True)]
+    if provenance is not None:
+        lines += ["", "## Provenance", "", provenance_text(provenance)]
+    summary = []
+    for dataset, standing in found.items():
+        reliability = standing.reliability
+        methods = [m for m in standing.methods]
+        configs = max((m.summary.configurations for m in methods), default=0)
+        seeds = max((m.seeds for m in methods), default=0)
+        top = [m.method for m in methods if m.rank == 1]
+        summary.append([dataset, str(len(methods)), str(configs), str(seeds), str(sum(m.summary.trials for m in methods)),
+                        standings._figure_cell(reliability.vanilla), standings._figure_cell(reliability.floor),
+                        "; ".join(reliability.flags) or "-", ", ".join(top) or "-"])
+    lines += ["", "## Datasets", "", tabulate(
+        summary, headers=["dataset", "methods", "most configs", "most seeds", "trials", "vanilla leak norm [95%]",
+                          "floor [95%]", "flag", "rank 1 (tied)"], tablefmt="github", disable_numparse=True)]
+    replicates = standings.statistics.REPLICATES
+    for dataset, standing in found.items():
+        replicates = standing.replicates
+        rows = by_dataset[dataset]
+        lines += ["", f"## {dataset}", ""]
+        if plots and dataset in plots:
+            lines += [f"![{dataset}: fronts per method]({plots[dataset]})", "",
+                      "*" + _plot_caption() + "*", ""]
+        lines += [standings.standing_markdown(standing), "",
+                  f"<details><summary>Every configuration ({len(rows)})</summary>\n\n{table(rows, 'github')}\n\n</details>"]
+    lines += ["", "## Reading it", "", standings.explain(replicates), "", explain(max_leakage)]
     return "\n".join(lines) + "\n"
+
+
+def _plot_caption() -> str:
+    from bench.plots import CAPTION
+
+    return CAPTION
+
+
+def write_plots(by_dataset: dict[str, list[Row]], folder: Path, max_leakage: float | None = None) -> dict[str, Path]:
+    """The leaderboard's plots, one PNG per dataset under ``folder``."""
+    from bench.standings import standings
+
+    written = {}
+    for dataset, rows in sorted(by_dataset.items()):
+        written[dataset] = folder / f"{dataset}.png"
+        plot(rows, written[dataset], dataset, hypervolume_notes(standings(dataset, rows, max_leakage)))
+    return written

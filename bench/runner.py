@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -21,6 +22,7 @@ import datasets as dataset_registry
 import methods as method_registry
 from bench.errors import UserError
 from bench.params import parse_assignments
+from bench.recipes import check_source
 from bench.trial import IDENTITY_KEYS, config_hash, make_config
 
 DEFAULT_EXPERIMENT = "default"
@@ -35,16 +37,21 @@ class RunRequest:
     batch_size: int | None = None
     encoder: str | None = None
     sets: list[str] = field(default_factory=list)
+    recipe: str = "dataset"  # whose training recipe: the dataset's reference, or each method's paper's (bench.recipes)
+    train: list[str] = field(default_factory=list)  # --train [METHOD.]FIELD=VALUE[,VALUE...] recipe overrides
     executor: str = "ray"
     address: str | None = None
     cpus_per_trial: float = 1.0
-    gpus_per_trial: float | None = None  # None: 1 on a CUDA machine, else 0
+    gpus_per_trial: float | None = None  # None: the dataset's gpu_share on a CUDA machine, else 0
     max_concurrent: int | None = None
     storage_path: str | None = None
     tracking_uri: str | None = None
     experiment: str = DEFAULT_EXPERIMENT
     data_root: str | None = None
     save_embeddings: bool = False
+    log_models: bool = False  # each trial logs model.pt (bench.artifacts)
+    quiet: bool = False  # no progress lines and no tables (files are still written)
+    json_output: bool = False  # the report as one JSON document on stdout (bench.output)
     device: str = "auto"
     results_dir: str | None = None  # None: results/<experiment>
 
@@ -93,15 +100,49 @@ def parse_sets(sets: list[str], methods: list[str]) -> dict[str, dict[str, list[
     return out
 
 
+def train_overrides(items: list[str], methods: list[str]) -> dict[str, dict[str, list[str]]]:
+    """``--train lr=0.01,0.1 --train grl.epochs=5`` -> per method, recipe field -> values (a list runs each).
+
+    A field without a method applies to every method; ``METHOD.FIELD`` to that one (and wins).
+    """
+    from bench.recipes import parse_train
+
+    everyone: list[str] = []
+    scoped: dict[str, list[str]] = {}
+    for item in items:
+        target = item.partition("=")[0]
+        method, dot, _ = target.partition(".")
+        if dot:
+            method_registry.get_method(method.strip())
+            if method.strip() not in methods:
+                raise UserError(f"--train {item!r} names method {method.strip()!r}, which is not among the methods run "
+                                f"({', '.join(methods)})")
+            scoped.setdefault(method.strip(), []).append(item.partition(".")[2])
+        else:
+            everyone.append(item)
+    common = parse_train(everyone)
+    return {method: {**common, **parse_train(scoped.get(method, []))} for method in methods}
+
+
 def configuration_key(config: dict[str, Any]) -> str:
     identity = {key: config.get(key) for key in IDENTITY_KEYS if key != "seed"}
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def label_for(method: str, hparams: dict[str, Any]) -> str:
-    """``irene`` at its defaults, ``irene(gamma=1)`` otherwise."""
+def label_for(method: str, hparams: dict[str, Any], recipe_changes: dict[str, Any] | None = None) -> str:
+    """``irene`` at its defaults, ``irene(gamma=1)`` otherwise; ``--train`` fields too (``irene(lr=0.01)``)."""
+    from bench.recipes import parse_field
+
     declared = method_registry.get_method(method).hparams
-    changed = [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in hparams.items() if v != declared[k].default]
+
+    def text(name: str, value: Any) -> str:
+        if isinstance(value, tuple):
+            value = "/".join(str(v) for v in value)
+        return f"{name}={value:g}" if isinstance(value, float) else f"{name}={value}"
+
+    changed = [text(k, v) for k, v in hparams.items() if v != declared[k].default]
+    for name, raw in (recipe_changes or {}).items():  # a recipe field named like a hyperparameter says so
+        changed.append(text(f"recipe.{name}" if name in declared else name, parse_field(name, raw)))
     return f"{method}({', '.join(changed)})" if changed else method
 
 
@@ -110,11 +151,23 @@ def default_datasets() -> list[str]:
 
 
 def validate_request(request: RunRequest) -> None:
-    """Checks that `bench run` and `bench sweep` share."""
+    """Checks that `bench run` and `bench sweep` share (those that need no machine, file or server)."""
+    from bench import preflight
+
     if not isinstance(request.seeds, int) or request.seeds < 1:
         raise UserError(f"--seeds must be at least 1, got {request.seeds}")
     if request.executor not in ("ray", "serial"):
         raise UserError(f"unknown executor {request.executor!r} (valid: ray, serial)")
+    preflight.finite(request.cpus_per_trial, "--cpus-per-trial", strict=True)
+    preflight.finite(request.gpus_per_trial, "--gpus-per-trial")
+    preflight.finite(request.max_concurrent, "--max-concurrent", minimum=1)
+    if request.executor == "serial":
+        for option, value in (("--address", request.address), ("--max-concurrent", request.max_concurrent),
+                              ("--storage-path", request.storage_path)):
+            if value is not None:
+                raise UserError(f"{option} is for Ray; --executor serial runs every trial in this process")
+    if not request.experiment or not request.experiment.strip():
+        raise UserError("--experiment must not be empty")
 
 
 def plan(request: RunRequest) -> list[PlannedTrial]:
@@ -127,6 +180,8 @@ def plan(request: RunRequest) -> list[PlannedTrial]:
     dataset_texts = split_names(request.datasets) if request.datasets else default_datasets()
     validate_request(request)
     overrides = parse_sets(request.sets, methods)
+    check_source(request.recipe)
+    training = train_overrides(request.train, methods)
     data_root = request.data_root or str(dataset_registry.default_data_root())
 
     planned: list[PlannedTrial] = []
@@ -135,16 +190,19 @@ def plan(request: RunRequest) -> list[PlannedTrial]:
         for method in methods:
             grid = overrides.get(method, {})
             names = list(grid)
+            recipe_grid = training.get(method, {})
+            fields = list(recipe_grid)
             for values in itertools.product(*(grid[n] for n in names)) if names else [()]:
-                for seed in range(request.seeds):
-                    config = make_config(
-                        method, dataset, options, dict(zip(names, values)), seed=seed,
-                        epochs=request.epochs, batch_size=request.batch_size, encoder=request.encoder,
-                        device=request.device, data_root=data_root,
-                    )
-                    planned.append(
-                        PlannedTrial(config, config_hash(config), configuration_key(config), label_for(method, config["hparams"]))
-                    )
+                for recipe_values in itertools.product(*(recipe_grid[f] for f in fields)) if fields else [()]:
+                    changes = dict(zip(fields, recipe_values))
+                    for seed in range(request.seeds):
+                        config = make_config(
+                            method, dataset, options, dict(zip(names, values)), seed=seed,
+                            epochs=request.epochs, batch_size=request.batch_size, encoder=request.encoder,
+                            device=request.device, data_root=data_root, recipe=request.recipe, train=changes,
+                        )
+                        planned.append(PlannedTrial(config, config_hash(config), configuration_key(config),
+                                                    label_for(method, config["hparams"], changes)))
     keys = [p.key for p in planned]
     if len(set(keys)) != len(keys):
         raise UserError("the request names the same trial twice (a repeated method, dataset or --set value)")
@@ -169,10 +227,10 @@ def prepare_data(planned: list[PlannedTrial]) -> None:
 class DriverListener:
     """Receives trial events in the driver, writes them to MLflow, shows progress."""
 
-    def __init__(self, tracker, planned: list[PlannedTrial], embeddings: dict[str, Path], stream: TextIO = sys.stderr):
+    def __init__(self, tracker, planned: list[PlannedTrial], artifacts: dict[str, list[Path]], stream: TextIO = sys.stderr):
         self.tracker = tracker
         self.by_key = {p.key: p for p in planned}
-        self.embeddings = embeddings
+        self.artifacts = artifacts  # per trial, files its run logs when it ends
         self.stream = stream
         self.run_ids: dict[str, str] = {}
         self.started_at: dict[str, float] = {}
@@ -195,7 +253,7 @@ class DriverListener:
             return
         if key not in self.run_ids:
             self.started(key)
-        artifacts = [self.embeddings[key]] if key in self.embeddings else []
+        artifacts = list(self.artifacts.get(key, []))
         self.tracker.finish_child(self.run_ids[key], result, artifacts)
         self.done[key] = result.get("status", "FAILED")
         trial = self.by_key[key]
@@ -223,27 +281,45 @@ class DriverListener:
         """Close the runs of trials that never reported an end (interrupted invocation)."""
         for key, run_id in self.run_ids.items():
             if key not in self.done:
-                self.tracker.client.set_terminated(run_id, status=status)
+                self.tracker.terminate(run_id, status)
 
 
-def check_where(request: RunRequest) -> tuple[str, float]:
-    """The absolute tracking URI and the GPUs per trial, or UserError."""
-    from bench.tracking import normalise_tracking_uri
+def check_where(request: RunRequest) -> tuple[str, float | None]:
+    """The absolute tracking URI and the GPUs per trial, or UserError; writes nothing.
 
-    tracking_uri = normalise_tracking_uri(request.tracking_uri)
-    if not request.experiment.strip():
-        raise UserError("--experiment must not be empty")
+    Every check that needs no data: the device, the resources, the results folder,
+    then the servers (the tracking store answers, Ray listens at ``--address``),
+    each within seconds (:mod:`bench.preflight`).
+    """
+    from bench import preflight
+
+    validate_request(request)
+    local = request.executor == "serial" or not (request.address or os.environ.get("RAY_ADDRESS"))
+    preflight.device(request.device, local=local)
     gpus = request.gpus_per_trial
     if gpus is None:
         import torch
 
-        gpus = 1.0 if torch.cuda.is_available() and request.device in ("auto", "cuda") else 0.0
-    if gpus < 0 or request.cpus_per_trial <= 0:
-        raise UserError("--cpus-per-trial must be positive and --gpus-per-trial not negative")
+        # None on a CUDA machine: each trial asks for its dataset's gpu_share (bench.executors.trial_resources).
+        gpus = None if torch.cuda.is_available() and request.device in ("auto", "cuda") else 0.0
+    if request.executor == "ray" and local:
+        preflight.local_resources(request.cpus_per_trial, 1.0 if gpus is None else gpus)
+    preflight.writable_folder(results_folder(request), "--results-dir")
+    if request.data_root:
+        preflight.readable_folder(request.data_root, "--data-root")
+    if request.storage_path and "://" not in request.storage_path:
+        preflight.writable_folder(request.storage_path, "--storage-path")
+    tracking_uri = preflight.tracking_uri(request.tracking_uri, write=True)
+    if request.executor == "ray":
+        preflight.ray_address(request.address)
     return tracking_uri, gpus
 
 
-def drive(planned: list[PlannedTrial], request: RunRequest, tracker, gpus: float, asha=None) -> DriverListener:
+def results_folder(request: RunRequest) -> Path:
+    return Path(request.results_dir or Path("results") / request.experiment).expanduser().resolve()
+
+
+def drive(planned: list[PlannedTrial], request: RunRequest, tracker, gpus: float | None, asha=None) -> DriverListener:
     """Execute ``planned`` under the tracker's open parent run and close it; returns the listener.
 
     Every trial ends with a closed run: FINISHED, FAILED, stopped early, or
@@ -251,14 +327,18 @@ def drive(planned: list[PlannedTrial], request: RunRequest, tracker, gpus: float
     """
     from bench.executors import RayOptions, run_ray, run_serial
 
-    embeddings: dict[str, Path] = {}
-    if request.save_embeddings:
-        staging = Path(tempfile.mkdtemp(prefix="bench-embeddings-"))
-        for trial in planned:
-            path = staging / trial.key / "embeddings.npz"
-            trial.config["embeddings_path"] = str(path)
-            embeddings[trial.key] = path
-    listener = DriverListener(tracker, planned, embeddings)
+    from bench.artifacts import MODEL_FILE
+    from bench.output import Discard
+
+    artifacts: dict[str, list[Path]] = {}
+    staging = Path(tempfile.mkdtemp(prefix="bench-artifacts-")) if request.save_embeddings or request.log_models else None
+    for trial in planned if staging else []:
+        for wanted, name, config_field in ((request.save_embeddings, "embeddings.npz", "embeddings_path"),
+                                           (request.log_models, MODEL_FILE, "model_path")):
+            if wanted:
+                trial.config[config_field] = str(staging / trial.key / name)
+                artifacts.setdefault(trial.key, []).append(staging / trial.key / name)
+    listener = DriverListener(tracker, planned, artifacts, stream=Discard() if request.quiet else sys.stderr)
     configs = [p.config for p in planned]
     try:
         if request.executor == "serial":
@@ -270,15 +350,16 @@ def drive(planned: list[PlannedTrial], request: RunRequest, tracker, gpus: float
                 name=f"bench-{request.experiment}-{tracker.parent_id[:8]}", asha=asha,
             ))
     except BaseException:
-        listener.abandon()
-        tracker.finish_parent("KILLED")
+        if not tracker.unavailable:  # else the store cannot take these writes either: resume reruns those trials
+            listener.abandon()
+            tracker.finish_parent("KILLED")
         raise
     missing = [key for key in listener.by_key if key not in listener.done]
     for key in missing:  # a trial the executor never ran to an end
         listener.finished(key, {"status": "FAILED", "error": "the executor ended without a result"})
     tracker.finish_parent("FINISHED")
-    if embeddings:
-        shutil.rmtree(next(iter(embeddings.values())).parent.parent, ignore_errors=True)
+    if staging:
+        shutil.rmtree(staging, ignore_errors=True)
     return listener
 
 
@@ -296,16 +377,29 @@ def where_text(request: RunRequest) -> str:
 
 def publish_report(
     frame, request: RunRequest, tracking_uri: str, stream: TextIO,
-    formats: tuple[str, ...] = ("markdown", "csv"), max_leakage: float | None = None,
+    formats: tuple[str, ...] = ("markdown", "csv"), max_leakage: float | None = None, parent_id: str | None = None,
 ) -> None:
     """Print the tables of ``frame`` (runs read back from MLflow) and write them under the results folder."""
     from bench import report
 
     by_dataset = report.summarise(frame, expected_seeds=[str(s) for s in range(request.seeds)])
-    report.print_report(by_dataset, stream, max_leakage)
-    results_dir = Path(request.results_dir or Path("results") / request.experiment).resolve()
+    if not (request.quiet or request.json_output):
+        report.print_report(by_dataset, stream, max_leakage)
+    results_dir = results_folder(request)
     written = report.write_results(by_dataset, results_dir, request.experiment, formats, max_leakage)
-    print(f"\nwrote {len(written)} files to {results_dir}; runs: mlflow ui --backend-store-uri {tracking_uri}", file=stream)
+    if parent_id:  # the MLflow UI shows the tables and plots on the invocation's run
+        from bench.artifacts import log_report
+
+        log_report(tracking_uri, parent_id, written)
+    if request.json_output:
+        from bench.output import print_json, report_document
+
+        print_json(report_document(
+            by_dataset, max_leakage, experiment=request.experiment, tracking_uri=tracking_uri, parent_run_id=parent_id,
+            results_dir=str(results_dir), files=[str(path) for path in written],
+        ), stream)
+    elif not request.quiet:
+        print(f"\nwrote {len(written)} files to {results_dir}; runs: mlflow ui --backend-store-uri {tracking_uri}", file=stream)
 
 
 def execute(request: RunRequest, stream: TextIO = sys.stdout) -> int:
@@ -316,12 +410,14 @@ def execute(request: RunRequest, stream: TextIO = sys.stdout) -> int:
     tracking_uri, gpus = check_where(request)
     prepare_data(planned)
 
-    tracker = Tracker(tracking_uri, request.experiment)
+    tracker = Tracker(tracking_uri, request.experiment,
+                      resume="run the same command again once MLflow answers (bench run reruns every trial)")
     parent = tracker.start_parent(f"run-{time.strftime('%Y%m%d-%H%M%S')}", invocation_params(planned, request))
-    print(f"{len(planned)} trials {where_text(request)}; MLflow {tracking_uri}, experiment {request.experiment!r}, run {parent}",
-          file=sys.stderr, flush=True)
+    if not request.quiet:
+        print(f"{len(planned)} trials {where_text(request)}; MLflow {tracking_uri}, experiment {request.experiment!r}, run {parent}",
+              file=sys.stderr, flush=True)
     listener = drive(planned, request, tracker, gpus)
 
-    publish_report(load_runs(tracking_uri, request.experiment, parent_id=parent), request, tracking_uri, stream)
+    publish_report(load_runs(tracking_uri, request.experiment, parent_id=parent), request, tracking_uri, stream, parent_id=parent)
     statuses = list(listener.done.values())
     return 0 if any(status == "FINISHED" for status in statuses) else 1

@@ -10,6 +10,16 @@ Configurations
     ``--set METHOD.NAME=V1,V2`` makes it a choice among those values (drawn, or
     a grid axis). Hyperparameters without a space keep their default.
 
+Strength curves (``--curve``)
+    Each method declares the hyperparameter(s) that set how hard it removes
+    ``s`` (``Method.strength``: name -> (low, high), from about "no removal" to
+    "task destroyed"). ``--curve --strengths N`` takes N log-spaced values of
+    that range (several strength hyperparameters move in step: the i-th point
+    takes each one's i-th value), every other hyperparameter at its default
+    (``--set`` fixes it, or with several values adds a grid axis), the training
+    recipe at the dataset's. A method without a strength (vanilla, LEACE) is one
+    configuration. :func:`strength_values`.
+
 Resume
     Before running, the driver asks MLflow which trials of the experiment are
     complete (a FINISHED run, or one stopped early by the scheduler; by config
@@ -35,10 +45,13 @@ import time
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+import numpy as np
+
 import datasets as dataset_registry
 import methods as method_registry
 from bench.errors import UserError
 from bench.params import Choice, Param, resolve, sample
+from bench.recipes import check_source
 from bench.runner import (
     PlannedTrial,
     RunRequest,
@@ -50,6 +63,7 @@ from bench.runner import (
     label_for,
     parse_dataset,
     parse_sets,
+    train_overrides,
     prepare_data,
     publish_report,
     split_names,
@@ -59,6 +73,7 @@ from bench.runner import (
 from bench.trial import config_hash, make_config
 
 DEFAULT_SAMPLES = 20
+DEFAULT_STRENGTHS = 8
 
 
 @dataclass
@@ -66,6 +81,9 @@ class SweepRequest(RunRequest):
     samples: int | None = None  # None: DEFAULT_SAMPLES (random search); not with grid
     grid: bool = False
     grid_points: int = 3
+    curve: bool = False  # strength curves instead of a search
+    strengths: int = DEFAULT_STRENGTHS
+    command: str = ""  # the command line, kept on the parent run for the leaderboard's provenance
     sweep_seed: int = 0
     scheduler: str = "none"  # "none" or "asha"
     max_leakage: float | None = None
@@ -87,14 +105,65 @@ def search_space(method: str, overrides: dict[str, list[str]]) -> dict[str, Para
     return declared
 
 
+RECIPE_PREFIX = "recipe."
+
+
+def strength_values(method: str, points: int) -> list[dict[str, Any]]:
+    """The method's strength curve: ``points`` log-spaced values of each declared strength
+    hyperparameter, in step, weakest first; integer hyperparameters are rounded and repeats
+    dropped. An empty list when the method declares no strength."""
+    cls = method_registry.get_method(method)
+    axes = {}
+    for name, (low, high) in getattr(cls, "strength", {}).items():
+        values = [float(f"{v:.3g}") for v in np.geomspace(low, high, points)]  # readable labels
+        if cls.hparams[name].type is int:
+            values = [int(round(v)) for v in values]
+        axes[name] = values
+    curve, seen = [], set()
+    for index in range(points if axes else 0):
+        point = {name: values[index] for name, values in axes.items()}
+        marker = tuple(sorted(point.items()))
+        if marker not in seen:
+            seen.add(marker)
+            curve.append(point)
+    return curve
+
+
+def curve_configurations(
+    method: str, overrides: dict[str, list[str]], points: int, recipe_overrides: dict[str, list[str]] | None = None,
+) -> list[dict[str, Any]]:
+    """The method's strength curve crossed with the axes ``--set`` (several values) and ``--train`` add."""
+    strengths = getattr(method_registry.get_method(method), "strength", {})
+    clash = sorted(set(overrides) & set(strengths))
+    if clash:
+        raise UserError(f"--curve sets {method}.{clash[0]} itself (its strength); do not --set it")
+    space = search_space(method, overrides)
+    axes: dict[str, list[Any]] = {}
+    for name, param in space.items():
+        several = name in overrides and len(overrides[name]) > 1
+        axes[name] = list(param.space.values) if several else [param.default]
+    for name, values in (recipe_overrides or {}).items():
+        axes[RECIPE_PREFIX + name] = list(values)
+    curve = strength_values(method, points) or [{}]
+    names = list(axes)
+    return [{**dict(zip(names, values)), **point} for point in curve for values in itertools.product(*axes.values())]
+
+
 def configurations(
-    method: str, overrides: dict[str, list[str]], samples: int, sweep_seed: int, grid_points: int | None = None
+    method: str, overrides: dict[str, list[str]], samples: int, sweep_seed: int, grid_points: int | None = None,
+    recipe_overrides: dict[str, list[str]] | None = None,
 ) -> list[dict[str, Any]]:
     """The method's hyperparameter configurations, without repeats, in draw order.
 
     Random search when ``grid_points`` is None (``samples`` draws), else the grid.
+    ``recipe_overrides`` (``--train`` field -> values, checked) join the search as
+    ``recipe.<field>`` keys: one value fixes the field, several are drawn (or all
+    taken, on a grid) like a hyperparameter's choice.
     """
     space = search_space(method, overrides)
+    for name, values in (recipe_overrides or {}).items():
+        space[RECIPE_PREFIX + name] = (Param(values[0]) if len(values) == 1
+                                       else Param(values[0], space=Choice(tuple(values))))
     if grid_points is None:
         drawn = [sample(space, method, sweep_seed, index) for index in range(samples)]
     else:
@@ -116,6 +185,10 @@ def validate(request: SweepRequest) -> None:
         raise UserError("--samples draws a random search; --grid takes every point of the grid: give one of them")
     if request.samples is not None and request.samples < 1:
         raise UserError(f"--samples must be at least 1, got {request.samples}")
+    if request.curve and (request.grid or request.samples is not None):
+        raise UserError("--curve runs each method's strength curve: give it without --grid or --samples")
+    if request.strengths < 2:
+        raise UserError(f"--strengths must be at least 2, got {request.strengths}")
     if request.grid_points < 2:
         raise UserError(f"--grid-points must be at least 2, got {request.grid_points}")
     if request.scheduler not in ("none", "asha"):
@@ -124,8 +197,10 @@ def validate(request: SweepRequest) -> None:
         raise UserError("--scheduler asha needs --executor ray")
     if request.max_leakage is not None and not 0.0 <= request.max_leakage <= 1.0:
         raise UserError(f"--max-leakage is a balanced accuracy between 0 and 1, got {request.max_leakage}")
-    if request.grace_period < 1 or request.reduction_factor <= 1:
-        raise UserError("--grace-period must be at least 1 and --reduction-factor above 1")
+    from bench import preflight
+
+    preflight.finite(request.grace_period, "--grace-period", minimum=1)
+    preflight.finite(request.reduction_factor, "--reduction-factor", minimum=1, strict=True)
 
 
 def plan_sweep(request: SweepRequest) -> list[PlannedTrial]:
@@ -140,10 +215,14 @@ def plan_sweep(request: SweepRequest) -> list[PlannedTrial]:
         raise UserError("--methods names a method twice")
     dataset_texts = split_names(request.datasets) if request.datasets else default_datasets()
     overrides = parse_sets(request.sets, methods)
+    check_source(request.recipe)
+    training = train_overrides(request.train, methods)
     samples = DEFAULT_SAMPLES if request.samples is None else request.samples
     by_method = {
-        method: configurations(method, overrides.get(method, {}), samples, request.sweep_seed,
-                               request.grid_points if request.grid else None)
+        method: (curve_configurations(method, overrides.get(method, {}), request.strengths, training.get(method, {}))
+                 if request.curve else
+                 configurations(method, overrides.get(method, {}), samples, request.sweep_seed,
+                                request.grid_points if request.grid else None, training.get(method, {})))
         for method in methods
     }
     data_root = request.data_root or str(dataset_registry.default_data_root())
@@ -151,19 +230,37 @@ def plan_sweep(request: SweepRequest) -> list[PlannedTrial]:
     for dataset_text in dataset_texts:
         dataset, options = parse_dataset(dataset_text)
         for method in methods:
-            for hparams in by_method[method]:
+            for drawn in by_method[method]:
+                hparams = {k: v for k, v in drawn.items() if not k.startswith(RECIPE_PREFIX)}
+                changes = {k[len(RECIPE_PREFIX):]: v for k, v in drawn.items() if k.startswith(RECIPE_PREFIX)}
                 for seed in range(request.seeds):
                     config = make_config(
                         method, dataset, options, hparams, seed=seed, epochs=request.epochs,
                         batch_size=request.batch_size, encoder=request.encoder, device=request.device,
-                        data_root=data_root,
+                        data_root=data_root, recipe=request.recipe, train=changes,
                     )
                     planned.append(PlannedTrial(config, config_hash(config), configuration_key(config),
-                                                label_for(method, config["hparams"])))
+                                                label_for(method, config["hparams"], changes)))
     keys = [p.key for p in planned]
     if len(set(keys)) != len(keys):
         raise UserError("the sweep names the same trial twice (a repeated dataset?)")
     return planned
+
+
+def search_text(request: SweepRequest) -> str:
+    if request.curve:
+        return f"curve({request.strengths})"
+    return f"grid({request.grid_points})" if request.grid else f"random({request.samples or DEFAULT_SAMPLES})"
+
+
+def command_text(words: list[str] | None = None) -> str:
+    """A command line (default: this process's), for the leaderboard's provenance (MLflow caps a param at 6000)."""
+    import shlex
+    from pathlib import Path
+
+    if words is None:
+        words = [Path(sys.argv[0]).name] + sys.argv[1:] if sys.argv and sys.argv[0] else ["bench"]
+    return shlex.join(words)[:6000]
 
 
 def sweep_id(planned: list[PlannedTrial]) -> str:
@@ -184,6 +281,7 @@ def asha_options(request: SweepRequest, planned: list[PlannedTrial]):
 def execute_sweep(request: SweepRequest, stream: TextIO | None = None) -> int:
     """Plan, skip what the experiment already holds, run the rest, report every planned trial; exit status."""
     from bench import report
+    from bench.output import Discard
     from bench.tracking import Tracker, completed_hashes, load_runs
 
     stream = stream or sys.stdout
@@ -195,7 +293,8 @@ def execute_sweep(request: SweepRequest, stream: TextIO | None = None) -> int:
         for trial in planned:
             trial.config["epoch_leakage"] = True  # not part of the identity: it changes no figure
 
-    tracker = Tracker(tracking_uri, request.experiment)
+    tracker = Tracker(tracking_uri, request.experiment, resume=(
+        "the same bench sweep command resumes once MLflow answers: it skips the trials already complete"))
     complete = {} if request.restart else completed_hashes(tracking_uri, request.experiment)
     todo = [p for p in planned if p.key not in complete]
     identity = sweep_id(planned)
@@ -206,19 +305,20 @@ def execute_sweep(request: SweepRequest, stream: TextIO | None = None) -> int:
             **invocation_params(planned, request),
             "trials": len(todo), "planned": len(planned),
             "already_complete": len(planned) - len(todo), "configurations": configs,
-            "search": f"grid({request.grid_points})" if request.grid else f"random({request.samples or DEFAULT_SAMPLES})",
+            "search": search_text(request),
+            "command": request.command or command_text(),
             "sweep_seed": request.sweep_seed, "scheduler": request.scheduler,
             "max_leakage": request.max_leakage if request.max_leakage is not None else "none",
             "restart": request.restart, "sweep_id": identity,
         },
     )
-    tracker.client.set_tag(parent, "bench.sweep_id", identity)
+    tracker.call(tracker.client.set_tag, parent, "bench.sweep_id", identity)
     print(
         f"sweep {identity}: {configs} configurations x {request.seeds} seeds = {len(planned)} trials; "
         f"{len(planned) - len(todo)} already complete in experiment {request.experiment!r}"
         f"{' (ignored: --restart)' if request.restart else ''}; running {len(todo)} {where_text(request)}; "
         f"MLflow {tracking_uri}, run {parent}",
-        file=sys.stderr, flush=True,
+        file=Discard() if request.quiet else sys.stderr, flush=True,
     )
     if todo:
         drive(todo, request, tracker, gpus, asha)
@@ -229,6 +329,6 @@ def execute_sweep(request: SweepRequest, stream: TextIO | None = None) -> int:
     keys = {p.key for p in planned}
     if not frame.empty:
         frame = frame[frame["tags.bench.config_hash"].isin(keys)]
-    publish_report(frame, request, tracking_uri, stream, request.formats, request.max_leakage)
+    publish_report(frame, request, tracking_uri, stream, request.formats, request.max_leakage, parent_id=parent)
     finished = 0 if frame.empty else int((report.deduplicate(frame)["status"] == "FINISHED").sum())
     return 0 if finished else 1

@@ -16,6 +16,12 @@ Child runs carry:
 A trial is *complete* when it has a FINISHED run or one stopped early by the
 scheduler: a resumed sweep skips exactly those (:func:`completed_hashes`).
 Runs left RUNNING by a killed driver, or KILLED by an interrupted one, are not.
+
+When the store stops answering (a server restarted mid-sweep, a locked SQLite
+file), every read and write is retried for ``BENCH_TRACKING_RETRY_SECONDS``
+(default 120) and MLflow's own HTTP retries are turned off, so that the wait is
+bounded by that figure; past it the command stops with one line
+(:class:`TrackingUnavailable`) saying how to resume.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import logging
 import math
 import os
 import subprocess
+import sys
 import time
 from importlib import metadata
 from pathlib import Path
@@ -32,6 +39,93 @@ from typing import Any
 from bench.errors import UserError
 
 PACKAGES = ("torch", "numpy", "scikit-learn", "ray", "mlflow", "concept-erasure")
+RETRY_SECONDS_VARIABLE = "BENCH_TRACKING_RETRY_SECONDS"
+DEFAULT_RETRY_SECONDS = 120.0
+# MLflow errors that another try cannot fix (anything else is taken for an outage).
+PERMANENT_ERRORS = {
+    "INVALID_PARAMETER_VALUE", "RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST", "BAD_REQUEST",
+    "INVALID_STATE", "PERMISSION_DENIED", "UNAUTHENTICATED", "FEATURE_DISABLED", "NOT_IMPLEMENTED",
+    "ENDPOINT_NOT_FOUND",
+}
+
+
+class TrackingUnavailable(UserError):
+    """The tracking store did not answer within the retry window."""
+
+
+def retry_seconds() -> float:
+    text = os.environ.get(RETRY_SECONDS_VARIABLE)
+    if text is None:
+        return DEFAULT_RETRY_SECONDS
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not math.isfinite(value) or value < 0:
+        raise UserError(f"{RETRY_SECONDS_VARIABLE} must be a number of seconds, at least 0, got {text!r}")
+    return value
+
+
+def is_transient(error: Exception, tracking_uri: str = "") -> bool:
+    """Whether ``error`` looks like an outage of the store (worth another try) rather than a refusal.
+
+    A local SQLite file is out only while another writer holds its lock; a server
+    is out while it does not answer or answers with an error of its own.
+    """
+    from mlflow.exceptions import MlflowException
+
+    if tracking_uri.startswith("sqlite:"):
+        text = str(error).lower()
+        return "database is locked" in text or "database is busy" in text
+    if isinstance(error, MlflowException):
+        return error.error_code not in PERMANENT_ERRORS
+    module = type(error).__module__ or ""
+    return isinstance(error, OSError) or module.startswith(("requests", "urllib3", "sqlalchemy", "sqlite3"))
+
+
+class Retrying:
+    """Calls into MLflow, retried while the store is out, for at most the retry window per outage."""
+
+    def __init__(self, tracking_uri: str, resume: str = "run the same command again once MLflow answers"):
+        self.tracking_uri = tracking_uri
+        self.resume = resume
+        self.window = retry_seconds()
+        self.unavailable = False  # set once a call gave up: later calls fail at once
+
+    def __call__(self, function, *args, **kwargs):
+        from mlflow.exceptions import MlflowException
+
+        deadline, delay = None, 0.5
+        while True:
+            try:
+                return function(*args, **kwargs)
+            except Exception as error:
+                if not is_transient(error, self.tracking_uri):
+                    if isinstance(error, MlflowException):
+                        raise UserError(f"MLflow at {self.tracking_uri} refused a request: {_one_line(error)}") from None
+                    raise
+                reason = _one_line(error)
+            now = time.monotonic()
+            if deadline is None:
+                deadline = now + self.window
+                if not self.unavailable and self.window > 0:
+                    print(f"bench: MLflow at {self.tracking_uri} does not answer ({reason[:160]}); "
+                          f"retrying for up to {self.window:g} s ({RETRY_SECONDS_VARIABLE})", file=sys.stderr, flush=True)
+            if self.unavailable or now >= deadline:
+                self.unavailable = True
+                raise TrackingUnavailable(
+                    f"MLflow at {self.tracking_uri} did not answer for {self.window:g} s ({reason[:200]}); {self.resume}"
+                )
+            try:
+                time.sleep(min(delay, max(deadline - now, 0.0)))
+            except KeyboardInterrupt:
+                self.unavailable = True  # Ctrl-C during an outage: no more waiting to close runs
+                raise
+            delay = min(delay * 2, 5.0)
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())[:300]
 
 
 def default_tracking_uri() -> str:
@@ -96,6 +190,9 @@ def git_commit() -> str | None:
 def _quiet_mlflow() -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    # MLflow's own retries wait minutes on a server that is down; Retrying bounds the wait instead.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
     import mlflow  # noqa: F401  (configures its loggers on import; quieten them after)
 
     for name in ("mlflow", "alembic", "sqlalchemy"):
@@ -112,41 +209,57 @@ def _numeric(metrics: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def recipe_params(config: dict[str, Any]) -> dict[str, Any]:
+    """The trial's training recipe as ``recipe.<field>`` params (bench.recipes)."""
+    from bench.recipes import Recipe
+
+    return Recipe.from_dict(config["recipe"]).as_params() if config.get("recipe") else {}
+
+
 class Tracker:
     """The driver's handle on MLflow for one invocation."""
 
-    def __init__(self, tracking_uri: str, experiment: str):
+    def __init__(self, tracking_uri: str, experiment: str, resume: str = "run the same command again once MLflow answers"):
         _quiet_mlflow()
         import mlflow
         from mlflow import MlflowClient
 
         self.tracking_uri = tracking_uri
+        self.call = Retrying(tracking_uri, resume)
         mlflow.set_tracking_uri(tracking_uri)
         self.client = MlflowClient(tracking_uri)
-        found = self.client.get_experiment_by_name(experiment)
+        found = self.call(self.client.get_experiment_by_name, experiment)
         if found is None:
             artifact_location = None
             if tracking_uri.startswith("sqlite:///"):
                 db = Path(tracking_uri[len("sqlite:///") :])
                 artifact_location = (db.parent / "mlartifacts" / experiment).as_uri()
-            self.experiment_id = self.client.create_experiment(experiment, artifact_location=artifact_location)
+            self.experiment_id = self.call(self.client.create_experiment, experiment, artifact_location=artifact_location)
         else:
             if found.lifecycle_stage != "active":
                 raise UserError(f"MLflow experiment {experiment!r} is deleted; restore it or pick another --experiment")
             self.experiment_id = found.experiment_id
         self.experiment = experiment
         self.parent_id: str | None = None
+        self.recorded = 0  # trials whose end is in the store
+
+    @property
+    def unavailable(self) -> bool:
+        return self.call.unavailable
+
+    def terminate(self, run_id: str, status: str) -> None:
+        self.call(self.client.set_terminated, run_id, status=status)
 
     def start_parent(self, name: str, params: dict[str, Any]) -> str:
         tags = {"bench.kind": "invocation", **provenance_tags()}
-        run = self.client.create_run(self.experiment_id, tags=tags, run_name=name)
+        run = self.call(self.client.create_run, self.experiment_id, tags=tags, run_name=name)
         self.parent_id = run.info.run_id
         self._log(self.parent_id, params=params)
         return self.parent_id
 
     def finish_parent(self, status: str = "FINISHED") -> None:
         if self.parent_id:
-            self.client.set_terminated(self.parent_id, status=status)
+            self.terminate(self.parent_id, status)
 
     def start_child(self, config: dict[str, Any], config_hash: str, config_key: str, label: str) -> str:
         tags = {
@@ -161,7 +274,7 @@ class Tracker:
             **provenance_tags(),
         }
         run_name = f"{label}/{config['dataset']}/seed{config['seed']}"
-        run = self.client.create_run(self.experiment_id, tags=tags, run_name=run_name)
+        run = self.call(self.client.create_run, self.experiment_id, tags=tags, run_name=run_name)
         params = {
             "method": config["method"],
             "dataset": config["dataset"],
@@ -171,8 +284,12 @@ class Tracker:
             "encoder": config["encoder"] or "default",
             **{f"hp.{k}": v for k, v in config["hparams"].items()},
             **{f"data.{k}": v for k, v in config["dataset_options"].items()},
+            **recipe_params(config),
         }
         self._log(run.info.run_id, params=params)
+        from bench.artifacts import dataset_input  # the UI's "Datasets used": name, options, file checksums
+
+        self.call(self.client.log_inputs, run.info.run_id, datasets=[dataset_input(config)])
         return run.info.run_id
 
     def log_epoch(self, run_id: str, metrics: dict[str, Any]) -> None:
@@ -190,22 +307,25 @@ class Tracker:
             tags.pop("error", None)
         self._log(run_id, tags=tags)
         if result.get("traceback"):
-            self.client.log_text(run_id, result["traceback"], "traceback.txt")
+            self.call(self.client.log_text, run_id, result["traceback"], "traceback.txt")
         for path in artifacts:
             if Path(path).exists():
-                self.client.log_artifact(run_id, str(path))
-        self.client.set_terminated(run_id, status=status)
+                self.call(self.client.log_artifact, run_id, str(path))
+        self.terminate(run_id, status)
+        self.recorded += 1
 
     def stop_child(self, run_id: str, reason: str) -> None:
         """A trial that the scheduler ended early: KILLED, with the reason in ``bench.stopped_early``."""
         self._log(run_id, tags={"bench.stopped_early": reason})
-        self.client.set_terminated(run_id, status="KILLED")
+        self.terminate(run_id, "KILLED")
+        self.recorded += 1
 
     def _log(self, run_id: str, metrics=None, params=None, tags=None, step: int = 0) -> None:
         from mlflow.entities import Metric, Param, RunTag
 
         now = int(time.time() * 1000)
-        self.client.log_batch(
+        self.call(
+            self.client.log_batch,
             run_id,
             metrics=[Metric(k, v, now, step) for k, v in (metrics or {}).items()],
             params=[Param(k, str(v)[:6000]) for k, v in (params or {}).items()],
@@ -224,8 +344,9 @@ def load_runs(tracking_uri: str, experiment: str | list[str], parent_id: str | N
     if parent_id:
         filters.append(f"tags.`mlflow.parentRunId` = '{parent_id}'")
     names = [experiment] if isinstance(experiment, str) else list(experiment)
-    frame = mlflow.search_runs(experiment_names=names, filter_string=" and ".join(filters), max_results=100000)
-    return frame
+    return Retrying(tracking_uri)(
+        mlflow.search_runs, experiment_names=names, filter_string=" and ".join(filters), max_results=100000
+    )
 
 
 def require_experiment(tracking_uri: str, experiment: str) -> None:
@@ -235,7 +356,7 @@ def require_experiment(tracking_uri: str, experiment: str) -> None:
     from mlflow.exceptions import MlflowException
 
     try:
-        found = MlflowClient(tracking_uri).get_experiment_by_name(experiment)
+        found = Retrying(tracking_uri)(MlflowClient(tracking_uri).get_experiment_by_name, experiment)
     except MlflowException as error:
         raise UserError(f"cannot read MLflow at {tracking_uri}: {' '.join(str(error).split())[:300]}") from None
     if found is None or found.lifecycle_stage != "active":
@@ -253,7 +374,7 @@ def completed_hashes(tracking_uri: str, experiment: str) -> dict[str, str]:
     _quiet_mlflow()
     from mlflow import MlflowClient
 
-    if MlflowClient(tracking_uri).get_experiment_by_name(experiment) is None:
+    if Retrying(tracking_uri)(MlflowClient(tracking_uri).get_experiment_by_name, experiment) is None:
         return {}
     frame = load_runs(tracking_uri, experiment)
     if frame.empty:

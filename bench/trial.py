@@ -12,14 +12,20 @@ The config (see :func:`make_config`)::
     dataset_options        resolved dataset options (all of them, defaults included)
     hparams                resolved hyperparameters of the method
     seed                   training seed (data splits are fixed by the dataset's data_seed)
-    epochs, batch_size     None means the dataset's default
-    encoder                None means the dataset's default
+    recipe                 the resolved training recipe (bench.recipes.Recipe.as_dict(): optimiser,
+                           schedule, epochs, batch size, encoder, augmentation); its citation is
+                           not part of the identity
+    epochs, batch_size     the recipe's (None: the dataset spec's), kept as keys for readers
+    encoder                the recipe's (None: the dataset spec's)
     device                 "auto", "cpu", "cuda", "cuda:1", ...
     data_root              folder holding the datasets' files
     threads                torch / BLAS threads for this trial (None: leave as is)
     embeddings_path        where to write embeddings.npz (None: don't)
+    model_path             where to write the model file (bench.artifacts; None: don't)
     epoch_leakage          also measure ``val_leakage_epoch`` after every epoch (see
                            :func:`epoch_leakage`; a sweep's leakage guard turns it on)
+    probe_sizes            also measure the best attacker family's leakage from 25% and 50% of
+                           ``probe`` (default True; :func:`probe_size_leakage`)
 
 Only the first group is the trial's identity: :func:`config_hash` hashes it.
 Device, data root, threads and output paths do not change what is computed.
@@ -45,9 +51,10 @@ import datasets as dataset_registry
 import methods as method_registry
 from bench.errors import UserError
 from bench.params import resolve
+from bench.recipes import Recipe, resolve_recipe
 from methods.encoders import ENCODERS, NormalisedInput, build_encoder, load_weights
 
-IDENTITY_KEYS = ("method", "dataset", "dataset_options", "hparams", "seed", "epochs", "batch_size", "encoder")
+IDENTITY_KEYS = ("method", "dataset", "dataset_options", "hparams", "seed", "recipe")
 EVAL_BATCH = 4096
 
 Reporter = Callable[[dict[str, Any]], None]
@@ -70,11 +77,16 @@ def make_config(
     data_root: str | Path | None = None,
     threads: int | None = None,
     embeddings_path: str | None = None,
+    recipe: str = "dataset",
+    train: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Validate names and values once, at the boundary, and return a resolved config.
 
-    ``dataset_options`` and ``hparams`` may hold strings (from the command line);
-    unknown names or bad values raise UserError.
+    ``dataset_options``, ``hparams`` and ``train`` (recipe fields) may hold strings
+    (from the command line); unknown names or bad values raise UserError. ``recipe``
+    says whose recipe to start from: ``dataset`` (the dataset's reference) or
+    ``reference`` (the method's own paper's for this dataset, where it declares one).
+    ``epochs``, ``batch_size`` and ``encoder`` are overrides of the recipe's.
     """
     method_cls = method_registry.get_method(method)
     dataset_cls = dataset_registry.get_dataset(dataset)
@@ -83,15 +95,22 @@ def make_config(
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
         if value is not None and (not isinstance(value, int) or value < (0 if name == "epochs" else 2)):
             raise UserError(f"{name} must be a whole number >= {0 if name == 'epochs' else 2}, got {value!r}")
+    options = resolve(dataset, dataset_cls.options, dataset_options or {})
+    overrides = dict(train or {})
+    for name, value in (("epochs", epochs), ("batch_size", batch_size), ("encoder", encoder)):
+        if value is not None:
+            overrides[name] = value
+    resolved = resolve_recipe(method_cls, dataset_cls, options, recipe, overrides)
     return {
         "method": method,
         "dataset": dataset,
-        "dataset_options": resolve(dataset, dataset_cls.options, dataset_options or {}),
+        "dataset_options": options,
         "hparams": resolve(method, method_cls.hparams, hparams or {}),
         "seed": int(seed),
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "encoder": encoder,
+        "recipe": resolved.as_dict(),
+        "epochs": resolved.epochs,
+        "batch_size": resolved.batch_size,
+        "encoder": resolved.encoder,
         "device": device,
         "data_root": str(Path(data_root).expanduser().resolve()) if data_root else str(dataset_registry.default_data_root()),
         "threads": threads,
@@ -102,6 +121,8 @@ def make_config(
 def config_hash(config: dict[str, Any]) -> str:
     """A trial's identity: the hash of its canonical identity fields (16 hex digits)."""
     identity = {key: config.get(key) for key in IDENTITY_KEYS}
+    if isinstance(identity.get("recipe"), dict):  # a citation's wording changes nothing that is computed
+        identity["recipe"] = {k: v for k, v in identity["recipe"].items() if k != "citation"}
     canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
@@ -156,11 +177,26 @@ def embed_split(method: method_registry.Method, split: dataset_registry.Split) -
 @torch.no_grad()
 def accuracy_on(method: method_registry.Method, split: dataset_registry.Split) -> torch.Tensor:
     """Task accuracy as a 0-d tensor on the device (no host synchronisation)."""
+    return validation_figures(method, split)[0]
+
+
+@torch.no_grad()
+def validation_figures(method: method_registry.Method, split: dataset_registry.Split) -> tuple[torch.Tensor, torch.Tensor]:
+    """Task accuracy and mean task cross-entropy (IRENE's plateau figure) as 0-d tensors on the device."""
     correct = torch.zeros((), device=split.y.device)
+    loss = torch.zeros((), device=split.y.device)
     for start in range(0, len(split), EVAL_BATCH):
-        logits = method(split.x[start : start + EVAL_BATCH])
-        correct += (logits.argmax(dim=1) == split.y[start : start + EVAL_BATCH]).sum()
-    return correct / len(split)
+        logits = method(split.x[start : start + EVAL_BATCH]).float()
+        target = split.y[start : start + EVAL_BATCH]
+        correct += (logits.argmax(dim=1) == target).sum()
+        loss += torch.nn.functional.cross_entropy(logits, target, reduction="sum")
+    return correct / len(split), loss / len(split)
+
+
+def horizontal_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Each image of the batch mirrored left-right with probability 1/2 (torchvision's RandomHorizontalFlip)."""
+    flip = (torch.rand(len(x), generator=generator) < 0.5).to(x.device)
+    return torch.where(flip.view(-1, *([1] * (x.dim() - 1))), x.flip(-1), x)
 
 
 EPOCH_PROBE_ROWS = 4000
@@ -210,6 +246,39 @@ def epoch_leakage(
     return float(balanced_accuracy(val_e.s, model.predict(scaler.transform(val_e.z))))
 
 
+PROBE_FRACTIONS = (0.25, 0.5)
+
+
+def probe_size_leakage(
+    probe: Embedded, val: Embedded, test: Embedded, num_private: int, seed: int, attacker: str,
+    fractions: tuple[float, ...] = PROBE_FRACTIONS,
+) -> dict[str, float]:
+    """Leakage when the attacker learns ``s`` from only part of ``probe``: ``leak_probe25``, ``leak_probe50``.
+
+    The attacker family that was best on the whole probe (``attacker``: the
+    trial's ``leakage_attacker``), refitted on nested random parts of ``probe``
+    (the first 25%, 50% of one permutation seeded by the trial's seed) and
+    scored on ``test``, so ``leakage`` is the 100% point of the same curve: how
+    much data recovering ``s`` takes, not only whether it can be recovered.
+    One family rather than all three keeps this at about a third of an
+    evaluation's attacker time (all three doubled the attackers' cost).
+    """
+    import warnings
+
+    from bench.attackers import measure_leakage
+
+    order = np.random.default_rng([seed, 3]).permutation(len(probe.s))
+    out = {}
+    for fraction in fractions:
+        keep = order[: max(2, int(round(fraction * len(order))))]
+        with warnings.catch_warnings():  # a small part of a small probe is below the MLP's batch size: it says so
+            warnings.filterwarnings("ignore", message="Got `batch_size` less than 1 or larger than sample size")
+            found = measure_leakage(probe.z[keep], probe.s[keep], val.z, val.s, test.z, test.s, num_private, seed=seed,
+                                    attackers=(attacker,))
+        out[f"leak_probe{round(fraction * 100)}"] = found.leakage
+    return out
+
+
 def _set_seed(seed: int) -> torch.Generator:
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
@@ -231,9 +300,10 @@ def run_trial(config: dict[str, Any], report: Reporter | None = None) -> dict[st
     device = resolve_device(config["device"])
     data = load_data(config)
     spec = data.spec
-    epochs = spec.epochs if config["epochs"] is None else config["epochs"]
-    batch_size = spec.batch_size if config["batch_size"] is None else config["batch_size"]
-    encoder_name = config["encoder"] or spec.encoder
+    recipe = Recipe.from_dict(config["recipe"]) if config.get("recipe") else Recipe()
+    epochs = spec.epochs if recipe.epochs is None else recipe.epochs
+    batch_size = spec.batch_size if recipe.batch_size is None else recipe.batch_size
+    encoder_name = recipe.encoder or spec.encoder
 
     generator = _set_seed(config["seed"])
     train, val = data.train.to(device), data.val.to(device)
@@ -243,37 +313,68 @@ def run_trial(config: dict[str, Any], report: Reporter | None = None) -> dict[st
     fast_images = device.type == "cuda" and encoder_name == "resnet18"
     if spec.pixel_mean is not None:
         encoder = NormalisedInput(encoder, spec.pixel_mean, spec.pixel_std, channels_last=fast_images)
+    n = len(train)
+    steps = n // batch_size + (1 if n % batch_size >= 2 else 0)  # a batch of one breaks batch norm
+    if recipe.max_steps:  # FFB counts training in optimiser steps: as many epochs as they take, the last one cut
+        epochs = math.ceil(recipe.max_steps / steps)
     method_cls = method_registry.get_method(config["method"])
-    method = method_cls(encoder, spec.num_classes, spec.num_private, config["hparams"], max(epochs, 1)).to(device)
+    method = method_cls(
+        encoder, spec.num_classes, spec.num_private, config["hparams"], max(epochs, 1), recipe=recipe, steps_per_epoch=steps,
+    ).to(device)
     if fast_images:  # channels_last + bf16 autocast: 2.4x the fp32 img/s on an H200 (docs/DEVELOPING.md)
         method = method.to(memory_format=torch.channels_last)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=fast_images) if device.type == "cuda" else nullcontext()
+    schedule_length = epochs * steps if recipe.schedule_unit == "step" else epochs
+    schedulers = [recipe.build_scheduler(optimizer, schedule_length) for optimizer in method.scheduled_optimizers()]
+    schedulers = [scheduler for scheduler in schedulers if scheduler is not None]
+    per_step = recipe.schedule_unit == "step"
 
-    n = len(train)
-    steps = n // batch_size + (1 if n % batch_size >= 2 else 0)  # a batch of one breaks batch norm
     start = time.perf_counter()
+    trained_epochs, stopped_early, done_steps = 0, False, 0
     for epoch in range(epochs):
         method.train()
+        learning_rate = method.optimizer.param_groups[0]["lr"]  # the rate this epoch starts with
         order = torch.randperm(n, generator=generator).to(device)
         sums: dict[str, torch.Tensor] = {}
-        for step in range(steps):
+        epoch_steps = steps if not recipe.max_steps else min(steps, recipe.max_steps - done_steps)
+        for step in range(epoch_steps):
             index = order[step * batch_size : (step + 1) * batch_size]
+            x = train.x[index]
+            if recipe.augmentation == "hflip":
+                x = horizontal_flip(x, generator)
             with autocast:
-                terms = method.update(train.x[index], train.y[index], train.s[index])
+                terms = method.update(x, train.y[index], train.s[index])
             for key, value in terms.items():
                 sums[key] = sums[key] + value if key in sums else value
+            if per_step:
+                for scheduler in schedulers:
+                    scheduler.step()
+        done_steps += epoch_steps
+        trained_epochs = epoch + 1
         method.end_epoch(epoch)
         method.eval()
-        means = {("train_" + key if not key.startswith("train_") else key): (value / steps).item() for key, value in sums.items()}
+        means = {("train_" + key if not key.startswith("train_") else key): (value / max(epoch_steps, 1)).item()
+                 for key, value in sums.items()}
         bad = {key: value for key, value in means.items() if not math.isfinite(value)}
         if bad:
             key, value = next(iter(bad.items()))
             raise TrialDiverged(f"{key} became {value} in epoch {epoch + 1}")
-        epoch_metrics = {"epoch": epoch + 1, **means, "val_accuracy": accuracy_on(method, val).item()}
+        val_accuracy, val_loss = (figure.item() for figure in validation_figures(method, val))
+        epoch_metrics = {"epoch": epoch + 1, **means, "val_accuracy": val_accuracy, "val_loss": val_loss, "lr": learning_rate}
+        if not per_step:
+            monitored = val_loss if recipe.monitor == "val_loss" else val_accuracy
+            for scheduler in schedulers:
+                if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                    scheduler.step(monitored)
+                else:
+                    scheduler.step()
         if config.get("epoch_leakage") and not is_post_hoc(method):
             epoch_metrics["val_leakage_epoch"] = epoch_leakage(method, data.probe.to(device), val, spec.num_private, config["seed"])
         if report is not None:
             report(epoch_metrics)
+        if recipe.should_stop(method.optimizer):  # IRENE's CelebA rule: the rate fell below min_lr
+            stopped_early = epoch + 1 < epochs
+            break
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     train_seconds = time.perf_counter() - start
@@ -298,12 +399,20 @@ def run_trial(config: dict[str, Any], report: Reporter | None = None) -> dict[st
         spec.num_private, seed=config["seed"],
     )
     metrics.update(floor.as_metrics(prefix="floor_"))
+    if config.get("probe_sizes", True):
+        probe_start = time.perf_counter()
+        metrics.update(probe_size_leakage(probe, val_e, test, spec.num_private, config["seed"], leakage.best))
+        metrics["probe_sizes_seconds"] = time.perf_counter() - probe_start
     if test.private_logits is not None:
         metrics["head_acc"] = balanced_accuracy(test.s, test.private_logits.argmax(1))
     metrics["train_seconds"] = train_seconds
-    metrics["samples_per_second"] = epochs * n / train_seconds if train_seconds > 0 else 0.0
+    trained_samples = min(done_steps * batch_size, trained_epochs * n)
+    metrics["samples_per_second"] = trained_samples / train_seconds if train_seconds > 0 else 0.0
     metrics["eval_seconds"] = time.perf_counter() - evaluation_start
-    metrics["epochs"] = epochs
+    metrics["epochs"] = trained_epochs
+    metrics["planned_epochs"] = epochs
+    metrics["stopped_early"] = int(stopped_early)
+    metrics["final_lr"] = method.optimizer.param_groups[0]["lr"]
     metrics["num_classes"] = spec.num_classes
     metrics["num_private"] = spec.num_private
     metrics["batch_size"] = batch_size
@@ -317,9 +426,15 @@ def run_trial(config: dict[str, Any], report: Reporter | None = None) -> dict[st
         np.savez_compressed(
             partial,
             z_probe=probe.z, y_probe=probe.y, s_probe=probe.s,
+            z_val=val_e.z, y_val=val_e.y, s_val=val_e.s,
             z_test=test.z, y_test=test.y, s_test=test.s,
+            num_private=spec.num_private, seed=config["seed"],
         )
         partial.replace(path)
+    if config.get("model_path"):  # bench.artifacts: state dict plus the config that rebuilds it
+        from bench.artifacts import save_model
+
+        save_model(config["model_path"], method, config, encoder_name, spec.input_shape)
     return metrics
 
 

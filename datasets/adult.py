@@ -1,9 +1,22 @@
-"""UCI Adult (Census Income, 1994): predict income > 50K, remove sex.
+"""UCI Adult (Census Income, 1994): predict income > 50K, remove sex (or race, or both).
 
 Data: ``adult.data`` (32,561 rows) and ``adult.test`` (16,281 rows) from the UCI
 Machine Learning Repository, verified by SHA-256 and read from
 ``<data root>/adult/``. Target ``y`` = 1 when income is above 50K (about 24% of
-people). Private attribute ``s`` = sex, 0 = Female (about 33%), 1 = Male.
+people).
+
+Private attribute ``s``, option ``private``:
+- ``sex`` (default): 0 = Female (about 33%), 1 = Male;
+- ``race``: each race its own class, in this order: Amer-Indian-Eskimo,
+  Asian-Pac-Islander, Black, Other, White (0..4; White about 85%);
+- ``sex+race``: the intersection, one class per (sex, race) combination present
+  in ``train`` (:mod:`datasets.private`; all ten are).
+The chosen columns are removed from ``x`` unless ``keep_private_column``; the
+other of the two stays a one-hot feature.
+
+``protocol=ffb`` instead follows FFB (Han et al., ICLR 2024) for like-for-like
+comparison with its Table 4: its rows, preprocessing, split and MLP, see
+:mod:`datasets.ffb` (``private`` is then ``sex`` or ``race``, White vs Black).
 
 Preprocessing:
 - values are stripped of their leading spaces; the test file's first line (a
@@ -18,15 +31,17 @@ Preprocessing:
   ``train`` split only;
 - the categorical columns are one-hot encoded with the categories seen in
   ``train`` (a category absent there encodes as all zeros);
-- ``sex`` is removed from ``x`` unless ``keep_private_column`` is set. Other
-  columns still carry it (``relationship`` holds Husband and Wife): that is the
-  information a removal method has to remove.
+- the private columns are removed from ``x`` unless ``keep_private_column`` is
+  set. Other columns still carry them (``relationship`` holds Husband and Wife):
+  that is the information a removal method has to remove.
 
 Splits (seeded by ``data_seed``): ``adult.data`` is shuffled into ``train``
 (80%) and ``val`` (20%); ``adult.test`` into ``probe`` (50%) and ``test`` (50%).
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 from pathlib import Path
 from typing import Any
@@ -37,7 +52,10 @@ import torch
 
 from bench.errors import UserError
 from bench.params import Param
+from bench.recipes import OURS_CHEAP, Recipe
+from datasets import ffb
 from datasets.base import Data, DataFile, Dataset, DatasetSpec, Split, register
+from datasets.private import attributes_of, intersection_choices, joint_label
 
 URL = "https://archive.ics.uci.edu/ml/machine-learning-databases/adult/"
 
@@ -69,8 +87,10 @@ CATEGORICAL = (
     "native-country",
 )
 DROPPED = ("fnlwgt",)
-PRIVATE = "sex"
+PRIVATE_ATTRIBUTES = ("sex", "race")
 SEX_CODES = {"Female": 0, "Male": 1}
+RACE_CODES = {"Amer-Indian-Eskimo": 0, "Asian-Pac-Islander": 1, "Black": 2, "Other": 3, "White": 4}
+CODES = {"sex": SEX_CODES, "race": RACE_CODES}
 INCOME_CODES = {"<=50K": 0, ">50K": 1}
 
 
@@ -103,7 +123,7 @@ def read_table(path: Path) -> pd.DataFrame:
         raise UserError(
             f"adult: cannot parse {path}: row {line + 1} has fewer than {len(COLUMNS)} values"
         )
-    for column, codes in (("sex", SEX_CODES), ("income", INCOME_CODES)):
+    for column, codes in (("sex", SEX_CODES), ("race", RACE_CODES), ("income", INCOME_CODES)):
         bad = ~frame[column].isin(list(codes))
         if bad.any():
             value = frame[column][bad].iloc[0]
@@ -120,9 +140,16 @@ def read_table(path: Path) -> pd.DataFrame:
 @register
 class Adult(Dataset):
     name = "adult"
-    description = "UCI Adult census: income > 50K, private attribute sex (0 = Female, 1 = Male)"
+    description = "UCI Adult census: income > 50K, private attribute sex (0 = Female, 1 = Male), race, or both"
+    # our own protocol's recipe (protocol=ffb: FFB's, see recipe_for)
+    recipe = replace(OURS_CHEAP, epochs=10, batch_size=256, encoder="mlp")
+    gpu_share = 0.25  # small tensors: several trials share one GPU
     options = {
-        "keep_private_column": Param(False, "keep the sex column in x (removal is then harder)"),
+        "private": Param("sex", "sex; race (5 classes); sex+race (one class per combination in train)",
+                         choices=intersection_choices(PRIVATE_ATTRIBUTES)),
+        "keep_private_column": Param(False, "keep the private columns in x (removal is then harder)"),
+        "protocol": Param("ours", "ours; ffb: FFB's rows, split and MLP (Han et al., ICLR 2024)",
+                          choices=("ours", "ffb")),
         "data_seed": Param(0, "seed of the train/val and probe/test splits"),
     }
     files = (
@@ -138,20 +165,33 @@ class Adult(Dataset):
         ),
     )
 
+    @classmethod
+    def recipe_for(cls, options: dict[str, Any]) -> Recipe:
+        return ffb.RECIPES[cls.name] if options.get("protocol") == "ffb" else cls.recipe
+
     def load(self, options: dict[str, Any], data_root: Path) -> Data:
         folder = self.folder(data_root)
+        if options["protocol"] == "ffb":
+            return ffb.load(self.name, folder, None, options)
         development = read_table(folder / "adult.data")
         held_out = read_table(folder / "adult.test")
         rng = np.random.default_rng(options["data_seed"])
         train, val = _shuffle_split(development, 0.8, rng)
         probe, test = _shuffle_split(held_out, 0.5, rng)
 
-        categorical = CATEGORICAL + ((PRIVATE,) if options["keep_private_column"] else ())
+        attributes = attributes_of(options["private"])
+        frames, s, classes = _private_labels({"train": train, "val": val, "probe": probe, "test": test}, attributes)
+        train, val, probe, test = (frames[name] for name in ("train", "val", "probe", "test"))
+        keep = options["keep_private_column"]
+        # Today's column order (CATEGORICAL, then sex when kept) so the default x does not change.
+        categorical = tuple(c for c in CATEGORICAL if keep or c not in attributes) + (
+            ("sex",) if keep or "sex" not in attributes else ()
+        )
         categories = {c: pd.Index(sorted(train[c].unique())) for c in categorical}
         mean = train[list(NUMERIC)].mean()
         std = train[list(NUMERIC)].std(ddof=0).replace(0.0, 1.0)
 
-        def encode(frame: pd.DataFrame) -> Split:
+        def encode(frame: pd.DataFrame, private: np.ndarray) -> Split:
             parts = [((frame[list(NUMERIC)] - mean) / std).to_numpy(np.float32)]
             for column in categorical:
                 codes = categories[column].get_indexer(frame[column])
@@ -159,21 +199,36 @@ class Adult(Dataset):
             return Split(
                 torch.from_numpy(np.concatenate(parts, axis=1)),
                 torch.tensor(frame["income"].map(INCOME_CODES).to_numpy(np.int64)),
-                torch.tensor(frame[PRIVATE].map(SEX_CODES).to_numpy(np.int64)),
+                torch.from_numpy(private),
             )
 
-        splits = {"train": encode(train), "val": encode(val), "probe": encode(probe), "test": encode(test)}
+        splits = {name: encode(frames[name], s[name]) for name in ("train", "val", "probe", "test")}
         spec = DatasetSpec(
             input_shape=(splits["train"].x.shape[1],),
             num_classes=2,
-            num_private=2,
+            num_private=classes,
             encoder="mlp",
             epochs=10,
             batch_size=256,
             target_name="income>50K",
-            private_name="sex",
+            private_name=options["private"],
         )
         return Data(spec=spec, **splits)
+
+
+def _private_labels(
+    frames: dict[str, pd.DataFrame], attributes: tuple[str, ...]
+) -> tuple[dict[str, pd.DataFrame], dict[str, np.ndarray], int]:
+    """Each split's rows that have a private class, their labels, and the number of classes."""
+    names = list(frames)
+    whole = pd.concat([frames[name] for name in names], ignore_index=True)
+    part = np.repeat(np.arange(len(names)), [len(frames[name]) for name in names])
+    codes = {a: whole[a].map(CODES[a]).to_numpy(np.int64) for a in attributes}
+    labels, keep, classes = joint_label(codes, attributes, part == 0)
+    if len(attributes) == 1:
+        classes = list(CODES[attributes[0]])  # every value a class, present in train or not
+    kept = {name: frames[name][keep[part == i]].reset_index(drop=True) for i, name in enumerate(names)}
+    return kept, {name: labels[(part == i) & keep] for i, name in enumerate(names)}, len(classes)
 
 
 def _one_hot(codes: np.ndarray, width: int) -> np.ndarray:

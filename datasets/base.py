@@ -17,6 +17,7 @@ import torch
 
 from bench.registry import Registry
 from bench.params import Param
+from bench.recipes import Recipe
 
 SPLITS = ("train", "val", "probe", "test")
 
@@ -88,6 +89,17 @@ class Dataset:
     description: ClassVar[str] = ""
     options: ClassVar[dict[str, Param]] = {}
     files: ClassVar[tuple[DataFile, ...]] = ()  # empty: needs no data file
+    # How the reference that defined this protocol trains (bench.recipes); the default
+    # recipe leaves epochs, batch size and encoder to the spec that ``load`` returns.
+    recipe: ClassVar[Recipe] = Recipe()
+    # The fraction of a GPU one trial asks Ray for when --gpus-per-trial is not given on a CUDA
+    # machine: a tabular or toy trial uses a sliver of a GPU, so four share one (issue 11).
+    gpu_share: ClassVar[float] = 1.0
+
+    @classmethod
+    def recipe_for(cls, options: dict[str, Any]) -> Recipe:
+        """The training recipe for these (resolved) options; override when it depends on them."""
+        return cls.recipe
 
     @classmethod
     def needs_data(cls) -> bool:

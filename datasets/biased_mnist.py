@@ -1,6 +1,16 @@
 """Biased-MNIST (Bahng et al., 2020, ReBias; the synthetic data of IRENE): MNIST on a coloured background.
 
-Data: the four MNIST files in torchvision's layout,
+Source (option ``source``): ``mnist`` (default) or ``fashion_mnist``, the same
+protocol on Zalando's Fashion-MNIST (Xiao et al. 2017; ten garment classes,
+same sizes and format), read from ``<data root>/biased_mnist/FashionMNIST/raw/``
+(torchvision's layout) and downloaded from Zalando's own address. Debian's
+package of Fashion-MNIST recompressed the archives, so the ``.gz`` bytes differ
+from upstream's while the content is the same: Fashion-MNIST files are verified
+by the SHA-256 of their decompressed bytes (:data:`FASHION_SHA256`), which both
+copies share. Fashion-MNIST images are binarised like MNIST's, so a garment is
+its white silhouette on the coloured background.
+
+MNIST data: the four MNIST files in torchvision's layout,
 ``<data root>/biased_mnist/MNIST/raw/`` (train-images-idx3-ubyte,
 train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte), each
 gzipped (``.gz``, what ``files`` declares, verified by SHA-256 and downloaded
@@ -27,10 +37,23 @@ is an independent draw, with the same expected proportions. In ``val``,
 digit the colours are dealt round-robin to the shuffled images, so every
 (digit, colour) count is the same up to one image.
 
-Splits (seeded by ``data_seed``): MNIST's 60,000 training images are shuffled
-into ``train`` (50,000, biased) and ``val`` (10,000, recoloured unbiased);
-MNIST's 10,000 test images into ``probe`` (5,000) and ``test`` (5,000). Files of
-other sizes are cut at the same fractions (5/6 and 1/2).
+Splits (seeded by ``data_seed``), option ``split``:
+- ``ours`` (default): the 60,000 training images are shuffled into ``train``
+  (50,000, biased) and ``val`` (10,000, recoloured unbiased); the 10,000 test
+  images into ``probe`` (5,000) and ``test`` (5,000). Disjoint images
+  everywhere; files of other sizes are cut at the same fractions (5/6, 1/2).
+- ``reference``: as ReBias, EnD and IRENE train and test: ``train`` is all
+  60,000 training images (biased; at rho 0.999 about 60 bias-conflicting
+  images, not 50) and ``test`` all 10,000 test images (unbiased). Our protocol
+  still needs ``val`` and ``probe`` (the attackers are fitted on ``probe`` and
+  chosen on ``val``); they are the two halves of the same 10,000 test images,
+  each recoloured by its own unbiased draw. So the attackers never see a
+  training image, but ``val`` shares its digits with ``test``: selecting a model
+  on ``val`` is then optimistic, which the references' fixed-epoch protocol (no
+  selection) does not need.
+``subsample`` (a fraction, 1 by default) keeps that share of the training and of
+the test images (drawn with ``data_seed``) before splitting: for quick runs on a
+CPU, and stated wherever its numbers appear.
 
 Defaults: encoder ``biased_mnist_cnn`` (ReBias's SimpleConvNet), batch size
 100, 80 epochs. IRENE trains 100 epochs with learning-rate steps at 40 and 60;
@@ -44,6 +67,9 @@ that.
 from __future__ import annotations
 
 import gzip
+import hashlib
+import os
+import sys
 import zlib
 from pathlib import Path
 from typing import Any
@@ -53,12 +79,15 @@ import torch
 
 from bench.errors import UserError
 from bench.params import Param
+from bench.recipes import IRENE_BIASED_MNIST
 from datasets.base import Data, DataFile, Dataset, DatasetSpec, Split, register
 from datasets.colored_digits import MAX_GREY, NUM_COLOURS, NUM_DIGITS, biased_colours, colourise
-from datasets.download import MISSING, PRESENT, file_status
+from datasets.download import CORRUPT, MISSING, PRESENT, file_status
 
 MIRROR = "https://ossci-datasets.s3.amazonaws.com/mnist/"
 RAW = "MNIST/raw/"
+FASHION_MIRROR = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"  # Zalando's, as torchvision uses
+FASHION_RAW = "FashionMNIST/raw/"
 TRAIN_IMAGES = "train-images-idx3-ubyte"
 TRAIN_LABELS = "train-labels-idx1-ubyte"
 TEST_IMAGES = "t10k-images-idx3-ubyte"
@@ -69,6 +98,15 @@ SHA256 = {
     TEST_IMAGES: "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
     TEST_LABELS: "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
 }
+# SHA-256 of the decompressed idx files (/work/shared/data/README.md; upstream's and Debian's .gz agree on these).
+FASHION_SHA256 = {
+    TRAIN_IMAGES: "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+    TRAIN_LABELS: "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+    TEST_IMAGES: "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+    TEST_LABELS: "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+}
+STEMS = (TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS)
+SOURCES = {"mnist": RAW, "fashion_mnist": FASHION_RAW}
 SIDE = 28
 TRAIN_FRACTION = 5 / 6  # 50,000 of MNIST's 60,000 training images
 PROBE_FRACTION = 1 / 2  # 5,000 of its 10,000 test images
@@ -108,18 +146,18 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
 
 
-def raw_path(folder: Path, stem: str) -> Path:
+def raw_path(folder: Path, stem: str, raw: str = RAW) -> Path:
     """The .gz file when present (it is the verified one), else the plain one."""
-    gz = folder / RAW / f"{stem}.gz"
-    return gz if gz.is_file() or not (folder / RAW / stem).is_file() else folder / RAW / stem
+    gz = folder / raw / f"{stem}.gz"
+    return gz if gz.is_file() or not (folder / raw / stem).is_file() else folder / raw / stem
 
 
-def read_part(folder: Path, images_stem: str, labels_stem: str) -> tuple[np.ndarray, np.ndarray]:
-    images = read_idx(raw_path(folder, images_stem), 3)
-    labels_path = raw_path(folder, labels_stem)
+def read_part(folder: Path, images_stem: str, labels_stem: str, raw: str = RAW) -> tuple[np.ndarray, np.ndarray]:
+    images = read_idx(raw_path(folder, images_stem, raw), 3)
+    labels_path = raw_path(folder, labels_stem, raw)
     labels = read_idx(labels_path, 1)
     if images.shape[1:] != (SIDE, SIDE):
-        raise UserError(f"biased_mnist: {raw_path(folder, images_stem)} holds {images.shape[1:]} images, expected 28x28")
+        raise UserError(f"biased_mnist: {raw_path(folder, images_stem, raw)} holds {images.shape[1:]} images, expected 28x28")
     if len(images) != len(labels):
         raise UserError(
             f"biased_mnist: {len(images)} images in {images_stem} but {len(labels)} labels in {labels_stem}"
@@ -127,6 +165,70 @@ def read_part(folder: Path, images_stem: str, labels_stem: str) -> tuple[np.ndar
     if len(labels) and labels.max() >= NUM_DIGITS:
         raise UserError(f"biased_mnist: {labels_path} holds label {labels.max()}, expected 0..9")
     return images, labels.astype(np.int64)
+
+
+def decompressed_sha256(path: Path) -> str:
+    """SHA-256 of a file's content, decompressed when its name ends in .gz (a broken archive hashes as '')."""
+    digest = hashlib.sha256()
+    try:
+        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+    except (OSError, EOFError, zlib.error):
+        return ""
+    return digest.hexdigest()
+
+
+def fashion_statuses(folder: Path) -> list[tuple[DataFile, str]]:
+    """Each Fashion-MNIST file (its .gz, or the plain file where only that exists), checked by decompressed SHA-256."""
+    out = []
+    for stem in STEMS:
+        gz, plain = folder / FASHION_RAW / f"{stem}.gz", folder / FASHION_RAW / stem
+        path = gz if gz.is_file() or not plain.is_file() else plain
+        name = str(path.relative_to(folder))
+        if not path.is_file():
+            out.append((DataFile(name, None, f"{FASHION_MIRROR}{stem}.gz"), MISSING))
+            continue
+        status = PRESENT if decompressed_sha256(path) == FASHION_SHA256[stem] else CORRUPT
+        out.append((DataFile(name, None, f"{FASHION_MIRROR}{stem}.gz"), status))
+    return out
+
+
+def ensure_fashion(folder: Path, download: bool) -> None:
+    """Fashion-MNIST present and intact, downloading missing files from Zalando's address if allowed.
+
+    A download whose decompressed content does not match is removed again; a
+    file the user put there is never touched (as :func:`datasets.download.ensure_files`).
+    """
+    from datasets.download import download_file
+
+    statuses = fashion_statuses(folder)
+    corrupt = [f.name for f, status in statuses if status == CORRUPT]
+    if corrupt:
+        raise UserError(
+            f"biased_mnist: {', '.join(corrupt)} in {folder} do not match Fashion-MNIST's SHA-256 (of the decompressed "
+            f"content; left untouched); move them away to download again from {FASHION_MIRROR}"
+        )
+    missing = [f for f, status in statuses if status == MISSING]
+    reason = "downloads are disabled"
+    for data_file in list(missing) if download else []:
+        destination = folder / data_file.name
+        try:
+            download_file(data_file.url, destination, None)
+        except UserError as error:
+            reason = f"download failed: {error}"
+            break
+        stem = destination.name.removesuffix(".gz")
+        if decompressed_sha256(destination) != FASHION_SHA256[stem]:
+            destination.unlink(missing_ok=True)
+            reason = f"the download of {data_file.url} does not hold Fashion-MNIST's content (removed)"
+            break
+        missing.remove(data_file)
+    if missing:
+        raise UserError(
+            f"biased_mnist: missing {', '.join(f.name for f in missing)} in {folder} ({reason}); download them from "
+            f"{FASHION_MIRROR} or pass --data-root pointing at a folder that holds biased_mnist/{FASHION_RAW}"
+        )
 
 
 def balanced_colours(digits: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -152,59 +254,116 @@ def coloured_split(images: np.ndarray, digits: np.ndarray, colours: np.ndarray) 
 @register
 class BiasedMnist(Dataset):
     name = "biased_mnist"
-    description = "MNIST on a background coloured by digit with probability rho in train (Biased-MNIST)"
+    description = "MNIST (or Fashion-MNIST) on a background coloured by class with probability rho in train (Biased-MNIST)"
+    recipe = IRENE_BIASED_MNIST  # the training recipe (bench.recipes), with its citation
     options = {
         "rho": Param(
             0.99, "P(colour = digit's colour) in train", choices=(0.99, 0.995, 0.997, 0.999)
         ),
+        "source": Param("mnist", "mnist; fashion_mnist: Zalando's Fashion-MNIST, same protocol",
+                        choices=tuple(SOURCES)),
+        "split": Param("ours", "ours: train 50k / val 10k / probe 5k / test 5k; reference: train on all 60k, "
+                       "test on all 10k, val and probe the test images recoloured", choices=("ours", "reference")),
+        "subsample": Param(1.0, "fraction of the training and test images kept (quick runs)", low=0.001, high=1.0),
         "data_seed": Param(0, "seed of the splits and of every colour draw"),
     }
     files = tuple(
-        DataFile(f"{RAW}{stem}.gz", SHA256[stem], f"{MIRROR}{stem}.gz")
-        for stem in (TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS)
+        DataFile(f"{RAW}{stem}.gz", SHA256[stem], f"{MIRROR}{stem}.gz") for stem in STEMS
+    ) + tuple(
+        # Checked by decompressed content (see fashion_statuses), so no SHA-256 of the archive here.
+        DataFile(f"{FASHION_RAW}{stem}.gz", None, f"{FASHION_MIRROR}{stem}.gz") for stem in STEMS
     )
 
     @classmethod
+    def mnist_files(cls) -> tuple[DataFile, ...]:
+        return tuple(f for f in cls.files if f.name.startswith(RAW))
+
+    @classmethod
     def file_statuses(cls, data_root: Path) -> list[tuple[DataFile, str]]:
-        """Like ``file_status``, but a missing .gz whose plain (extracted) file exists counts as present."""
+        """Like ``file_status``, but a missing .gz whose plain (extracted) file exists counts as present;
+        Fashion-MNIST by the SHA-256 of its decompressed content."""
         folder = cls.folder(data_root)
         out = []
-        for data_file, status in file_status(folder, cls.files):
+        for data_file, status in file_status(folder, cls.mnist_files()):
             plain = data_file.name.removesuffix(".gz")
             if status == MISSING and (folder / plain).is_file():
                 out.append((DataFile(plain), PRESENT))
             else:
                 out.append((data_file, status))
-        return out
+        return out + fashion_statuses(folder)
 
     @classmethod
-    def prepare(cls, data_root: Path, download: bool = True) -> None:
-        """As :meth:`Dataset.prepare`, but a .gz that is absent while its extracted file is there is not needed."""
-        import os
-
+    def prepare_source(cls, data_root: Path, source: str, download: bool = True) -> None:
+        """One source's files present and intact, downloading what is missing if allowed."""
         from datasets.download import ensure_files
 
         download = download and os.environ.get("BENCH_OFFLINE", "") in ("", "0")  # as Dataset.prepare
         folder = cls.folder(data_root)
+        if source == "fashion_mnist":
+            ensure_fashion(folder, download)
+            return
 
         def extracted_only(data_file: DataFile) -> bool:
             plain = folder / data_file.name.removesuffix(".gz")
             return plain.is_file() and not (folder / data_file.name).is_file()
 
-        needed = [f for f in cls.files if not extracted_only(f)]
+        needed = [f for f in cls.mnist_files() if not extracted_only(f)]
         ensure_files(folder, needed, dataset=cls.name, download=download)
+
+    @classmethod
+    def prepare(cls, data_root: Path, download: bool = True) -> None:
+        """Every source (``bench data fetch``), or, before a run, at least one.
+
+        The run path knows no options here; :meth:`load` then checks the source it
+        reads (before any trial starts, since the driver loads each dataset once).
+        A source that cannot be completed while another one is complete is named
+        on stderr rather than failing a run that does not need it.
+        """
+        errors, complete = [], []
+        for source in SOURCES:
+            try:
+                cls.prepare_source(data_root, source, download)
+                complete.append(source)
+            except UserError as error:
+                errors.append(str(error))
+        if errors and not complete:
+            raise UserError("; ".join(errors))
+        for error in errors:
+            print(f"bench: note: {error} (only needed for the other source)", file=sys.stderr)
 
     def load(self, options: dict[str, Any], data_root: Path) -> Data:
         folder = self.folder(data_root)
-        train_images, train_digits = read_part(folder, TRAIN_IMAGES, TRAIN_LABELS)
-        test_images, test_digits = read_part(folder, TEST_IMAGES, TEST_LABELS)
+        source = options["source"]
+        raw = SOURCES[source]
+        absent = [stem for stem in STEMS if not raw_path(folder, stem, raw).is_file()]
+        if absent:  # prepare() verified what is there; a source it could do without may still be missing
+            fetch = "bench data fetch biased_mnist"
+            raise UserError(
+                f"biased_mnist: source={source} needs {', '.join(absent)} (.gz or extracted) in {folder / raw}; "
+                f"`{fetch}` downloads them, or pass --data-root pointing at a folder that holds biased_mnist/{raw}"
+            )
+        train_images, train_digits = read_part(folder, TRAIN_IMAGES, TRAIN_LABELS, raw)
+        test_images, test_digits = read_part(folder, TEST_IMAGES, TEST_LABELS, raw)
         rng = np.random.default_rng(options["data_seed"])
-        order = rng.permutation(len(train_digits))
-        cut = int(round(TRAIN_FRACTION * len(order)))
-        train_index, val_index = np.sort(order[:cut]), np.sort(order[cut:])
-        order = rng.permutation(len(test_digits))
-        cut = int(round(PROBE_FRACTION * len(order)))
-        probe_index, test_index = np.sort(order[:cut]), np.sort(order[cut:])
+        if options["subsample"] < 1.0:
+            keep = np.sort(rng.permutation(len(train_digits))[: max(2, round(options["subsample"] * len(train_digits)))])
+            train_images, train_digits = train_images[keep], train_digits[keep]
+            keep = np.sort(rng.permutation(len(test_digits))[: max(4, round(options["subsample"] * len(test_digits)))])
+            test_images, test_digits = test_images[keep], test_digits[keep]
+        if options["split"] == "reference":
+            train_index, test_index = np.arange(len(train_digits)), np.arange(len(test_digits))
+            order = rng.permutation(len(test_digits))
+            cut = int(round(0.5 * len(order)))
+            val_index, probe_index = np.sort(order[:cut]), np.sort(order[cut:])
+            val_images, val_digits = test_images[val_index], test_digits[val_index]
+        else:
+            order = rng.permutation(len(train_digits))
+            cut = int(round(TRAIN_FRACTION * len(order)))
+            train_index, val_index = np.sort(order[:cut]), np.sort(order[cut:])
+            order = rng.permutation(len(test_digits))
+            cut = int(round(PROBE_FRACTION * len(order)))
+            probe_index, test_index = np.sort(order[:cut]), np.sort(order[cut:])
+            val_images, val_digits = train_images[val_index], train_digits[val_index]
         if min(len(train_index), len(val_index), len(probe_index), len(test_index)) == 0:
             raise UserError(
                 f"biased_mnist: {len(train_digits)} training and {len(test_digits)} test images are too few to split"
@@ -215,7 +374,7 @@ class BiasedMnist(Dataset):
             train_images[train_index], train_digit, biased_colours(train_digit, options["rho"], rng)
         )}
         for name, images, digits in (
-            ("val", train_images[val_index], train_digits[val_index]),
+            ("val", val_images, val_digits),
             ("probe", test_images[probe_index], test_digits[probe_index]),
             ("test", test_images[test_index], test_digits[test_index]),
         ):
@@ -227,7 +386,7 @@ class BiasedMnist(Dataset):
             encoder="biased_mnist_cnn",
             epochs=80,
             batch_size=100,
-            target_name="digit",
+            target_name="digit" if source == "mnist" else "garment",
             private_name="colour",
         )
         return Data(spec=spec, **splits)

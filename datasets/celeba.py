@@ -61,6 +61,7 @@ import torch
 
 from bench.errors import UserError
 from bench.params import Param
+from bench.recipes import IRENE_CELEBA
 from datasets.base import Data, DataFile, Dataset, DatasetSpec, Split, register
 from datasets.download import MISSING, PRESENT, file_status
 
@@ -254,6 +255,7 @@ def cached_images(image_folder: Path, names: list[str], cache_folder: Path, reso
 class CelebA(Dataset):
     name = "celeba"
     description = "CelebA faces: one attribute as target, another as private (uint8 images, cached)"
+    recipe = IRENE_CELEBA  # the training recipe (bench.recipes), with its citation
     options = {
         "target": Param("Blond_Hair", "target attribute, one of the 40 CelebA attributes", choices=ATTRIBUTES),
         "private": Param("Male", "private attribute, one of the 40 CelebA attributes", choices=ATTRIBUTES),

@@ -40,6 +40,8 @@ remain available as options.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +51,7 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 from bench.params import Param
+from bench.recipes import OURS_CHEAP
 from datasets.base import Data, Dataset, DatasetSpec, Split, register
 
 # ReBias's COLOUR_MAP, scaled to [0, 1].
@@ -111,6 +114,8 @@ def _every_colour(grey: np.ndarray, digits: np.ndarray) -> Split:
 class ColoredDigits(Dataset):
     name = "colored_digits"
     description = "scikit-learn's 8x8 handwritten digits on a coloured background (Biased-MNIST protocol)"
+    recipe = replace(OURS_CHEAP, epochs=20, batch_size=100, encoder="small_cnn")  # the training recipe (bench.recipes), with its citation
+    gpu_share = 0.25  # small tensors: several trials share one GPU
     options = {
         "rho": Param(
             0.9, "P(colour = digit's colour) in train (Biased-MNIST: 0.99 to 0.999)", low=0.0, high=1.0

@@ -1,4 +1,4 @@
-"""ProPublica COMPAS: predict two-year recidivism, remove race.
+"""ProPublica COMPAS: predict two-year recidivism, remove race (or sex, or both).
 
 Data: ``compas-scores-two-years.csv`` (7,214 rows) from ProPublica's
 ``compas-analysis`` repository (the data of "Machine Bias", 2016), verified by
@@ -10,28 +10,41 @@ Rows: the filter of ProPublica's own analysis, which keeps 6,172 rows:
 dropped, as R's ``filter`` does), ``is_recid`` != -1, ``c_charge_degree`` != 'O'
 and ``score_text`` != 'N/A'.
 
-Private attribute ``s`` = race, option ``races``:
+Private attribute ``s``, option ``private``: ``race`` (default), ``sex`` (0 =
+Female, 1 = Male) or ``sex+race``, their intersection (one class per (sex,
+race) combination present in ``train``, :mod:`datasets.private`). Race is coded
+by the option ``races``, which also chooses the rows:
 - ``binary`` (default): only African-American (1) and Caucasian (0) people,
   5,278 rows, the comparison of ProPublica's analysis;
 - ``all``: every race its own class, in this fixed order: African-American,
   Asian, Caucasian, Hispanic, Native American, Other (0..5; 6,172 rows; Asian
   and Native American hold 31 and 11 people).
+The private columns are removed from ``x`` unless ``keep_private_column``; the
+other one of sex and race is a one-hot feature.
+
+``protocol=ffb`` instead follows FFB (Han et al., ICLR 2024), for like-for-like
+comparison with its Table 4: all 6,172 rows, AIF360's columns (charge
+description included), race as Caucasian (1) vs everyone else (0), FFB's split
+and MLP; see :mod:`datasets.ffb` (``races`` is then not used).
 
 Features ``x``: age, priors_count, juv_fel_count, juv_misd_count and
 juv_other_count (plus decile_score, COMPAS's own risk score, when
 ``include_score`` is set), standardised with the mean and standard deviation of
 the ``train`` split only; sex, c_charge_degree (F/M) and age_cat one-hot
-encoded with the categories seen in ``train``. Race is never in ``x``. The file
+encoded with the categories seen in ``train``, and race when it is not private. The file
 repeats the ``decile_score`` and ``priors_count`` headers; the first of each is
 read (the copies are identical).
 
 Splits (seeded by ``data_seed``): 50% ``train``, 10% ``val``, 20% ``probe``,
-20% ``test``, stratified by (y, s): each (y, s) group is shuffled and cut at
+20% ``test``, stratified by (y, s) (by y and the combination of values for an
+intersection): each group is shuffled and cut at
 those fractions (rounded per group, so a split's size may differ from its exact
 share by a few rows).
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 from pathlib import Path
 from typing import Any, Sequence
@@ -42,7 +55,10 @@ import torch
 
 from bench.errors import UserError
 from bench.params import Param
+from bench.recipes import OURS_CHEAP, Recipe
+from datasets import ffb
 from datasets.base import SPLITS, Data, DataFile, Dataset, DatasetSpec, Split, register
+from datasets.private import attributes_of, joint_label
 
 URL = "https://raw.githubusercontent.com/propublica/compas-analysis/master/compas-scores-two-years.csv"
 FILE_NAME = "compas-scores-two-years.csv"
@@ -56,6 +72,8 @@ PRIVATE = "race"
 REQUIRED = NUMERIC + (SCORE,) + CATEGORICAL + FILTER_NUMERIC + (TARGET, PRIVATE, "score_text")
 RACES = ("African-American", "Asian", "Caucasian", "Hispanic", "Native American", "Other")
 BINARY_RACES = {"Caucasian": 0, "African-American": 1}
+SEX_CODES = {"Female": 0, "Male": 1}
+PRIVATE_ATTRIBUTES = ("race", "sex")
 FRACTIONS = (0.5, 0.1, 0.2, 0.2)  # train, val, probe, test
 
 
@@ -89,6 +107,9 @@ def read_table(path: Path) -> pd.DataFrame:
     bad = ~frame[TARGET].isin([0.0, 1.0])
     if bad.any():
         raise UserError(f"compas: cannot parse {path}: {TARGET} {frame[TARGET][bad].iloc[0]!r} is not 0 or 1")
+    bad = ~frame["sex"].isin(list(SEX_CODES))
+    if bad.any():
+        raise UserError(f"compas: cannot parse {path}: unexpected sex {frame['sex'][bad].iloc[0]!r}")
     bad = ~frame[PRIVATE].isin(RACES)
     if bad.any():
         valid = ", ".join(RACES)
@@ -154,8 +175,16 @@ def encode_tabular(
 @register
 class Compas(Dataset):
     name = "compas"
-    description = "ProPublica COMPAS: two-year recidivism, private attribute race"
+    description = "ProPublica COMPAS: two-year recidivism, private attribute race, sex, or both"
+    # our own protocol's recipe (protocol=ffb: FFB's, see recipe_for)
+    recipe = replace(OURS_CHEAP, epochs=30, batch_size=128, encoder="mlp")
+    gpu_share = 0.25  # small tensors: several trials share one GPU
     options = {
+        "private": Param("race", "race (coded by races); sex; sex+race (one class per combination in train)",
+                         choices=("race", "sex", "sex+race")),
+        "keep_private_column": Param(False, "keep the private columns in x (removal is then harder)"),
+        "protocol": Param("ours", "ours; ffb: FFB's rows, split and MLP (Han et al., ICLR 2024)",
+                          choices=("ours", "ffb")),
         "races": Param(
             "binary",
             "binary: African-American (1) vs Caucasian (0) only; all: each race a class",
@@ -168,36 +197,74 @@ class Compas(Dataset):
         DataFile(FILE_NAME, "c451db85908b2f7fef1d83203bedf6b71ecda0d5af468d82ae62178f91d0cc7d", URL),
     )
 
+    @classmethod
+    def recipe_for(cls, options: dict[str, Any]) -> Recipe:
+        return ffb.RECIPES[cls.name] if options.get("protocol") == "ffb" else cls.recipe
+
     def load(self, options: dict[str, Any], data_root: Path) -> Data:
+        if options["protocol"] == "ffb":
+            return ffb.load(self.name, self.folder(data_root), FILE_NAME, options)
         frame = read_table(self.folder(data_root) / FILE_NAME)
         if options["races"] == "binary":
             frame = frame[frame[PRIVATE].isin(list(BINARY_RACES))].reset_index(drop=True)
-            codes = BINARY_RACES
+            race_codes = BINARY_RACES
         else:
-            codes = {race: index for index, race in enumerate(RACES)}
+            race_codes = {race: index for index, race in enumerate(RACES)}
         if len(frame) < 2 * len(SPLITS):
             raise UserError(f"compas: only {len(frame)} rows left after filtering; too few to split")
         y = frame[TARGET].to_numpy(np.int64)
-        s = frame[PRIVATE].map(codes).to_numpy(np.int64)
-        rng = np.random.default_rng(options["data_seed"])
-        parts = stratified_split(y * len(codes) + s, FRACTIONS, rng)
-        indices = dict(zip(SPLITS, parts))
+        codes = {"race": frame[PRIVATE].map(race_codes).to_numpy(np.int64),
+                 "sex": frame["sex"].map(SEX_CODES).to_numpy(np.int64)}
+        widths = {"race": len(race_codes), "sex": len(SEX_CODES)}
+        attributes = attributes_of(options["private"])
+        indices, s, classes = split_by_private(y, codes, widths, attributes, options["data_seed"])
         numeric = NUMERIC + ((SCORE,) if options["include_score"] else ())
+        keep = options["keep_private_column"]
+        # Today's column order (race never was in x) so that the default x does not change.
+        categorical = tuple(c for c in CATEGORICAL if keep or c not in attributes) + (
+            (PRIVATE,) if keep or PRIVATE not in attributes else ()
+        )
         splits = encode_tabular(
             {name: frame.iloc[index].reset_index(drop=True) for name, index in indices.items()},
             numeric,
-            CATEGORICAL,
+            categorical,
             {name: y[index] for name, index in indices.items()},
-            {name: s[index] for name, index in indices.items()},
+            s,
         )
         spec = DatasetSpec(
             input_shape=(splits["train"].x.shape[1],),
             num_classes=2,
-            num_private=len(codes),
+            num_private=classes,
             encoder="mlp",
             epochs=30,
             batch_size=128,
             target_name=TARGET,
-            private_name=PRIVATE,
+            private_name=options["private"],
         )
         return Data(spec=spec, **splits)
+
+
+def split_by_private(
+    y: np.ndarray, codes: dict[str, np.ndarray], widths: dict[str, int], attributes: Sequence[str], seed: int
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], int]:
+    """The stratified split by (y, private value), each split's private labels, and the number of classes.
+
+    One attribute: stratified by (y, s) and every value of the attribute a class.
+    An intersection: stratified by (y, combination); one class per combination
+    present in ``train``, rows of other splits with an absent one dropped.
+    """
+    rng = np.random.default_rng(seed)
+    if len(attributes) == 1:
+        (name,) = attributes
+        s = codes[name]
+        indices = dict(zip(SPLITS, stratified_split(y * widths[name] + s, FRACTIONS, rng)))
+        return indices, {split: s[index] for split, index in indices.items()}, widths[name]
+    stacked = np.stack([codes[a] for a in attributes], axis=1)
+    _, combination = np.unique(stacked, axis=0, return_inverse=True)
+    combination = combination.reshape(-1)
+    indices = dict(zip(SPLITS, stratified_split(y * (combination.max() + 1) + combination, FRACTIONS, rng)))
+    in_train = np.zeros(len(y), dtype=bool)
+    in_train[indices["train"]] = True
+    labels, keep, names = joint_label(codes, attributes, in_train)
+    indices = {split: index[keep[index]] for split, index in indices.items()}
+    return indices, {split: labels[index] for split, index in indices.items()}, len(names)

@@ -16,6 +16,8 @@ makes the evaluation splits unbiased, as the protocol asks.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ import numpy as np
 import torch
 
 from bench.params import Param
+from bench.recipes import OURS_CHEAP
 from datasets.base import Data, Dataset, DatasetSpec, Split, register
 
 Y_DIMS = 4
@@ -57,6 +60,8 @@ def generate(
 class Synthetic(Dataset):
     name = "synthetic"
     description = "Gaussian toy with known generative process; s written linearly and/or in the variance"
+    recipe = replace(OURS_CHEAP, epochs=20, batch_size=128, encoder="mlp")  # the training recipe (bench.recipes), with its citation
+    gpu_share = 0.25  # small tensors: several trials share one GPU
     options = {
         "n_train": Param(4000, "training samples", low=100),
         "n_eval": Param(2000, "samples in each of probe and test (val gets half)", low=100),

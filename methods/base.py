@@ -16,6 +16,13 @@ optimiser(s). The trial loop (``bench.trial``) only calls:
 Each method declares its hyperparameters in ``hparams`` (a dict of
 :class:`bench.params.Param`, with defaults and a search space), starting from
 :data:`COMMON`. Methods never import Ray or MLflow.
+
+The main optimiser (encoder and task head) and its learning-rate schedule are
+not hyperparameters of a method: they belong to the training recipe
+(:mod:`bench.recipes`), by default the one of the dataset's reference, so that
+methods are compared under equal training. A method keeps as hyperparameters
+only what its authors set for its own parts (a head's learning rate, ...), and
+may declare its paper's recipe per dataset in ``reference_recipes``.
 """
 
 from __future__ import annotations
@@ -27,19 +34,24 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.registry import Registry
-from bench.params import LogUniform, Param
+from bench.params import Param
+from bench.recipes import Recipe
 
-COMMON: dict[str, Param] = {
-    "lr": Param(0.05, "SGD learning rate of encoder and task head", space=LogUniform(0.005, 0.2), low=0.0),
-    "momentum": Param(0.9, "SGD momentum", low=0.0, high=1.0),
-    "weight_decay": Param(1e-4, "SGD weight decay", low=0.0),
-}
+# What every method shares as hyperparameters: nothing since the training recipe
+# (bench.recipes) owns the optimiser; kept so that methods spell ``{**COMMON, ...}``.
+COMMON: dict[str, Param] = {}
 
 
 class Method(nn.Module):
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     hparams: ClassVar[dict[str, Param]] = COMMON
+    # The method's own paper's recipe per dataset name (used with ``--recipe reference``).
+    reference_recipes: ClassVar[dict[str, Recipe]] = {}
+    # The hyperparameter(s) that set how hard the method removes ``s``, each with a range from about
+    # "no removal" to "task destroyed": ``bench sweep --curve`` walks them log-spaced, several in step.
+    # Empty: the method has no strength (vanilla, LEACE) and its curve is one point.
+    strength: ClassVar[dict[str, tuple[float, float]]] = {}
 
     def __init__(
         self,
@@ -48,6 +60,8 @@ class Method(nn.Module):
         num_private: int,
         hparams: dict[str, Any],
         epochs: int,
+        recipe: Recipe | None = None,
+        steps_per_epoch: int = 1,
     ):
         super().__init__()
         self.encoder = encoder
@@ -56,9 +70,11 @@ class Method(nn.Module):
         self.num_private = num_private
         self.hp = dict(hparams)
         self.epochs = epochs
+        self.recipe = recipe or Recipe()
+        self.steps_per_epoch = max(int(steps_per_epoch), 1)
         self.classifier = nn.Linear(self.bottleneck_dim, num_classes)
         self.build()
-        self.optimizer = self.sgd(self.model_parameters())
+        self.optimizer = self.recipe.build_optimizer(self.model_parameters())
 
     # -- construction hooks -------------------------------------------------
     def build(self) -> None:
@@ -68,13 +84,14 @@ class Method(nn.Module):
         """Parameters of encoder and task head: what the main optimiser updates."""
         return list(self.encoder.parameters()) + list(self.classifier.parameters())
 
-    def sgd(self, params, lr: float | None = None) -> torch.optim.Optimizer:
-        return torch.optim.SGD(
-            params,
-            lr=self.hp["lr"] if lr is None else lr,
-            momentum=self.hp["momentum"],
-            weight_decay=self.hp["weight_decay"],
-        )
+    @staticmethod
+    def sgd(params, lr: float, momentum: float = 0.9, weight_decay: float = 1e-4) -> torch.optim.Optimizer:
+        """An auxiliary optimiser (a head, an adversary), with the settings its authors give it."""
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+    def scheduled_optimizers(self) -> list[torch.optim.Optimizer]:
+        """The optimisers the recipe's schedule drives: the main one (the references schedule only it)."""
+        return [self.optimizer]
 
     # -- what the trial loop calls -----------------------------------------
     def update(self, x: torch.Tensor, y: torch.Tensor, s: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -107,6 +124,22 @@ class Method(nn.Module):
 
     def task_loss(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(self.classifier(z), y)
+
+
+def float32(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The tensors as float32, for a regulariser computed with autocast off.
+
+    Under bf16 autocast (the ResNet-18 path on CUDA) a matrix product rounds to
+    8 bits of mantissa: IRENE's joint ``one_hot.T @ p`` then turns a batch MI of
+    1.8e-5 into 2.8e-3. Every regulariser (MI, HSIC kernels, EnD's cosines, the
+    adversaries' losses) runs inside ``with full_precision(x):`` on these.
+    """
+    return tuple(t.float() if t.is_floating_point() else t for t in tensors)
+
+
+def full_precision(reference: torch.Tensor):
+    """A context that turns autocast off on ``reference``'s device type."""
+    return torch.autocast(device_type=reference.device.type, enabled=False)
 
 
 REGISTRY: Registry[Method] = Registry("method")

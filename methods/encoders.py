@@ -42,25 +42,55 @@ def _conv_block(cin: int, cout: int, kernel: int) -> list[nn.Module]:
     ]
 
 
-class BiasedMnistCNN(nn.Module):
-    """The Biased-MNIST CNN of IRENE's reference code (Bahng et al.'s SimpleConvNet).
+class SimpleConvNet(nn.Module):
+    """The Biased-MNIST SimpleConvNet of ReBias (clovaai/rebias@79d1d1d, models/mnist_models.py), layer by layer.
 
-    Four 7x7 convolutions (16, 32, 64, 128 channels), batch norm, ReLU, global
-    average pooling to a 128-d bottleneck.
+    Four 7x7 convolutions (3 -> 16 -> 32 -> 64 -> 128 channels, padding 3, with
+    bias), each followed by batch norm and an activation: ReLU after the first
+    three; after the fourth, Tanh in IRENE's and EnD's copies
+    (enzotarta/irene@aec198c datasets/biased_mnist.py, EIDOSLAB/entangling-disentangling-bias@b095648
+    src/models.py) and ReLU in ReBias's own. Then global average pooling to the
+    128-d bottleneck ``z`` (the references' ``post`` features; their ``fc`` is our
+    task head). Initialisation as theirs: Kaiming-normal fan-out convolution
+    weights (the convolution biases keep torch's default), batch-norm weight 1 and bias 0.
+    The parameter count without ``fc`` is 529,920 (both variants).
     """
 
-    def __init__(self, input_shape: tuple[int, ...]):
+    def __init__(self, input_shape: tuple[int, ...], last_activation: str = "tanh"):
         super().__init__()
         channels = input_shape[0]
         layers: list[nn.Module] = []
-        for cin, cout in zip((channels, 16, 32, 64), (16, 32, 64, 128)):
-            layers += _conv_block(cin, cout, 7)
-        self.features = nn.Sequential(*layers)
+        widths = (16, 32, 64, 128)
+        for index, (cin, cout) in enumerate(zip((channels, *widths[:-1]), widths)):
+            last = index == len(widths) - 1
+            activation = nn.Tanh() if last and last_activation == "tanh" else nn.ReLU(inplace=True)
+            layers += [nn.Conv2d(cin, cout, 7, padding=3), nn.BatchNorm2d(cout), activation]
+        self.extracter = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.out_dim = 128
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.constant_(module.weight, 1)
+                nn.init.constant_(module.bias, 0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pool(self.features(x)).flatten(1)
+        return self.pool(self.extracter(x)).flatten(1)
+
+
+class BiasedMnistCNN(SimpleConvNet):
+    """IRENE's and EnD's SimpleConvNet (last activation Tanh): the encoder of the Biased-MNIST recipe (IRENE's)."""
+
+    def __init__(self, input_shape: tuple[int, ...]):
+        super().__init__(input_shape, last_activation="tanh")
+
+
+class ReBiasCNN(SimpleConvNet):
+    """ReBias's SimpleConvNet (last activation ReLU): the encoder behind ReBias's published vanilla numbers."""
+
+    def __init__(self, input_shape: tuple[int, ...]):
+        super().__init__(input_shape, last_activation="relu")
 
 
 class SmallCNN(nn.Module):
@@ -156,11 +186,33 @@ def load_weights(encoder: nn.Module, path: str) -> None:
         )
 
 
+class FFBMLP(nn.Module):
+    """FFB's tabular MLP (Han et al., ICLR 2024; ahxt/fair_fairness_benchmark@394f020 src/networks.py).
+
+    Linear layers of 512, 256 and 64 units, each followed by ReLU and dropout 0.2;
+    the 64-d output is ``z`` (FFB's ``h``, on which its head reads). No batch norm.
+    """
+
+    def __init__(self, input_shape: tuple[int, ...], widths: tuple[int, ...] = (512, 256, 64), dropout: float = 0.2):
+        super().__init__()
+        (in_dim,) = input_shape
+        layers: list[nn.Module] = []
+        for cin, cout in zip((in_dim, *widths[:-1]), widths):
+            layers += [nn.Linear(cin, cout), nn.ReLU(), nn.Dropout(dropout)]
+        self.net = nn.Sequential(*layers)
+        self.out_dim = widths[-1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
 ENCODERS: dict[str, Callable[[tuple[int, ...]], nn.Module]] = {
     "mlp": MLP,
     "small_cnn": SmallCNN,
     "biased_mnist_cnn": BiasedMnistCNN,
+    "rebias_cnn": ReBiasCNN,
     "resnet18": ResNet18,
+    "ffb_mlp": FFBMLP,
 }
 
 

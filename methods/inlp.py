@@ -10,12 +10,17 @@ intersection of the classifiers' nullspaces; then refit the task head on P z
 As in the paper's code (``src/debias.py``), each classifier is fitted on the
 already projected data and the final P projects onto the intersection of all
 nullspaces, with the basis orthonormalised (their ``scipy.linalg.orth``; here
-an SVD). The classifier is a multinomial logistic regression, the family of
-the paper's controlled demographic experiment (``SGDClassifier(loss="log")``
-with its default L2 alpha 1e-4, ``src/deepmoji/deepmoji_debias.py``), fitted
-to convergence by :func:`methods.posthoc.fit_linear_classifier`. Its K rows
-are centred first (a softmax is blind to a shared row), leaving the K - 1
-directions that separate the classes: one per iteration for a binary ``s``.
+an SVD). The classifier (``classifier``) is by default the camera-ready's
+linear SVM, sklearn's ``LinearSVC(C=0.1, class_weight="balanced", dual=False)``
+(shauli-ravfogel/nullspace_projection@e1edcc1,
+``notebooks/debiased_representation.ipynb``; one direction per iteration for a
+binary ``s``, one per class, one-vs-rest, otherwise). ``classifier=logistic``
+is a multinomial logistic regression, the family of the paper's controlled
+demographic experiment (``SGDClassifier(loss="log")`` with its default L2
+alpha 1e-4, ``src/deepmoji/deepmoji_debias.py``), fitted to convergence by
+:func:`methods.posthoc.fit_linear_classifier`; its K rows are centred first (a
+softmax is blind to a shared row), leaving the K - 1 directions that separate
+the classes.
 Unlike the paper there is no stopping on a development accuracy: the number
 of iterations is the hyperparameter.
 
@@ -39,8 +44,26 @@ from methods.base import COMMON, register
 from methods.posthoc import DEFAULT_L2, HEAD_HPARAMS, PostHocMethod, fit_linear_classifier
 
 
+def svm_directions(z: torch.Tensor, s: torch.Tensor, c: float) -> torch.Tensor:
+    """The weight rows of sklearn's LinearSVC(C=c, class_weight="balanced", dual=False) fitted on (z, s).
+
+    One row for a binary ``s``, one per class (one-vs-rest) otherwise: each row is a direction to remove.
+    """
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.svm import LinearSVC
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = LinearSVC(C=c, class_weight="balanced", dual=False, fit_intercept=True, max_iter=10000)
+        model.fit(z.cpu().numpy(), s.cpu().numpy())
+    return torch.as_tensor(model.coef_, dtype=torch.float64, device=z.device)
+
+
 def nullspace_projection(
-    z: torch.Tensor, s: torch.Tensor, num_private: int, iterations: int, l2: float
+    z: torch.Tensor, s: torch.Tensor, num_private: int, iterations: int, l2: float,
+    classifier: str = "logistic", svm_c: float = 0.1,
 ) -> torch.Tensor:
     """INLP's projection matrix (d x d, symmetric, idempotent) fitted on (z, s)."""
     dimension = z.shape[1]
@@ -49,8 +72,11 @@ def nullspace_projection(
     basis = torch.zeros(dimension, 0, dtype=z.dtype, device=z.device)
     projection = identity
     for _ in range(iterations):
-        weight = fit_linear_classifier((z @ projection).float(), s, num_private, l2).weight.double()
-        directions = (weight - weight.mean(dim=0)).T
+        if classifier == "svm":
+            directions = svm_directions(z @ projection, s, svm_c).T
+        else:
+            weight = fit_linear_classifier((z @ projection).float(), s, num_private, l2).weight.double()
+            directions = (weight - weight.mean(dim=0)).T
         # Already in the nullspace up to rounding; removing what is left keeps the basis orthonormal.
         directions = directions - basis @ (basis.T @ directions)
         vectors, singular, _ = torch.linalg.svd(directions, full_matrices=False)
@@ -72,15 +98,20 @@ class Inlp(PostHocMethod):
         "iterations": Param(
             10, "linear classifiers of s whose nullspaces z is projected onto", space=IntUniform(1, 32), low=1
         ),
-        "classifier_l2": Param(DEFAULT_L2, "L2 penalty of INLP's classifiers of s: mean CE + l2 ||W||^2 / 2", low=0.0),
+        "classifier": Param("svm", "INLP's classifiers of s: svm (LinearSVC, C svm_c, balanced classes; the "
+                            "camera-ready's) or logistic (multinomial, L2 classifier_l2)", choices=("svm", "logistic")),
+        "svm_c": Param(0.1, "C of the LinearSVC classifiers", low=1e-9),
+        "classifier_l2": Param(DEFAULT_L2, "L2 penalty of the logistic classifiers: mean CE + l2 ||W||^2 / 2", low=0.0),
     }
+    strength = {"iterations": (1, 64)}  # one direction per binary classifier: 64 empties the 64-d bottlenecks
 
     def build(self) -> None:
         super().build()
         self.register_buffer("projection", None)
 
     def fit_eraser(self, z: torch.Tensor, s: torch.Tensor) -> None:
-        projection = nullspace_projection(z, s, self.num_private, self.hp["iterations"], self.hp["classifier_l2"])
+        projection = nullspace_projection(z, s, self.num_private, self.hp["iterations"], self.hp["classifier_l2"],
+                                          self.hp["classifier"], self.hp["svm_c"])
         self.projection = projection.float()
 
     def erase(self, z: torch.Tensor) -> torch.Tensor:

@@ -123,7 +123,7 @@ def leftovers(folder: Path) -> list[int]:
 
 
 SWEEP = ["--methods", "vanilla,irene", "--datasets", SMALL, "--samples", "3", "--seeds", "2", "--epochs", "1",
-         "--set", "vanilla.lr=1e30"]
+         "--train", "vanilla.lr=1e30"]
 
 
 def trial_runs(uri: str, experiment: str) -> pd.DataFrame:
@@ -161,7 +161,7 @@ def killed_and_resumed(services, tmp_path_factory):
     assert second.returncode == 0, second.stderr[-3000:]
     after = trial_runs(services["uri"], "cluster")
     planned = {p.key for p in plan_sweep(SweepRequest(methods=[SWEEP[1]], datasets=[SMALL], samples=3, seeds=2,
-                                                      epochs=1, sets=["vanilla.lr=1e30"]))}
+                                                      epochs=1, train=["vanilla.lr=1e30"]))}
     return {"folder": folder, "at_kill": at_kill, "after": after, "second": second, "planned": planned,
             "command": command}
 

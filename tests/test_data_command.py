@@ -80,12 +80,14 @@ def test_check_honours_bench_data_root(tmp_path, declared, monkeypatch, capsys):
 def test_check_accepts_extracted_mnist_and_lists_the_celeba_image_folder(tmp_path, capsys):
     raw = tmp_path / "biased_mnist" / "MNIST" / "raw"
     raw.mkdir(parents=True)
-    for data_file in BiasedMnist.files:
+    for data_file in BiasedMnist.mnist_files():  # Fashion-MNIST's files are checked by content: absent here
         (tmp_path / "biased_mnist" / data_file.name.removesuffix(".gz")).write_bytes(b"\0")
     assert main(["data", "check", "biased_mnist", "celeba", "--data-root", str(tmp_path)]) == 1
     rows = table(capsys.readouterr().out)
     assert rows[("biased_mnist", "MNIST/raw/train-images-idx3-ubyte")][0] == "present"
-    assert all(status == "present" for (dataset, _), (status, _) in rows.items() if dataset == "biased_mnist")
+    assert all(status == "present" for (dataset, name), (status, _) in rows.items()
+               if dataset == "biased_mnist" and name.startswith("MNIST/"))
+    assert rows[("biased_mnist", "FashionMNIST/raw/train-images-idx3-ubyte.gz")][0] == "missing"
     assert rows[("celeba", "img_align_celeba/")][0] == "missing"
 
 

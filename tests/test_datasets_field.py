@@ -413,7 +413,7 @@ def test_biased_mnist_plain_and_gzipped_files_agree(tmp_path):
     write_mnist(tmp_path / "plain", 60, 20, gz=False)
     # Extracted files without their archives are enough: nothing is downloaded or verified.
     BiasedMnist.prepare(tmp_path / "plain", download=False)
-    statuses = BiasedMnist.file_statuses(tmp_path / "plain")
+    statuses = [pair for pair in BiasedMnist.file_statuses(tmp_path / "plain") if pair[0].name.startswith("MNIST/")]
     assert [status for _, status in statuses] == ["present"] * 4
     assert all(not f.name.endswith(".gz") for f, _ in statuses)
     gz, plain = load("biased_mnist", tmp_path / "gz"), load("biased_mnist", tmp_path / "plain")

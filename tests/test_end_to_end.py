@@ -16,7 +16,7 @@ def finished_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("e2e")
     command = bench_command() + [
         "run", "--methods", "vanilla,irene,grl", "--datasets", "synthetic:n_train=800:n_eval=400",
-        "--seeds", "2", "--epochs", "3", "--set", "grl.lr=1e30", "--experiment", "e2e", "--save-embeddings",
+        "--seeds", "2", "--epochs", "3", "--train", "grl.lr=1e30", "--experiment", "e2e", "--save-embeddings",
     ]
     done = subprocess.run(command, cwd=folder, capture_output=True, text=True, env=quiet_env(), timeout=600)
     return folder, done

@@ -34,3 +34,17 @@ def test_ganin_schedule_ramps_from_zero_towards_one():
     assert ganin_schedule(0.0) == 0.0
     assert 0.98 < ganin_schedule(1.0) < 1.0
     assert ganin_schedule(0.2) < ganin_schedule(0.5)
+
+
+def test_lambda_ramps_per_iteration_over_the_whole_of_training():
+    """Ganin's p counts iterations: within one epoch the scale already grows, and it reaches its end at the last step."""
+    torch.manual_seed(0)
+    hparams = {k: p.default for k, p in GradientReversalMethod.hparams.items()} | {"lambda": 1.0}
+    method = GradientReversalMethod(MLP((4,), 8, 6), 2, 2, hparams, epochs=2, steps_per_epoch=5)
+    x, y, s = torch.randn(16, 4), torch.randint(0, 2, (16,)), torch.randint(0, 2, (16,))
+    scales = []
+    for _ in range(10):
+        method.update(x, y, s)
+        scales.append(method.scale)
+    assert scales == [ganin_schedule(step / 10) for step in range(10)]
+    assert scales[0] == 0.0 and len(set(scales[:5])) == 5  # moves within the first epoch

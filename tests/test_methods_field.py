@@ -1,9 +1,8 @@
 """Adversarial debiasing, Learning Not to Learn, EnD and the HSIC penalty.
 
-Each method must remove some of ``s`` at its defaults (a fresh attacker leaks
-less than from vanilla at the same seed), and each one's core piece must hold
-its guarantee on hand-made inputs: the projected update has no component along
-the adversary's gradient beyond -alpha h, HSIC is ~0 exactly when z and s are
+Each one's core piece must hold its guarantee on hand-made inputs (that each
+removes ``s`` at its defaults, over several seeds, is tests/test_removal.py): the
+projected update has no component along the adversary's gradient beyond -alpha h, HSIC is ~0 exactly when z and s are
 independent, EnD's disentangling term is 1 for shared directions and 0 for
 orthogonal ones. No method may produce NaN on a batch that lacks a private class.
 """
@@ -15,40 +14,15 @@ import torch
 import torch.nn.functional as F
 
 from bench.params import resolve
-from bench.trial import make_config, run_trial
 from methods import get_method
 from methods.adv_debias import projected_update
 from methods.encoders import MLP
 from methods.end import disentangling_term, entangling_term
 from methods.hsic import delta_kernel, gaussian_kernel, hsic, normalized_hsic
 
-FIELD = ("adv_debias", "lnl", "end", "hsic")
-SEED = 0
-
-
 def build(name: str, num_private: int = 2, **overrides):
     cls = get_method(name)
     return cls(MLP((6,), 16, 8), 2, num_private, resolve(name, cls.hparams, overrides), epochs=2)
-
-
-def trial(name: str) -> dict:
-    return run_trial(make_config(name, "synthetic", seed=SEED, device="cpu"))
-
-
-@pytest.fixture(scope="module")
-def vanilla() -> dict:
-    return trial("vanilla")
-
-
-# ----------------------------------------------------------------------------- removal on synthetic
-
-
-@pytest.mark.parametrize("name", FIELD)
-def test_method_at_defaults_leaks_less_than_vanilla_on_synthetic(name, vanilla):
-    metrics = trial(name)
-    assert metrics["leakage"] < vanilla["leakage"] - 0.01
-    # removal must not be bought by giving up the task
-    assert metrics["accuracy"] > vanilla["accuracy"] - 0.03
 
 
 # ----------------------------------------------------------------------------- adversarial debiasing
@@ -183,3 +157,32 @@ def test_no_nan_on_batches_that_lack_a_private_class(name, overrides):
     assert all(torch.isfinite(p).all() for p in method.parameters())
     head = method.private_logits(method.embed(x))
     assert head is None or torch.isfinite(head).all()
+
+
+def test_rebias_unbiased_hsic_with_rbf_label_kernel_is_the_delta_kernels_scaled_and_centred_on_zero():
+    import math
+
+    from methods.hsic import delta_kernel, gaussian_kernel, rbf_label_kernel, unbiased_hsic
+
+    generator = torch.Generator().manual_seed(0)
+    independent, dependent = [], []
+    for _ in range(20):
+        z = torch.randn(64, 5, generator=generator)
+        s = torch.randint(0, 2, (64,), generator=generator)
+        k = gaussian_kernel(z)
+        rbf = unbiased_hsic(k, rbf_label_kernel(s, 2))
+        assert rbf.item() == pytest.approx((1 - math.exp(-1)) * unbiased_hsic(k, delta_kernel(s)).item(), abs=1e-6)
+        independent.append(rbf.item())
+        dependent.append(unbiased_hsic(gaussian_kernel(z + 2.0 * s[:, None]), rbf_label_kernel(s, 2)).item())
+    # unbiased: over 20 independent batches the mean is near 0 (the biased estimator's is positive)
+    assert abs(sum(independent) / 20) < 0.2 * min(dependent)
+
+
+def test_end_cosines_are_float32_under_bf16_autocast():
+    from methods.end import cosine_matrix
+
+    z = torch.randn(32, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under = cosine_matrix(z)
+    assert under.dtype == torch.float32
+    assert torch.allclose(under, cosine_matrix(z), atol=1e-6)

@@ -40,7 +40,9 @@ def test_trial_reports_every_epoch_and_the_protocol_metrics(tmp_path):
     assert metrics["leakage"] == metrics[f"leak_{metrics['leakage_attacker']}"]
     saved = np.load(path)
     assert saved["z_test"].shape == (400, metrics["bottleneck_dim"])
-    assert set(saved.files) == {"z_probe", "y_probe", "s_probe", "z_test", "y_test", "s_test"}
+    splits = {f"{kind}_{split}" for kind in "zys" for split in ("probe", "val", "test")}
+    assert set(saved.files) == splits | {"num_private", "seed"}  # what `bench attack` needs to re-attack
+    assert int(saved["num_private"]) == 2 and int(saved["seed"]) == 0
 
 
 def test_same_seed_same_result():
@@ -51,7 +53,7 @@ def test_same_seed_same_result():
 
 
 def test_a_diverging_trial_ends_failed_with_its_reason():
-    config = make_config("vanilla", "synthetic", SMALL, {"lr": "1e30"}, seed=0, epochs=3)
+    config = make_config("vanilla", "synthetic", SMALL, seed=0, epochs=3, train={"lr": "1e30"})
     result = execute_trial(config)
     assert result["status"] == "FAILED"
     assert "diverged" in result["error"]

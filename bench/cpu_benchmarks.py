@@ -1,0 +1,221 @@
+"""CPU benchmark commands of ``python -m bench.benchmarks`` (issue 11): figures, never test asserts.
+
+``attackers FOLDER``: the current attackers against the previous ones (:data:`PREVIOUS_FITTERS`,
+bench/attackers.py before issue 11) on saved embeddings (``.npz`` with ``z_probe``, ``s_probe``,
+``z_val``, ``s_val``, ``z_test``, ``s_test``, ``num_private`` and optionally ``p_*``, the predicted
+probabilities the floor attacker reads): leakage of each and the time ratio.
+
+``overhead``: the per-trial cost of the Ray executor and MLflow: zero-epoch trials of a tiny
+``synthetic`` through ``bench run`` (Ray, SQLite MLflow) at two trial counts, the slope per
+trial, against the same trial through :func:`bench.trial.run_trial`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+# --------------------------------------------------------------------------- previous attackers
+
+def _previous_linear(z, s, seed):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from bench.attackers import LINEAR_C_GRID, _cross_entropy, _full_probabilities, _inner_split
+    from bench.metrics import balanced_accuracy
+
+    scaled = StandardScaler().fit(z)
+    z_scaled = scaled.transform(z)
+    fit_rows, holdout_rows = _inner_split(s, np.random.default_rng([seed, 1]))
+    chosen_c = 1.0
+    if holdout_rows.size and np.unique(s[fit_rows]).size >= 2:
+        best_key = None
+        for c in LINEAR_C_GRID:
+            model = LogisticRegression(C=c, max_iter=500).fit(z_scaled[fit_rows], s[fit_rows])
+            probabilities = _full_probabilities(model.predict_proba(z_scaled[holdout_rows]), model.classes_, int(s.max()) + 1)
+            key = (balanced_accuracy(s[holdout_rows], np.argmax(probabilities, axis=1)),
+                   -_cross_entropy(probabilities, s[holdout_rows]))
+            if best_key is None or key > best_key:
+                best_key, chosen_c = key, c
+    return make_pipeline(scaled, LogisticRegression(C=chosen_c, max_iter=500).fit(z_scaled, s))
+
+
+def _previous_mlp(z, s, seed):
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from bench.attackers import INNER_HOLDOUT_FRACTION, _sklearn_holdout_possible
+
+    model = MLPClassifier(hidden_layer_sizes=(128, 64), early_stopping=_sklearn_holdout_possible(s),
+                          validation_fraction=INNER_HOLDOUT_FRACTION, max_iter=200, random_state=seed)
+    return make_pipeline(StandardScaler(), model).fit(z, s)
+
+
+def _previous_gbdt(z, s, seed):
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from bench.attackers import INNER_HOLDOUT_FRACTION, _sklearn_holdout_possible
+
+    return HistGradientBoostingClassifier(early_stopping=_sklearn_holdout_possible(s), validation_fraction=INNER_HOLDOUT_FRACTION,
+                                          max_iter=200, random_state=seed).fit(z, s)
+
+
+# The attackers as they were before issue 11 (commit 1d047c6): the strength reference.
+PREVIOUS_FITTERS = {"linear": _previous_linear, "mlp": _previous_mlp, "gbdt": _previous_gbdt}
+
+
+def compare_attackers(arrays: dict, prefix: str, seed: int = 0) -> dict:
+    """Leakage and seconds of the current and the previous attackers on one set of features."""
+    from bench.attackers import measure_leakage
+
+    inputs = [arrays[f"{prefix}_probe"], arrays["s_probe"], arrays[f"{prefix}_val"], arrays["s_val"],
+              arrays[f"{prefix}_test"], arrays["s_test"], int(arrays["num_private"])]
+    figures = {}
+    for name, fitters in (("previous", PREVIOUS_FITTERS), ("current", None)):
+        start = time.perf_counter()
+        report = measure_leakage(*inputs, seed=seed, fitters=fitters)
+        figures[name] = {"leakage": report.leakage, "val_leakage": report.val_leakage, "best": report.best,
+                         "seconds": time.perf_counter() - start,
+                         **{f"leak_{k}": v.test_balanced_accuracy for k, v in report.attackers.items()}}
+    return figures
+
+
+def attackers(arguments: argparse.Namespace) -> None:
+    files = sorted(Path(arguments.folder).glob("*.npz"))
+    if not files:
+        sys.exit(f"bench: error: no .npz files in {arguments.folder}")
+    differences, previous_seconds, current_seconds = [], 0.0, 0.0
+    print(f"{'embedding':<36} {'features':<8} {'previous':>9} {'current':>9} {'diff':>7} {'time ratio':>10}")
+    for path in files:
+        arrays = dict(np.load(path))
+        for prefix in ("z", "p"):
+            if f"{prefix}_probe" not in arrays:
+                continue
+            figures = compare_attackers(arrays, prefix)
+            old, new = figures["previous"], figures["current"]
+            differences.append(new["leakage"] - old["leakage"])
+            previous_seconds += old["seconds"]
+            current_seconds += new["seconds"]
+            print(f"{path.stem:<36} {prefix:<8} {old['leakage']:>9.3f} {new['leakage']:>9.3f} "
+                  f"{differences[-1]:>+7.3f} {old['seconds'] / new['seconds']:>9.1f}x", flush=True)
+    print(f"mean leakage difference {statistics.mean(differences):+.4f} (min {min(differences):+.3f}) over "
+          f"{len(differences)}; attackers {previous_seconds:.1f} s -> {current_seconds:.1f} s "
+          f"({previous_seconds / current_seconds:.1f}x faster)")
+
+
+# --------------------------------------------------------------------------- Ray + MLflow overhead
+
+def _bench_run(trials: int, folder: Path, executor: str, concurrent: int) -> float:
+    command = [sys.executable, "-m", "bench.cli", "run", "--methods", "vanilla",
+               "--datasets", "synthetic:n_train=100:n_eval=100", "--seeds", str(trials), "--epochs", "0",
+               "--executor", executor, "--tracking-uri", f"sqlite:///{folder}/mlflow-{executor}-{trials}.db",
+               "--experiment", "overhead", "--results-dir", str(folder / f"results-{executor}-{trials}"), "--quiet"]
+    if executor == "ray":
+        command += ["--max-concurrent", str(concurrent)]
+    start = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def overhead(arguments: argparse.Namespace) -> None:
+    from bench.trial import make_config, run_trial
+
+    configs = [make_config("vanilla", "synthetic", {"n_train": 100, "n_eval": 100}, seed=seed, epochs=0, threads=1)
+               for seed in range(arguments.trials)]
+    run_trial(configs[0])  # imports and the data cache, as a reused Ray worker has them
+    start = time.perf_counter()
+    for config in configs:
+        run_trial(config)
+    direct = (time.perf_counter() - start) / len(configs)
+    print(f"run_trial, zero epochs, tiny synthetic: {direct:.3f} s per trial", flush=True)
+    small, large = arguments.base, arguments.base + arguments.trials
+    with tempfile.TemporaryDirectory() as folder:
+        for executor in arguments.executors:
+            slopes = []
+            for _ in range(arguments.repeats):
+                t_small = _bench_run(small, Path(folder), executor, 1)
+                t_large = _bench_run(large, Path(folder), executor, 1)
+                slopes.append((t_large - t_small) / (large - small))
+            slope = statistics.median(slopes)
+            print(f"bench run --executor {executor}, one trial at a time: {slope:.3f} s per trial "
+                  f"(median of {len(slopes)}; {small} vs {large} trials) -> overhead {slope - direct:.3f} s per trial "
+                  f"over run_trial; whole run of {large}: {t_large:.1f} s", flush=True)
+
+
+# --------------------------------------------------------------------------- old tree beside new
+
+_ONE_TRIAL = """
+import json, sys, time
+from bench.trial import make_config, run_trial
+config = make_config("vanilla", sys.argv[1], seed=int(sys.argv[2]), data_root=sys.argv[3] or None, threads=1)
+run_trial({**config, "epochs": 0, "recipe": {**config["recipe"], "epochs": 0}})  # imports, data cache: a reused Ray worker has them
+start = time.perf_counter()
+metrics = run_trial(config)
+print(json.dumps({"seconds": time.perf_counter() - start, "train": metrics["train_seconds"],
+                  "eval": metrics["eval_seconds"], "leakage": metrics["leakage"], "floor": metrics["floor_leakage"]}))
+"""
+
+
+def cpu_compare(arguments: argparse.Namespace) -> None:
+    """The same trials on the old tree (``--old``, e.g. a git worktree of the previous commit) and this one.
+
+    Runs alternate old/new per trial and repeat (other work on the machine hits both alike);
+    medians per workload, ratios old/new, and trials per minute of the three workloads in turn.
+    """
+    import json
+    import os
+
+    trees = {"old": str(Path(arguments.old).resolve()), "new": str(Path(__file__).resolve().parents[1])}
+    workloads = arguments.workloads
+    results = {(tree, workload): [] for tree in trees for workload in workloads}
+    for repeat in range(arguments.repeats):
+        for workload in workloads:
+            for tree in (("old", "new") if repeat % 2 == 0 else ("new", "old")):
+                environment = {**os.environ, "PYTHONPATH": trees[tree]}
+                completed = subprocess.run([sys.executable, "-c", _ONE_TRIAL, workload, str(repeat), arguments.data_root],
+                                           cwd=trees[tree], env=environment, capture_output=True, text=True, check=True)
+                figures = json.loads(completed.stdout.strip().splitlines()[-1])
+                results[(tree, workload)].append(figures)
+                print(f"# repeat {repeat} {workload:<15} {tree}: {figures['seconds']:.2f} s "
+                      f"(train {figures['train']:.2f}, eval {figures['eval']:.2f}, leakage {figures['leakage']:.3f})", flush=True)
+    print(f"{'workload (vanilla, 1 thread)':<30} {'old s':>7} {'new s':>7} {'ratio':>6} {'old eval':>9} {'new eval':>9} {'ratio':>6}")
+    totals = {"old": 0.0, "new": 0.0}
+    for workload in workloads:
+        median = {tree: {key: statistics.median(r[key] for r in results[(tree, workload)]) for key in ("seconds", "eval")}
+                  for tree in trees}
+        for tree in trees:
+            totals[tree] += median[tree]["seconds"]
+        print(f"{workload:<30} {median['old']['seconds']:>7.2f} {median['new']['seconds']:>7.2f} "
+              f"{median['old']['seconds'] / median['new']['seconds']:>5.2f}x {median['old']['eval']:>9.2f} "
+              f"{median['new']['eval']:>9.2f} {median['old']['eval'] / median['new']['eval']:>5.2f}x")
+    per_minute = {tree: 60 * len(workloads) / totals[tree] for tree in trees}
+    print(f"trials per minute (one each, one thread): old {per_minute['old']:.1f}, new {per_minute['new']:.1f} "
+          f"({per_minute['new'] / per_minute['old']:.2f}x); medians of {arguments.repeats} interleaved repeats")
+
+
+def add_cpu_commands(commands) -> None:
+    parser = commands.add_parser("cpu-compare", help="the same trials on an old tree and this one, side by side")
+    parser.add_argument("--old", required=True, help="the old tree (git worktree add /tmp/old-bench COMMIT)")
+    parser.add_argument("--workloads", type=lambda text: text.split(","), default=["synthetic", "colored_digits", "adult"])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--data-root", default="", help="folder with adult/ (e.g. ../shared/data)")
+    parser.set_defaults(handler=cpu_compare)
+    parser = commands.add_parser("attackers", help="current vs previous attackers on saved embeddings")
+    parser.add_argument("folder", help="folder of .npz embeddings")
+    parser.set_defaults(handler=attackers)
+    parser = commands.add_parser("overhead", help="per-trial cost of the Ray executor and MLflow")
+    parser.add_argument("--trials", type=int, default=16, help="extra trials in the larger run (default 16)")
+    parser.add_argument("--base", type=int, default=2, help="trials in the smaller run (default 2)")
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--executors", type=lambda text: text.split(","), default=["ray", "serial"])
+    parser.set_defaults(handler=overhead)

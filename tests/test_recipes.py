@@ -1,0 +1,154 @@
+"""Training recipes: schedules step where their references step, overrides are checked, recipes reach the hash."""
+
+import math
+
+import pytest
+import torch
+
+from bench.errors import UserError
+from bench.recipes import (
+    IRENE_BIASED_MNIST, IRENE_CELEBA, Recipe, apply_overrides, parse_train,
+)
+from bench.trial import config_hash, make_config, run_trial
+
+SMALL = {"n_train": 400, "n_eval": 200}
+
+
+def rates(config):
+    epochs = []
+    metrics = run_trial(config, report=epochs.append)
+    return [e["lr"] for e in epochs], metrics
+
+
+def test_multistep_schedule_steps_after_the_reference_epochs():
+    """IRENE's MultiStepLR([40, 60]) is stepped after each epoch: epochs 1-40 at 0.1, 41-60 at 0.01, then 0.001.
+
+    Scaled down here to milestones 2/4 over 5 epochs: the rate each epoch trains with is 0.1, 0.1, 0.01, 0.01, 0.001.
+    """
+    config = make_config("vanilla", "synthetic", SMALL, train={"schedule": "multistep", "milestones": "2/4",
+                                                               "lr": "0.1", "epochs": "5"})
+    lrs, _ = rates(config)
+    assert lrs == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001])
+
+
+def test_step_and_cosine_schedules():
+    lrs, _ = rates(make_config("vanilla", "synthetic", SMALL, train={"schedule": "step", "step_size": "2", "gamma": "0.5",
+                                                                    "lr": "0.04", "epochs": "4"}))
+    assert lrs == pytest.approx([0.04, 0.04, 0.02, 0.02])
+    lrs, _ = rates(make_config("vanilla", "synthetic", SMALL, train={"schedule": "cosine", "lr": "0.04", "epochs": "4"}))
+    assert lrs[0] == pytest.approx(0.04) and all(a > b for a, b in zip(lrs, lrs[1:]))
+    assert lrs[2] == pytest.approx(0.04 * (1 + math.cos(math.pi * 2 / 4)) / 2)
+
+
+def test_plateau_cuts_the_rate_and_the_stop_rule_ends_training_early():
+    """A relative threshold of 0.9 makes every epoch after the first "no improvement": patience 0 then cuts the
+    rate after each of them, and IRENE's rule (stop once lr < 1e-3) ends training after the epoch at 0.001,
+    as its code does (0.1, 0.01 and 0.001 are trained; 1e-4 is not)."""
+    config = make_config("vanilla", "synthetic", SMALL, train={
+        "schedule": "plateau", "patience": "0", "cooldown": "0", "threshold": "0.9", "min_lr": "1e-3",
+        "lr": "0.1", "epochs": "10"})
+    lrs, metrics = rates(config)
+    assert lrs == pytest.approx([0.1, 0.1, 0.01, 0.001])
+    assert metrics["stopped_early"] == 1 and metrics["epochs"] == 4 and metrics["planned_epochs"] == 10
+    assert metrics["final_lr"] == pytest.approx(1e-4)
+
+
+def test_irene_recipes_are_the_reference_code():
+    assert (IRENE_BIASED_MNIST.optimizer, IRENE_BIASED_MNIST.lr, IRENE_BIASED_MNIST.momentum,
+            IRENE_BIASED_MNIST.weight_decay) == ("sgd", 0.1, 0.9, 1e-4)
+    assert IRENE_BIASED_MNIST.milestones == (40, 60) and IRENE_BIASED_MNIST.epochs == 100
+    assert IRENE_BIASED_MNIST.batch_size == 100
+    assert (IRENE_CELEBA.schedule, IRENE_CELEBA.patience, IRENE_CELEBA.cooldown, IRENE_CELEBA.threshold,
+            IRENE_CELEBA.min_lr, IRENE_CELEBA.monitor) == ("plateau", 10, 5, 0.0, 1e-3, "val_loss")
+    optimizer = IRENE_BIASED_MNIST.build_optimizer([torch.nn.Parameter(torch.zeros(1))])
+    assert isinstance(optimizer, torch.optim.SGD) and optimizer.defaults["momentum"] == 0.9
+    adam = apply_overrides(Recipe(), {"optimizer": "adam", "beta2": "0.99"}).build_optimizer(
+        [torch.nn.Parameter(torch.zeros(1))])
+    assert isinstance(adam, torch.optim.Adam) and adam.defaults["betas"] == (0.9, 0.99)
+
+
+@pytest.mark.parametrize("overrides, fragment", [
+    ({"nope": "1"}, "has no field 'nope'"),
+    ({"lr": "fast"}, "recipe.lr: expected a number"),
+    ({"lr": "0"}, "recipe.lr: must be above 0"),
+    ({"optimizer": "rmsprop"}, "not one of sgd, adam"),
+    ({"schedule": "multistep"}, "needs recipe.milestones"),
+    ({"milestones": "60/40"}, "increasing epochs"),
+    ({"epochs": "2.5"}, "expected a whole number"),
+    ({"encoder": "vgg"}, "unknown encoder 'vgg'"),
+    ({"momentum": "1.5"}, "below 1"),
+])
+def test_bad_overrides_are_one_clear_user_error(overrides, fragment):
+    with pytest.raises(UserError, match=fragment):
+        apply_overrides(Recipe(), overrides)
+
+
+def test_parse_train_lists_values_and_rejects_malformed_items():
+    assert parse_train(["lr=0.01,0.1", "schedule=cosine"]) == {"lr": ["0.01", "0.1"], "schedule": ["cosine"]}
+    for bad, fragment in ((["lr"], "malformed"), (["lr=0.1,"], "empty value"), (["lr=1", "lr=2"], "twice")):
+        with pytest.raises(UserError, match=fragment):
+            parse_train(bad)
+
+
+def test_the_recipe_is_part_of_the_identity_but_its_citation_is_not():
+    base = make_config("irene", "synthetic", SMALL, seed=0)
+    assert base["recipe"]["lr"] == 0.05 and base["recipe"]["epochs"] == 20  # synthetic's own cheap recipe
+    assert config_hash(base) != config_hash(make_config("irene", "synthetic", SMALL, seed=0, train={"lr": "0.01"}))
+    assert config_hash(base) != config_hash(make_config("irene", "synthetic", SMALL, seed=0, epochs=3))
+    cited = dict(base, recipe=dict(base["recipe"], citation="another wording"))
+    assert config_hash(cited) == config_hash(base)
+
+
+def test_reference_source_uses_the_methods_paper_recipe_where_it_declares_one():
+    mnist = {"rho": "0.99"}
+    ours = make_config("end", "biased_mnist", mnist)
+    theirs = make_config("end", "biased_mnist", mnist, recipe="reference")
+    assert ours["recipe"]["optimizer"] == "sgd" and ours["recipe"]["milestones"] == [40, 60]  # the dataset's (IRENE)
+    assert (theirs["recipe"]["optimizer"], theirs["recipe"]["lr"], theirs["recipe"]["batch_size"]) == ("adam", 1e-3, 256)
+    # a method without a paper recipe for the dataset keeps the dataset's
+    assert make_config("grl", "biased_mnist", mnist, recipe="reference")["recipe"] == ours["recipe"]
+    with pytest.raises(UserError, match="unknown recipe source"):
+        make_config("end", "biased_mnist", mnist, recipe="paper")
+
+
+def test_a_run_logs_the_recipe_as_params_and_the_rate_per_epoch(tmp_path):
+    import mlflow
+
+    from bench.cli import main
+
+    uri = "sqlite:///" + str(tmp_path / "mlflow.db")
+    assert main(["run", "--methods", "vanilla", "--datasets", "synthetic:n_train=300:n_eval=200", "--seeds", "1",
+                 "--executor", "serial", "--tracking-uri", uri, "--experiment", "recipes",
+                 "--results-dir", str(tmp_path / "results"),
+                 "--train", "schedule=step", "--train", "step_size=1", "--train", "gamma=0.5",
+                 "--train", "epochs=3", "--train", "lr=0.08"]) == 0
+    client = mlflow.tracking.MlflowClient(uri)
+    experiment = client.get_experiment_by_name("recipes")
+    runs = [r for r in client.search_runs([experiment.experiment_id]) if r.data.tags.get("bench.kind") == "trial"]
+    assert len(runs) == 1
+    params = runs[0].data.params
+    assert (params["recipe.schedule"], params["recipe.lr"], params["recipe.epochs"]) == ("step", "0.08", "3")
+    assert "recipe.citation" in params
+    history = client.get_metric_history(runs[0].info.run_id, "lr")
+    assert [m.value for m in sorted(history, key=lambda m: m.step)] == pytest.approx([0.08, 0.04, 0.02])
+
+
+def test_unknown_train_field_fails_before_anything_runs(tmp_path, capsys):
+    from bench.cli import main
+
+    uri = "sqlite:///" + str(tmp_path / "mlflow.db")
+    assert main(["run", "--methods", "vanilla", "--datasets", "synthetic", "--executor", "serial",
+                 "--tracking-uri", uri, "--train", "learning_rate=0.1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "has no field 'learning_rate'" in err[0]
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_horizontal_flip_mirrors_about_half_of_the_batch():
+    from bench.trial import horizontal_flip
+
+    x = torch.arange(2 * 3 * 4, dtype=torch.float32).view(1, 2, 3, 4).repeat(400, 1, 1, 1)
+    flipped = horizontal_flip(x, torch.Generator().manual_seed(0))
+    mirrored = (flipped == x.flip(-1)).flatten(1).all(1)
+    assert ((flipped == x).flatten(1).all(1) | mirrored).all()
+    assert 150 < int(mirrored.sum()) < 250
