@@ -12,18 +12,28 @@ Labels: target ``y`` = the attribute ``target`` (default Blond_Hair), private
 ``s`` = the attribute ``private`` (default Male); 1 where the attribute is
 present. Both must be among the 40 attribute names and differ.
 
-Images: each JPEG is decoded once (PIL), centre-cropped to a square of side
-min(width, height) (178 x 178 for the aligned images, cutting 20 rows at top
-and bottom), and resized to ``resolution`` x ``resolution`` (default 128; IRENE
-uses 224) with bilinear filtering. The result goes into a uint8 cache,
-``images-<resolution>.npy`` (shape (n, 3, R, R), train images first, then
-valid, then test, each in the partition file's order) beside a JSON manifest
-``images-<resolution>.json`` (format, resolution, number of images, SHA-256 of
-the ordered image names). The cache is written under a temporary name and
-renamed when complete; it is reused while its manifest matches, and rebuilt
-when it does not (another resolution has its own cache). It lives in the
-dataset's folder, or in ``cache_dir`` when set (needed when the data root is
-read-only). Size: 202,599 x 3 x R x R bytes: about 10 GB at 128, 30 GB at 224.
+Images: each JPEG is decoded once (PIL) and brought to ``resolution`` x
+``resolution`` (default 224, as IRENE) with PIL's bilinear filter (antialiased
+when shrinking, as torchvision's ``Resize`` on PIL images), in one of two ways,
+the option ``resize``:
+
+- ``squash`` (default, IRENE's): the whole aligned 178 x 218 image is resized to
+  a square, so faces are squeezed vertically by 178/218; nothing is cut.
+- ``crop``: first a centre square of side min(width, height) (178 x 178, cutting
+  20 rows at top and bottom), then the resize; faces keep their proportions.
+
+The cheaper setting is ``resize=crop resolution=128`` (this dataset's default
+before issue 9; a third of the memory and compute of 224 px). The result goes
+into a uint8 cache, ``images-<resize>-<resolution>.npy`` (shape (n, 3, R, R),
+train images first, then valid, then test, each in the partition file's order)
+beside a JSON manifest ``images-<resize>-<resolution>.json`` (format, resize,
+resolution, number of images, SHA-256 of the ordered image names). The cache is
+written under a temporary name and renamed when complete; it is reused while
+its manifest matches, and rebuilt when it does not (each resize and resolution
+has its own cache; caches of format 1, ``images-<resolution>.*``, always
+centre-cropped, are never read). It lives in the dataset's folder, or in
+``cache_dir`` when set (needed when the data root is read-only). Size: 202,599 x
+3 x R x R bytes: about 10 GB at 128, 30 GB at 224.
 
 ``x`` is uint8, not float: ``train`` and ``val`` are zero-copy views of the
 memory-mapped cache (``torch.from_numpy``; mapped copy-on-write, so writing to
@@ -38,10 +48,32 @@ in ``methods.encoders.NormalisedInput``.
 checks that the file exists; the trial loads it into the encoder (the spec's
 ``encoder_weights``) with ``methods.encoders.load_weights``.
 
-Splits: the official train partition is ``train`` (162,770 images), valid is
-``val`` (19,867); the official test partition (19,962) is shuffled (seeded by
-``data_seed``) and cut in halves, ``probe`` and ``test``. Defaults: encoder
-``resnet18``, 20 epochs, batch size 256.
+Splits: the official train partition is ``train`` (162,770 images); the
+official test partition (19,962) is shuffled (seeded by ``data_seed``) and cut
+in halves, ``probe`` and ``test``. ``val`` (model selection, and the plateau
+schedule's monitor) comes from the official valid partition (19,867), in one of
+two ways, the option ``val``:
+
+- ``balanced`` (default, IRENE's): the group-balanced subset of IRENE's
+  ``CelebA(split='valid', unbiased=True)`` (enzotarta/irene@c7b74ed
+  datasets/celebA.py, used by train.py@aec198c for the plateau's validation
+  loss): with m the size of the smallest (target, private) group of the valid
+  partition, each of the four groups keeps m images, those of pandas'
+  ``group.sample(m, random_state=42)`` (a fresh ``RandomState(42)`` per group,
+  rows in file order), so the subset is the very one IRENE selects (for
+  Blond_Hair/Male, 4 x the number of blond men in valid). A pair of attributes
+  with an empty group in valid is refused (use ``val=plain``).
+- ``plain``: the whole valid partition, in file order (zero-copy view).
+
+Differences from IRENE on purpose: the private label is the attribute itself
+(IRENE flips Male to 1 - Male; the groups, hence the subset, are the same); the
+subset keeps file order (IRENE's is grouped; order does not change an
+evaluation); the random horizontal flip is the recipe's augmentation
+(``bench.recipes.IRENE_CELEBA``), applied by the trial, not here; IRENE has no
+probe split and its train.py evaluates no test set for CelebA, so ``probe`` and
+``test`` are this benchmark's halves of the official test partition. The spec's
+encoder is ``resnet18`` (epochs 20, batch size 256 when no recipe applies; the
+dataset's recipe, ``IRENE_CELEBA``, trains 100 epochs at batch 100).
 """
 
 from __future__ import annotations
@@ -81,7 +113,10 @@ PARTITION_FILE = "list_eval_partition.txt"
 IMAGES = "img_align_celeba"
 HOME = "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html"
 PARTITIONS = (0, 1, 2)  # train, valid, test
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: resize in the manifest and the file name (format 1 always centre-cropped)
+RESIZES = ("squash", "crop")
+VALIDATIONS = ("balanced", "plain")
+IRENE_VALID_SEED = 42  # IRENE's CelebA(seed=42): random_state of the balanced valid subset
 PIXEL_MEAN = (0.485, 0.456, 0.406)  # ImageNet's, as torchvision's pretrained ResNet-18 expects
 PIXEL_STD = (0.229, 0.224, 0.225)
 FILE_MODE = 0o644
@@ -146,16 +181,17 @@ def read_partition(path: Path) -> pd.DataFrame:
     return frame
 
 
-def _decode(path: Path, resolution: int) -> np.ndarray:
+def _decode(path: Path, resolution: int, resize: str) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as image:
             image = image.convert("RGB")
-            width, height = image.size
-            side = min(width, height)
-            left, top = (width - side) // 2, (height - side) // 2
-            image = image.crop((left, top, left + side, top + side))
+            if resize == "crop":
+                width, height = image.size
+                side = min(width, height)
+                left, top = (width - side) // 2, (height - side) // 2
+                image = image.crop((left, top, left + side, top + side))
             image = image.resize((resolution, resolution), Image.Resampling.BILINEAR)
             return np.asarray(image, dtype=np.uint8).transpose(2, 0, 1)
     except FileNotFoundError:
@@ -164,19 +200,20 @@ def _decode(path: Path, resolution: int) -> np.ndarray:
         raise UserError(f"celeba: cannot decode {path}: {' '.join(str(error).split())}") from None
 
 
-def manifest_for(names: list[str], resolution: int) -> dict[str, Any]:
+def manifest_for(names: list[str], resolution: int, resize: str) -> dict[str, Any]:
     digest = hashlib.sha256("\n".join(names).encode()).hexdigest()
-    return {"format": CACHE_FORMAT, "resolution": resolution, "images": len(names), "sources": digest,
-            "crop": "centre square", "resize": "bilinear"}  # fmt: skip
+    return {"format": CACHE_FORMAT, "resolution": resolution, "resize": resize, "filter": "bilinear",
+            "images": len(names), "sources": digest}  # fmt: skip
 
 
-def cache_paths(cache_folder: Path, resolution: int) -> tuple[Path, Path]:
-    return cache_folder / f"images-{resolution}.npy", cache_folder / f"images-{resolution}.json"
+def cache_paths(cache_folder: Path, manifest: dict[str, Any]) -> tuple[Path, Path]:
+    stem = f"images-{manifest['resize']}-{manifest['resolution']}"
+    return cache_folder / f"{stem}.npy", cache_folder / f"{stem}.json"
 
 
 def open_cache(cache_folder: Path, manifest: dict[str, Any]) -> np.ndarray | None:
     """The cached images, memory-mapped copy-on-write, or None when absent or not matching ``manifest``."""
-    array_path, manifest_path = cache_paths(cache_folder, manifest["resolution"])
+    array_path, manifest_path = cache_paths(cache_folder, manifest)
     try:
         if json.loads(manifest_path.read_text()) != manifest:
             return None
@@ -190,9 +227,9 @@ def open_cache(cache_folder: Path, manifest: dict[str, Any]) -> np.ndarray | Non
 
 
 def build_cache(image_folder: Path, names: list[str], cache_folder: Path, manifest: dict[str, Any]) -> None:
-    """Decode every image into ``images-<R>.npy`` (via a temporary file), then write the manifest."""
-    resolution = manifest["resolution"]
-    array_path, manifest_path = cache_paths(cache_folder, resolution)
+    """Decode every image into ``images-<resize>-<R>.npy`` (via a temporary file), then write the manifest."""
+    resolution, resize = manifest["resolution"], manifest["resize"]
+    array_path, manifest_path = cache_paths(cache_folder, manifest)
     try:
         cache_folder.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(dir=cache_folder, prefix=f".{array_path.name}.partial-")
@@ -202,13 +239,14 @@ def build_cache(image_folder: Path, names: list[str], cache_folder: Path, manife
             f"celeba: cannot write the image cache in {cache_folder} ({error.strerror or error}); "
             f"set the option cache_dir to a writable folder"
         ) from None
-    log.info("celeba: decoding %d images at %dx%d into %s", len(names), resolution, resolution, array_path)
+    log.info("celeba: decoding %d images (%s) at %dx%d into %s", len(names), resize, resolution, resolution,
+             array_path)  # fmt: skip
     try:
         images = np.lib.format.open_memmap(temporary, mode="w+", dtype=np.uint8, shape=(len(names), 3, resolution, resolution))
 
         def fill(start: int) -> None:
             for row in range(start, min(start + BUILD_CHUNK, len(names))):
-                images[row] = _decode(image_folder / names[row], resolution)
+                images[row] = _decode(image_folder / names[row], resolution, resize)
 
         # PIL releases the GIL while decoding and resizing: threads use every core.
         with ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1))) as pool:
@@ -237,9 +275,11 @@ def build_cache(image_folder: Path, names: list[str], cache_folder: Path, manife
         raise
 
 
-def cached_images(image_folder: Path, names: list[str], cache_folder: Path, resolution: int) -> np.ndarray:
-    """The images of ``names`` at ``resolution``, from the cache; built first when it is absent or stale."""
-    manifest = manifest_for(names, resolution)
+def cached_images(
+    image_folder: Path, names: list[str], cache_folder: Path, resolution: int, resize: str
+) -> np.ndarray:
+    """The images of ``names`` at ``resolution`` (``resize``), from the cache; built first when absent or stale."""
+    manifest = manifest_for(names, resolution, resize)
     images = open_cache(cache_folder, manifest)
     if images is None:
         if not image_folder.is_dir():
@@ -251,6 +291,18 @@ def cached_images(image_folder: Path, names: list[str], cache_folder: Path, reso
     return images
 
 
+def balanced_rows(y: np.ndarray, s: np.ndarray, seed: int = IRENE_VALID_SEED) -> np.ndarray:
+    """Sorted rows of IRENE's group-balanced subset: m per (y, s) group, m the smallest group's size.
+
+    Per group, the rows pandas' ``group.sample(m, random_state=seed)`` keeps: ``RandomState(seed)
+    .permutation(len(group))[:m]`` over the group's rows in order (enzotarta/irene@c7b74ed datasets/celebA.py).
+    """
+    groups = [np.flatnonzero((y == target) & (s == private)) for target in (0, 1) for private in (0, 1)]
+    size = min(len(group) for group in groups)
+    chosen = [group[np.random.RandomState(seed).permutation(len(group))[:size]] for group in groups]
+    return np.sort(np.concatenate(chosen))
+
+
 @register
 class CelebA(Dataset):
     name = "celeba"
@@ -259,7 +311,11 @@ class CelebA(Dataset):
     options = {
         "target": Param("Blond_Hair", "target attribute, one of the 40 CelebA attributes", choices=ATTRIBUTES),
         "private": Param("Male", "private attribute, one of the 40 CelebA attributes", choices=ATTRIBUTES),
-        "resolution": Param(128, "image side in pixels after centre crop and resize (IRENE: 224)", low=8, high=512),
+        "resolution": Param(224, "image side in pixels (IRENE: 224; 128 is the cheaper setting)", low=8, high=512),
+        "resize": Param("squash", "squash: the whole image to a square (IRENE); crop: centre square first",
+                        choices=RESIZES),
+        "val": Param("balanced", "validation: IRENE's group-balanced subset of valid, or plain (all of valid)",
+                     choices=VALIDATIONS),
         "weights": Param("", "local ResNet-18 weights file for the encoder (default: train from scratch)"),
         "cache_dir": Param("", "folder of the decoded image cache (default: the dataset's folder)"),
         "data_seed": Param(0, "seed of the probe/test halves of the official test partition"),
@@ -303,7 +359,7 @@ class CelebA(Dataset):
             raise UserError(f"celeba: {PARTITION_FILE} holds {counts} train/valid/test images; every split needs some")
         names = ordered["image"].tolist()
         cache_folder = Path(options["cache_dir"]).expanduser() if options["cache_dir"] else folder
-        images = cached_images(folder / IMAGES, names, cache_folder, options["resolution"])
+        images = cached_images(folder / IMAGES, names, cache_folder, options["resolution"], options["resize"])
         labels = attributes.loc[names]
         y = labels[target].to_numpy(np.int64)
         s = labels[private].to_numpy(np.int64)
@@ -314,11 +370,19 @@ class CelebA(Dataset):
 
         n_train, n_val, n_test = counts
         start = n_train + n_val
+        val_rows: slice | np.ndarray = slice(n_train, start)
+        if options["val"] == "balanced":
+            val_rows = n_train + balanced_rows(y[val_rows], s[val_rows])
+            if len(val_rows) == 0:
+                raise UserError(
+                    f"celeba: the valid partition has a (target, private) group with no image for "
+                    f"{target}/{private}, so its balanced subset is empty; use val=plain"
+                )
         order = np.random.default_rng(options["data_seed"]).permutation(n_test)
         cut = int(round(n_test / 2))
         splits = {
             "train": part(slice(0, n_train), view=True),
-            "val": part(slice(n_train, start), view=True),
+            "val": part(val_rows, view=isinstance(val_rows, slice)),
             "probe": part(start + np.sort(order[:cut]), view=False),
             "test": part(start + np.sort(order[cut:]), view=False),
         }

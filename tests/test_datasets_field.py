@@ -465,7 +465,8 @@ def celeba_attributes(index: int) -> list[int]:
     return [1 if (index * (j + 3) + j) % 5 < 2 else -1 for j in range(len(ATTRIBUTES))]
 
 
-def write_celeba(root: Path, count: int = len(CELEBA_PARTITION), partition=CELEBA_PARTITION) -> Path:
+def write_celeba(root: Path, count: int = len(CELEBA_PARTITION), partition=CELEBA_PARTITION,
+                 attributes=celeba_attributes) -> Path:
     from PIL import Image
 
     folder = root / "celeba"
@@ -479,7 +480,7 @@ def write_celeba(root: Path, count: int = len(CELEBA_PARTITION), partition=CELEB
         Image.fromarray(pixels).save(folder / "img_align_celeba" / name, quality=95)
     lines = [str(count), " ".join(ATTRIBUTES) + " "]
     for i, name in enumerate(names):
-        lines.append(name + " " + " ".join(f"{v:2d}" for v in celeba_attributes(i)))
+        lines.append(name + " " + " ".join(f"{v:2d}" for v in attributes(i)))
     (folder / "list_attr_celeba.txt").write_text("\n".join(lines) + "\n")
     (folder / "list_eval_partition.txt").write_text("".join(f"{n} {p}\n" for n, p in zip(names, partition)))
     return folder
@@ -493,7 +494,7 @@ def image_index(x: torch.Tensor) -> np.ndarray:
 def test_celeba_shapes_labels_and_crop(tmp_path):
     write_celeba(tmp_path)
     CelebA.prepare(tmp_path, download=False)
-    data = load("celeba", tmp_path, resolution=16, target="Smiling", private="Young")
+    data = load("celeba", tmp_path, resolution=16, resize="crop", val="plain", target="Smiling", private="Young")
     assert [len(data.splits()[name]) for name in SPLITS] == [12, 6, 4, 4]
     assert data.spec.input_shape == (3, 16, 16) and data.spec.encoder == "resnet18"
     assert (data.spec.epochs, data.spec.batch_size, data.spec.target_name) == (20, 256, "Smiling")
@@ -525,7 +526,7 @@ def test_celeba_shapes_labels_and_crop(tmp_path):
 def test_celeba_probe_test_halves_depend_on_the_seed(tmp_path):
     partition = [0] * 4 + [1] * 2 + [2] * 20
     write_celeba(tmp_path, len(partition), partition)
-    halves = {seed: frozenset(image_index(load("celeba", tmp_path, resolution=8, data_seed=seed).probe.x))
+    halves = {seed: frozenset(image_index(load("celeba", tmp_path, resolution=8, val="plain", data_seed=seed).probe.x))
               for seed in range(3)}  # fmt: skip
     assert all(len(h) == 10 for h in halves.values()) and len(set(halves.values())) > 1
 
@@ -537,30 +538,30 @@ def test_celeba_cache_is_built_once_reused_and_rebuilt(tmp_path, monkeypatch):
     builds = []
     real_build = celeba.build_cache
     monkeypatch.setattr(celeba, "build_cache", lambda *a: builds.append(a[-1]["resolution"]) or real_build(*a))
-    first = load("celeba", tmp_path, resolution=16)
-    cache = folder / "images-16.npy"
+    first = load("celeba", tmp_path, val="plain", resolution=16)
+    cache = folder / "images-squash-16.npy"
     stamp = cache.stat().st_mtime_ns
-    manifest = json.loads((folder / "images-16.json").read_text())
+    manifest = json.loads((folder / "images-squash-16.json").read_text())
     assert manifest["resolution"] == 16 and manifest["images"] == len(CELEBA_PARTITION)
     assert np.load(cache, mmap_mode="r").shape == (len(CELEBA_PARTITION), 3, 16, 16)
 
-    second = load("celeba", tmp_path, resolution=16, target="Smiling")
+    second = load("celeba", tmp_path, val="plain", resolution=16, target="Smiling")
     assert builds == [16] and cache.stat().st_mtime_ns == stamp  # reused, not rebuilt
     assert torch.equal(first.train.x, second.train.x)
     assert torch.equal(second.train.x, torch.from_numpy(np.load(cache)[:12]))
 
-    third = load("celeba", tmp_path, resolution=24)
+    third = load("celeba", tmp_path, val="plain", resolution=24)
     assert builds == [16, 24] and third.train.x.shape[2:] == (24, 24)
-    load("celeba", tmp_path, resolution=16)
+    load("celeba", tmp_path, val="plain", resolution=16)
     assert builds == [16, 24]
 
-    (folder / "images-16.json").write_text(json.dumps({**manifest, "sources": "0" * 64}))
-    load("celeba", tmp_path, resolution=16)
+    (folder / "images-squash-16.json").write_text(json.dumps({**manifest, "sources": "0" * 64}))
+    load("celeba", tmp_path, val="plain", resolution=16)
     assert builds == [16, 24, 16]  # a manifest that does not match rebuilds
     assert not [p.name for p in folder.iterdir() if ".partial-" in p.name]
 
     # Writing into the training tensor never reaches the file (mapped copy-on-write).
-    view = load("celeba", tmp_path, resolution=16).train.x
+    view = load("celeba", tmp_path, val="plain", resolution=16).train.x
     view[0].fill_(7)
     assert not (np.load(cache)[0] == 7).all()
 
@@ -568,8 +569,126 @@ def test_celeba_cache_is_built_once_reused_and_rebuilt(tmp_path, monkeypatch):
 def test_celeba_cache_dir_option(tmp_path):
     write_celeba(tmp_path)
     elsewhere = tmp_path / "cache"
-    load("celeba", tmp_path, resolution=8, cache_dir=str(elsewhere))
-    assert (elsewhere / "images-8.npy").is_file() and not (tmp_path / "celeba" / "images-8.npy").exists()
+    load("celeba", tmp_path, resolution=8, val="plain", cache_dir=str(elsewhere))
+    assert (elsewhere / "images-squash-8.npy").is_file() and not (tmp_path / "celeba" / "images-squash-8.npy").exists()
+
+
+def write_left_right_faces(folder: Path) -> list[Path]:
+    """Overwrite the test images: left half red, right half blue, a green band of 10 rows at top and bottom."""
+    from PIL import Image
+
+    paths = sorted((folder / "img_align_celeba").iterdir())
+    for path in paths:
+        pixels = np.zeros((HEIGHT, WIDTH, 3), dtype=np.uint8)
+        pixels[:, : WIDTH // 2] = (220, 0, 0)
+        pixels[:, WIDTH // 2 :] = (0, 0, 220)
+        pixels[:10], pixels[-10:] = (0, 220, 0), (0, 220, 0)
+        Image.fromarray(pixels).save(path, format="PNG")  # lossless; PIL reads it whatever the name says
+    return paths
+
+
+def test_celeba_squash_keeps_the_whole_image_crop_cuts_its_ends(tmp_path):
+    from PIL import Image
+    from torchvision import transforms
+
+    folder = write_celeba(tmp_path)
+    paths = write_left_right_faces(folder)
+    squash = load("celeba", tmp_path, resolution=16, resize="squash", val="plain").train.x
+    crop = load("celeba", tmp_path, resolution=16, resize="crop", val="plain").train.x
+    assert squash.shape[1:] == crop.shape[1:] == (3, 16, 16)
+    for x in (squash, crop):  # left stays left (no flip in the data; the flip is the recipe's augmentation)
+        assert (x[:, 0, 4:12, :6] > 180).all() and (x[:, 2, 4:12, :6] < 40).all()
+        assert (x[:, 2, 4:12, -6:] > 180).all() and (x[:, 0, 4:12, -6:] < 40).all()
+    assert (squash[:, 1, 0] > 180).all() and (squash[:, 1, -1] > 180).all()  # the bands survive a squash
+    assert (squash[:, 1, 4:12] < 40).all()
+    assert (crop[:, 1] < 40).all()  # the centre square starts below the top band and ends above the bottom one
+    # Squash is IRENE's transforms.Resize((R, R)) on the PIL image, pixel for pixel; the default is 224 px.
+    default = load("celeba", tmp_path, val="plain")
+    assert default.spec.input_shape == (3, 224, 224)
+    for row, path in enumerate(paths[:12]):
+        with Image.open(path) as image:
+            for side, x in ((16, squash), (224, default.train.x)):
+                expected = np.asarray(transforms.Resize((side, side))(image.convert("RGB"))).transpose(2, 0, 1)
+                assert np.array_equal(x[row].numpy(), expected), (path.name, side)
+
+
+def test_celeba_cache_is_not_reused_across_resize_or_resolution(tmp_path, monkeypatch):
+    from datasets import celeba
+
+    folder = write_celeba(tmp_path)
+    write_left_right_faces(folder)
+    builds = []
+    real_build = celeba.build_cache
+    monkeypatch.setattr(
+        celeba, "build_cache", lambda *a: builds.append((a[-1]["resize"], a[-1]["resolution"])) or real_build(*a)
+    )
+    # A cache of format 1 (always centre-cropped, named by resolution only) is left alone.
+    np.save(folder / "images-16.npy", np.zeros((len(CELEBA_PARTITION), 3, 16, 16), dtype=np.uint8))
+    (folder / "images-16.json").write_text(json.dumps(celeba.manifest_for([], 16, "crop") | {"format": 1}))
+    runs = {}
+    for resize, side in (("squash", 16), ("crop", 16), ("squash", 24), ("crop", 16), ("squash", 16)):
+        runs[resize, side] = load("celeba", tmp_path, resolution=side, resize=resize, val="plain").train.x
+    assert builds == [("squash", 16), ("crop", 16), ("squash", 24)]
+    assert not torch.equal(runs["squash", 16], runs["crop", 16]) and runs["squash", 24].shape[2:] == (24, 24)
+    assert (runs["crop", 16] < 40)[:, 1].all()  # the crop's own cache, not the squash's nor the old zeros
+    for resize, side in runs:
+        manifest = json.loads((folder / f"images-{resize}-{side}.json").read_text())
+        assert (manifest["resize"], manifest["resolution"]) == (resize, side)
+    # A manifest that names another resize, under this resize's file name, is not trusted.
+    crop_manifest = folder / "images-crop-16.json"
+    crop_manifest.write_text(json.dumps(json.loads(crop_manifest.read_text()) | {"resize": "squash"}))
+    load("celeba", tmp_path, resolution=16, resize="crop", val="plain")
+    assert builds[-1] == ("crop", 16) and len(builds) == 4
+
+
+def balanced_case_attributes(index: int) -> list[int]:
+    """celeba_attributes, but Smiling/Young of the valid images (2..21) fall in groups of 7, 6, 4 and 3."""
+    values = celeba_attributes(index)
+    groups = [(0, 0)] * 7 + [(0, 1)] * 6 + [(1, 0)] * 4 + [(1, 1)] * 3
+    if 2 <= index < 22:
+        smiling, young = groups[(7 * index) % 20]  # interleaved, so a group is not one run of rows
+        values[ATTRIBUTES.index("Smiling")] = 1 if smiling else -1
+        values[ATTRIBUTES.index("Young")] = 1 if young else -1
+    return values
+
+
+def test_celeba_balanced_validation_is_irenes_subset(tmp_path):
+    partition = [0] * 2 + [1] * 20 + [2] * 4
+    write_celeba(tmp_path, len(partition), partition, attributes=balanced_case_attributes)
+    options = dict(resolution=8, target="Smiling", private="Young")
+    balanced = load("celeba", tmp_path, **options).val  # the default
+    plain = load("celeba", tmp_path, val="plain", **options).val
+    assert len(plain) == 20 and len(balanced) == 12
+    groups = {(y, s): 0 for y in (0, 1) for s in (0, 1)}
+    for y, s in zip(balanced.y.tolist(), balanced.s.tolist()):
+        groups[y, s] += 1
+    assert groups == {(0, 0): 3, (0, 1): 3, (1, 0): 3, (1, 1): 3}
+    index = image_index(balanced.x)
+    assert set(index) <= set(range(2, 22)) and len(set(index)) == 12
+    smiling, young = ATTRIBUTES.index("Smiling"), ATTRIBUTES.index("Young")
+    assert balanced.y.tolist() == [int(balanced_case_attributes(i)[smiling] == 1) for i in index]
+    assert balanced.s.tolist() == [int(balanced_case_attributes(i)[young] == 1) for i in index]
+    # The very rows IRENE's datasets/celebA.py (enzotarta/irene@c7b74ed) keeps with pandas, seed 42.
+    import pandas as pd
+
+    valid = [balanced_case_attributes(i) for i in range(2, 22)]
+    frame = pd.DataFrame({"index": range(2, 22), "Smiling": [row[smiling] == 1 for row in valid],
+                          "Young": [row[young] == 1 for row in valid]})  # fmt: skip
+    size = frame.groupby(["Smiling", "Young"]).count().min()["index"]
+    irene = frame.groupby(["Smiling", "Young"]).apply(lambda group: group.sample(size, random_state=42))
+    assert sorted(index.tolist()) == sorted(irene["index"].tolist())
+    # Other seeds pick other rows: the match above is not luck of a small sample.
+    from datasets.celeba import balanced_rows
+
+    picks = {tuple(balanced_rows(plain.y.numpy(), plain.s.numpy(), seed)) for seed in range(42, 47)}
+    assert len(picks) == 5
+
+
+def test_celeba_balanced_validation_refuses_an_empty_group(tmp_path):
+    write_celeba(tmp_path)  # its valid partition has no blond man
+    with pytest.raises(UserError, match="val=plain"):
+        load("celeba", tmp_path, resolution=8)
+    assert len(load("celeba", tmp_path, resolution=8, val="plain").val) == 6
 
 
 def test_celeba_bad_options_and_files(tmp_path):
@@ -584,7 +703,7 @@ def test_celeba_bad_options_and_files(tmp_path):
     (folder / "img_align_celeba" / "000003.jpg").unlink()
     with pytest.raises(UserError, match="000003.jpg"):
         load("celeba", tmp_path, resolution=8)
-    assert not list(folder.glob("images-8*")) and not list(folder.glob(".images-8*"))
+    assert not list(folder.glob("images-*8*")) and not list(folder.glob(".images-*8*"))
 
 
 @pytest.mark.parametrize("bad_value", ["0", "yes", ""])
