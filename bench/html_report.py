@@ -61,26 +61,20 @@ def _table(headers: list[str], body: list[list[str]], numeric_from: int = 0) -> 
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
-def _ranking(summaries: list[report.MethodSummary]) -> str:
-    headers = ["rank", "method", "hypervolume", "selected", "seeds", "task acc", "leakage", "leak norm",
-               "val acc", "val leakage", "trials", "configs", "commit", "date"]
-    body, rank = [], 0
-    for summary in summaries:
-        row = summary.selected
-        if math.isfinite(summary.hypervolume):
-            rank += 1
-        figures = (
-            [row.label, report.seeds_cell(row)]
-            + [report._cell(row.stats.get(m)) for m in ("accuracy", "leakage", "leakage_norm", "val_accuracy", "val_leakage")]
-            if row else ["none qualifies", "-", "-", "-", "-", "-", "-"]
-        )
-        trials = f"{summary.trials} ({summary.failed} failed)" if summary.failed else str(summary.trials)
-        body.append(
-            [str(rank) if math.isfinite(summary.hypervolume) else "-", summary.method, report._number(summary.hypervolume)]
-            + figures + [trials, str(summary.configurations), ", ".join(c[:10] for c in summary.commits) or "unknown",
-                         report._date(summary.last_start)]
-        )
-    return _table(headers, body, numeric_from=2)
+def _standing(dataset: str, rows: list[report.Row], max_leakage: float | None) -> str:
+    """The Markdown leaderboard's statistics as HTML: reliability, tied ranks with intervals, budgets."""
+    from bench import standings
+
+    standing = standings.standings(dataset, rows, max_leakage)
+    reliability = standings.reliability_text(standing).replace("**", "")
+    return (
+        f"<p>{_escape(reliability)}</p>"
+        "<h3>Methods, ranked by hypervolume</h3>"
+        f"{standings.ranking_table(standing, 'html')}"
+        "<h3>Best task accuracy at a leakage budget</h3>"
+        f"{standings.budget_table(standing, 'html')}"
+        f'<p class="note">{_escape(standings.explain(standing.replicates).replace("`", ""))}</p>'
+    )
 
 
 def _configurations(rows: list[report.Row]) -> str:
@@ -107,7 +101,7 @@ def page(by_dataset: dict[str, list[report.Row]], experiments: list[str], max_le
         anchor = _escape(dataset)
         sections.append(
             f'<section class="dataset" id="dataset-{anchor}"><h2>{anchor}</h2>'
-            f"<h3>Methods, ranked by hypervolume</h3>{_ranking(summaries)}"
+            f"{_standing(dataset, rows, max_leakage)}"
             f'<h3>Pareto plot</h3><figure class="front-plot" data-dataset="{anchor}"></figure>'
             f"<details><summary>Every configuration ({len(rows)})</summary>{_configurations(rows)}</details></section>"
         )
