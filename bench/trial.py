@@ -175,12 +175,6 @@ def embed_split(method: method_registry.Method, split: dataset_registry.Split) -
 
 
 @torch.no_grad()
-def accuracy_on(method: method_registry.Method, split: dataset_registry.Split) -> torch.Tensor:
-    """Task accuracy as a 0-d tensor on the device (no host synchronisation)."""
-    return validation_figures(method, split)[0]
-
-
-@torch.no_grad()
 def validation_figures(method: method_registry.Method, split: dataset_registry.Split) -> tuple[torch.Tensor, torch.Tensor]:
     """Task accuracy and mean task cross-entropy (IRENE's plateau figure) as 0-d tensors on the device."""
     correct = torch.zeros((), device=split.y.device)
