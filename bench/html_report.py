@@ -61,11 +61,10 @@ def _table(headers: list[str], body: list[list[str]], numeric_from: int = 0) -> 
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
-def _standing(dataset: str, rows: list[report.Row], max_leakage: float | None) -> str:
+def _standing(standing) -> str:
     """The Markdown leaderboard's statistics as HTML: reliability, tied ranks with intervals, budgets."""
     from bench import standings
 
-    standing = standings.standings(dataset, rows, max_leakage)
     reliability = standings.reliability_text(standing).replace("**", "")
     return (
         f"<p>{_escape(reliability)}</p>"
@@ -89,9 +88,12 @@ def _configurations(rows: list[report.Row]) -> str:
 
 
 def page(by_dataset: dict[str, list[report.Row]], experiments: list[str], max_leakage: float | None, generated: str,
-         generator_commit: str | None = None) -> str:
-    """The whole page as a string."""
-    document = datasets_document(by_dataset, max_leakage)  # also marks each method's selected row
+         generator_commit: str | None = None, found: dict | None = None) -> str:
+    """The whole page as a string. ``found``: :func:`bench.standings.of_datasets`, when the caller has it."""
+    from bench.standings import of_datasets
+
+    found = found if found is not None else of_datasets(by_dataset, max_leakage)
+    document = datasets_document(by_dataset, max_leakage, found)  # also marks each method's selected row
     bound = f"validation leakage &le; {max_leakage:g}" if max_leakage is not None else "no bound on validation leakage"
     sections, commits, trials = [], set(), 0
     for dataset, rows in sorted(by_dataset.items()):
@@ -101,7 +103,7 @@ def page(by_dataset: dict[str, list[report.Row]], experiments: list[str], max_le
         anchor = _escape(dataset)
         sections.append(
             f'<section class="dataset" id="dataset-{anchor}"><h2>{anchor}</h2>'
-            f"{_standing(dataset, rows, max_leakage)}"
+            f"{_standing(found[dataset])}"
             f'<h3>Pareto plot</h3><figure class="front-plot" data-dataset="{anchor}"></figure>'
             f"<details><summary>Every configuration ({len(rows)})</summary>{_configurations(rows)}</details></section>"
         )
@@ -141,10 +143,10 @@ def page(by_dataset: dict[str, list[report.Row]], experiments: list[str], max_le
 
 
 def write_page(path: Path, by_dataset: dict[str, list[report.Row]], experiments: list[str], max_leakage: float | None,
-               generated: str) -> Path:
+               generated: str, found: dict | None = None) -> Path:
     from bench.tracking import git_commit
 
-    report.write_text(path, page(by_dataset, experiments, max_leakage, generated, git_commit()))
+    report.write_text(path, page(by_dataset, experiments, max_leakage, generated, git_commit(), found))
     return path
 
 

@@ -77,13 +77,16 @@ def execute_report(
     if frame.empty:
         raise UserError(f"experiment {experiment!r} at {uri} holds no trial runs")
     by_dataset = report.summarise(frame, expected_seeds=declared_seeds(uri, [experiment]))
+    from bench.standings import of_datasets
+
+    found = of_datasets(by_dataset, max_leakage)  # once, for the printed tables, the files and the JSON
     if not (quiet or json_output):
-        report.print_report(by_dataset, stream, max_leakage)
-    written = report.write_results(by_dataset, folder, experiment, formats, max_leakage)
+        report.print_report(by_dataset, stream, max_leakage, found)
+    written = report.write_results(by_dataset, folder, experiment, formats, max_leakage, found)
     if json_output:
         from bench.output import print_json, report_document
 
-        print_json(report_document(by_dataset, max_leakage, experiment=experiment, tracking_uri=uri,
+        print_json(report_document(by_dataset, max_leakage, found, experiment=experiment, tracking_uri=uri,
                                    results_dir=str(folder), files=[str(path) for path in written]), stream)
     elif not quiet:
         print(f"\nwrote {len(written)} files to {folder}", file=stream)
@@ -184,21 +187,24 @@ def execute_leaderboard(
         raise UserError(f"experiment(s) {', '.join(experiments)} at {uri} hold no trial runs")
     by_dataset = report.summarise(frame, expected_seeds=declared_seeds(uri, experiments))
     generated = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    from bench.standings import of_datasets
+
+    found = of_datasets(by_dataset, max_leakage)  # once, for the plots, the Markdown, the HTML and the JSON
     plots = {}
     if "markdown" in paths:  # the Markdown links its plots by a path relative to itself
         folder = paths["markdown"].parent / f"{paths['markdown'].stem.lower()}-plots"
         plots = {dataset: f"{folder.name}/{path.name}"
-                 for dataset, path in report.write_plots(by_dataset, folder, max_leakage).items()}
+                 for dataset, path in report.write_plots(by_dataset, folder, max_leakage, found).items()}
     text = report.leaderboard_text(by_dataset, experiments, max_leakage, generated,
-                                   provenance=provenance(uri, experiments, frame, command), plots=plots)
+                                   provenance=provenance(uri, experiments, frame, command), plots=plots, found=found)
     if "markdown" in paths:
         report.write_text(paths["markdown"], text)
     if "html" in paths:
-        html_report.write_page(paths["html"], by_dataset, experiments, max_leakage, generated)
+        html_report.write_page(paths["html"], by_dataset, experiments, max_leakage, generated, found)
     if json_output:
         from bench.output import print_json, report_document
 
-        print_json(report_document(by_dataset, max_leakage, experiments=experiments, tracking_uri=uri, generated=generated,
+        print_json(report_document(by_dataset, max_leakage, found, experiments=experiments, tracking_uri=uri, generated=generated,
                                    files=[str(path) for path in paths.values()]), stream)
     elif not quiet:
         print(text, file=stream)

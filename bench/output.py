@@ -70,8 +70,14 @@ def method_document(rank: int | None, summary: report.MethodSummary) -> dict[str
     }
 
 
-def datasets_document(by_dataset: dict[str, list[report.Row]], max_leakage: float | None = None) -> dict[str, Any]:
-    """Per dataset: its configuration rows and its methods ranked by hypervolume (ranks as in LEADERBOARD.md)."""
+def datasets_document(by_dataset: dict[str, list[report.Row]], max_leakage: float | None = None,
+                      found: dict | None = None) -> dict[str, Any]:
+    """Per dataset: its methods in order of hypervolume (``rank``: that order, by the point estimate), its
+    configuration rows and, where ``found`` (:func:`bench.standings.of_datasets`) is given, ``standing``:
+    the statistics of LEADERBOARD.md (hypervolume intervals, tied ranks, P(beats), budgets, attackers,
+    reliability; :func:`bench.standings.standing_document`)."""
+    from bench.standings import standing_document
+
     out = {}
     for dataset, rows in sorted(by_dataset.items()):
         summaries = report.methods_of(rows, max_leakage)  # also sets each row's ``selected`` mark
@@ -83,12 +89,16 @@ def datasets_document(by_dataset: dict[str, list[report.Row]], max_leakage: floa
             else:
                 ranked.append(method_document(None, summary))
         out[dataset] = {"methods": ranked, "configurations": [row_document(row) for row in rows]}
+        if found is not None:
+            out[dataset]["standing"] = standing_document(found[dataset])
     return out
 
 
-def report_document(by_dataset: dict[str, list[report.Row]], max_leakage: float | None = None, **fields: Any) -> dict[str, Any]:
-    """The whole document: ``fields`` (command, experiment(s), tracking URI, files written, ...) then ``datasets``."""
-    return {**fields, "max_leakage": max_leakage, "datasets": datasets_document(by_dataset, max_leakage)}
+def report_document(by_dataset: dict[str, list[report.Row]], max_leakage: float | None = None, found: dict | None = None,
+                    **fields: Any) -> dict[str, Any]:
+    """The whole document: ``fields`` (command, experiment(s), tracking URI, files written, ...) then ``datasets``
+    (with each dataset's ``standing`` when ``found`` is given)."""
+    return {**fields, "max_leakage": max_leakage, "datasets": datasets_document(by_dataset, max_leakage, found)}
 
 
 def print_json(document: dict[str, Any], stream: TextIO) -> None:

@@ -480,15 +480,18 @@ def write_results(
     title: str,
     formats: Iterable[str] = ("markdown", "csv"),
     max_leakage: float | None = None,
+    found: dict | None = None,
 ) -> list[Path]:
     """Per dataset under ``folder``: ``NAME.md``, ``NAME.csv``, ``NAME.tex`` (as ``formats`` ask) and
-    the Pareto plot ``NAME.png``; returns the paths written."""
+    the Pareto plot ``NAME.png``; returns the paths written. ``found``: the standings of
+    :func:`bench.standings.of_datasets` when the caller has them already."""
     formats = list(formats)
     written = []
-    from bench.standings import standings
+    from bench.standings import of_datasets
 
+    found = found if found is not None else of_datasets(by_dataset, max_leakage)
     for dataset, rows in sorted(by_dataset.items()):
-        standing = standings(dataset, rows, max_leakage)
+        standing = found[dataset]
         summaries = [m.summary for m in standing.methods]
         texts = {
             "markdown": (folder / f"{dataset}.md",
@@ -505,13 +508,14 @@ def write_results(
     return written
 
 
-def print_report(by_dataset: dict[str, list[Row]], stream, max_leakage: float | None = None) -> None:
+def print_report(by_dataset: dict[str, list[Row]], stream, max_leakage: float | None = None, found: dict | None = None) -> None:
     """Each dataset's configuration table, methods table, ranking with intervals and budgets, then the legend."""
     from bench import standings
 
+    found = found if found is not None else standings.of_datasets(by_dataset, max_leakage)
     replicates = standings.statistics.REPLICATES
     for dataset, rows in sorted(by_dataset.items()):
-        standing = standings.standings(dataset, rows, max_leakage)
+        standing = found[dataset]
         replicates = standing.replicates
         print(f"\n{dataset}", file=stream)
         print(table(rows), file=stream)
@@ -560,7 +564,8 @@ def provenance_text(found: Provenance) -> str:
 
 
 def leaderboard_text(by_dataset: dict[str, list[Row]], experiments: list[str], max_leakage: float | None, generated: str,
-                     provenance: Provenance | None = None, plots: dict[str, str] | None = None) -> str:
+                     provenance: Provenance | None = None, plots: dict[str, str] | None = None,
+                     found: dict | None = None) -> str:
     """``results/LEADERBOARD.md``: per dataset, the reliability line, the plot (``plots``: dataset -> relative
     path), methods ranked by hypervolume with intervals and tied ranks, the budget table, attacker strength,
     pairwise win probabilities and every configuration; first the provenance and a summary of the datasets."""
@@ -569,7 +574,7 @@ def leaderboard_text(by_dataset: dict[str, list[Row]], experiments: list[str], m
     from bench import standings
 
     bound = f"validation leakage <= {max_leakage:g}" if max_leakage is not None else "no bound on validation leakage"
-    found = {dataset: standings.standings(dataset, rows, max_leakage) for dataset, rows in sorted(by_dataset.items())}
+    found = found if found is not None else standings.of_datasets(by_dataset, max_leakage)
     lines = [
         "# Leaderboard",
         "",
@@ -616,12 +621,14 @@ def _plot_caption() -> str:
     return CAPTION
 
 
-def write_plots(by_dataset: dict[str, list[Row]], folder: Path, max_leakage: float | None = None) -> dict[str, Path]:
+def write_plots(by_dataset: dict[str, list[Row]], folder: Path, max_leakage: float | None = None,
+                found: dict | None = None) -> dict[str, Path]:
     """The leaderboard's plots, one PNG per dataset under ``folder``."""
-    from bench.standings import standings
+    from bench.standings import of_datasets
 
+    found = found if found is not None else of_datasets(by_dataset, max_leakage)
     written = {}
     for dataset, rows in sorted(by_dataset.items()):
         written[dataset] = folder / f"{dataset}.png"
-        plot(rows, written[dataset], dataset, hypervolume_notes(standings(dataset, rows, max_leakage)))
+        plot(rows, written[dataset], dataset, hypervolume_notes(found[dataset]))
     return written

@@ -382,11 +382,14 @@ def publish_report(
     """Print the tables of ``frame`` (runs read back from MLflow) and write them under the results folder."""
     from bench import report
 
+    from bench.standings import of_datasets
+
     by_dataset = report.summarise(frame, expected_seeds=[str(s) for s in range(request.seeds)])
+    found = of_datasets(by_dataset, max_leakage)  # once, for the printed tables, the files and the JSON
     if not (request.quiet or request.json_output):
-        report.print_report(by_dataset, stream, max_leakage)
+        report.print_report(by_dataset, stream, max_leakage, found)
     results_dir = results_folder(request)
-    written = report.write_results(by_dataset, results_dir, request.experiment, formats, max_leakage)
+    written = report.write_results(by_dataset, results_dir, request.experiment, formats, max_leakage, found)
     if parent_id:  # the MLflow UI shows the tables and plots on the invocation's run
         from bench.artifacts import log_report
 
@@ -395,7 +398,7 @@ def publish_report(
         from bench.output import print_json, report_document
 
         print_json(report_document(
-            by_dataset, max_leakage, experiment=request.experiment, tracking_uri=tracking_uri, parent_run_id=parent_id,
+            by_dataset, max_leakage, found, experiment=request.experiment, tracking_uri=tracking_uri, parent_run_id=parent_id,
             results_dir=str(results_dir), files=[str(path) for path in written],
         ), stream)
     elif not request.quiet:

@@ -30,7 +30,11 @@ digit; private attribute ``s`` = the colour index (10 classes each).
 
 Bias: in ``train`` an image takes its digit's colour (colour index = digit)
 with probability ``rho`` (option; 0.99 by default, or 0.995, 0.997, 0.999, the
-values of the paper), else one of the nine other colours uniformly. ReBias fixes
+values of the paper), else one of the nine other colours uniformly. ``rho`` 0.9
+and 0.95 are not the paper's: they are for reduced runs, where a subsample keeps
+too few bias-conflicting images to learn the shape from (Biased Fashion-MNIST at
+10% of the images, ``small_cnn``, 10 epochs, measured on 2 CPU cores: vanilla's
+unbiased accuracy is 16% at rho 0.99 and 39% at rho 0.9). ReBias fixes
 the counts per digit (exactly floor(n * rho) aligned images); here each image
 is an independent draw, with the same expected proportions. In ``val``,
 ``probe`` and ``test`` the colour is independent of the digit: within each
@@ -258,7 +262,7 @@ class BiasedMnist(Dataset):
     recipe = IRENE_BIASED_MNIST  # the training recipe (bench.recipes), with its citation
     options = {
         "rho": Param(
-            0.99, "P(colour = digit's colour) in train", choices=(0.99, 0.995, 0.997, 0.999)
+            0.99, "P(colour = digit's colour) in train", choices=(0.9, 0.95, 0.99, 0.995, 0.997, 0.999)
         ),
         "source": Param("mnist", "mnist; fashion_mnist: Zalando's Fashion-MNIST, same protocol",
                         choices=tuple(SOURCES)),

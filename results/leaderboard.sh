@@ -39,10 +39,13 @@ for dataset in $DATASETS; do
 done
 
 if [ "$FASHION" = 1 ]; then
-    # Biased Fashion-MNIST at the size that fits 2 cores: 10% of the images, the small CNN instead of the
-    # reference SimpleConvNet, 10 epochs, 4 strengths and 3 seeds (the leaderboard states this).
-    "$BENCH" sweep --curve --strengths 4 --methods all --datasets biased_mnist:source=fashion_mnist:subsample=0.1 \
-        --seeds 3 --train encoder=small_cnn --train epochs=10 --data-root "$DATA_ROOT" --experiment "$EXPERIMENT" \
+    # Biased Fashion-MNIST at the size that fits 2 cores (reduced; the leaderboard states it): 10% of the
+    # images, rho 0.9 (at the paper's 0.99 a 10% subsample keeps about 50 bias-conflicting training
+    # images and vanilla learns only the colour: 16% unbiased accuracy), the small CNN instead of the
+    # reference SimpleConvNet, 5 epochs, 4 strengths and 3 seeds.
+    "$BENCH" sweep --curve --strengths 4 --methods all \
+        --datasets biased_mnist:source=fashion_mnist:subsample=0.1:rho=0.9 \
+        --seeds 3 --train encoder=small_cnn --train epochs=5 --data-root "$DATA_ROOT" --experiment "$EXPERIMENT" \
         --tracking-uri "$TRACKING_URI" --results-dir "$RESULTS/$EXPERIMENT" --quiet
 fi
 

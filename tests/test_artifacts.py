@@ -76,6 +76,12 @@ def test_json_output_is_one_document_with_the_rows(logged_run):
         assert rows[method]["metrics"]["leakage"]["mean"] == pytest.approx(run.data.metrics["leakage"])
         assert rows[method]["seeds"]["finished"] == 1
     assert [m["rank"] for m in document["datasets"]["synthetic"]["methods"]] == [1, 2, 3]
+    standing = document["datasets"]["synthetic"]["standing"]  # LEADERBOARD.md's statistics, in the JSON too
+    assert {m["method"] for m in standing["methods"]} == set(trials)
+    for method in standing["methods"]:  # one seed each: an interval that is a point, or none at all
+        volume = method["hypervolume"]
+        assert volume["estimate"] is None or volume["low"] <= volume["estimate"] <= volume["high"]
+    assert standing["reliability"]["vanilla_leakage_norm"]["estimate"] is not None
     assert "[  3/3]" in done.stderr  # the progress lines stay, on stderr
 
 
@@ -91,6 +97,7 @@ def test_report_quiet_and_json(logged_run, capsys, tmp_path):
     assert main(["leaderboard", "--tracking-uri", uri, "--output", str(tmp_path / "board.md"), "--json"]) == 0
     board = json.loads(capsys.readouterr().out)
     assert board["files"] == [str(tmp_path / "board.md")] and (tmp_path / "board.md").exists()
+    assert board["datasets"]["synthetic"]["standing"]["replicates"] > 0
 
 
 def test_dataset_input_names_file_checksums():

@@ -25,3 +25,20 @@ def test_list_shows_every_method_and_dataset_with_options(capsys):
         assert f"  {name} " in out
         for option in cls.options:
             assert option in out
+
+
+def test_closed_stdout_ends_quietly_without_a_traceback():
+    """`bench list | head -1`: the reader leaves before bench writes; bench stops with SIGPIPE's status, stderr empty."""
+    import os
+    import subprocess
+
+    from tests.conftest import bench_command
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # every write to stdout now fails with EPIPE
+    try:
+        done = subprocess.run(bench_command() + ["list"], stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert done.returncode == 141
+    assert done.stderr == ""
