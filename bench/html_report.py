@@ -103,6 +103,7 @@ def page(by_dataset: dict[str, list[report.Row]], experiments: list[str], max_le
         anchor = _escape(dataset)
         sections.append(
             f'<section class="dataset" id="dataset-{anchor}"><h2>{anchor}</h2>'
+            f"<p>{_escape(report.dataset_setting(dataset, rows)[0].replace('**', ''))}</p>"
             f"{_standing(found[dataset])}"
             f'<h3>Pareto plot</h3><figure class="front-plot" data-dataset="{anchor}"></figure>'
             f"<details><summary>Every configuration ({len(rows)})</summary>{_configurations(rows)}</details></section>"

@@ -73,6 +73,8 @@ class Row:
     # Leakage figures also come normalised per seed as ``<metric>_norm`` (0 at chance, 1 at full recovery).
     per_seed: dict[str, dict[str, float]] = field(default_factory=dict)
     hparams: dict[str, str] = field(default_factory=dict)  # the method's hyperparameters (MLflow ``hp.<name>``)
+    # What the dataset was and how it was trained: MLflow's ``data.<option>`` and SETTING_RECIPE params.
+    setting: dict[str, str] = field(default_factory=dict)
 
     def mean(self, metric: str) -> float:
         return self.stats.get(metric, (math.nan, math.nan))[0]
@@ -175,6 +177,54 @@ def per_seed_values(finished) -> dict[str, dict[str, float]]:
     return out
 
 
+SETTING_RECIPE = ("recipe.optimizer", "recipe.lr", "recipe.schedule", "recipe.epochs", "recipe.batch_size", "recipe.encoder")
+
+
+def dataset_setting(dataset: str, rows: list[Row]) -> tuple[str, bool]:
+    """What the runs of ``dataset`` trained on, as one Markdown line, and whether it is **reduced**.
+
+    Reduced: a configuration run with a ``subsample`` below 1, or with epochs, batch size or encoder
+    other than the dataset's own recipe for its options (``--train epochs=5``): figures that are not
+    the dataset's full protocol. Where the runs disagree on a value, every value is listed.
+    """
+    from datasets import get_dataset
+
+    values: dict[str, list[str]] = {}
+    reasons: list[str] = []
+    declared: dict[tuple, object] = {}
+    for row in rows:
+        for key, value in row.setting.items():
+            if value not in values.setdefault(key, []):
+                values[key].append(value)
+        options = {key[len("data."):]: value for key, value in row.setting.items() if key.startswith("data.")}
+        found = [f"subsample {options['subsample']}"] if _as_float(options.get("subsample", "1")) < 1 else []
+        key = tuple(sorted(options.items()))
+        if key not in declared:
+            try:
+                declared[key] = get_dataset(dataset).recipe_for(options)
+            except Exception:  # a dataset this install does not register, or options it no longer reads
+                declared[key] = None
+        for name in ("epochs", "batch_size", "encoder"):
+            want, have = getattr(declared[key], name, None), row.setting.get(f"recipe.{name}")
+            if want is not None and have is not None and have != str(want):
+                found.append(f"{name.replace('_', ' ')} {have} (recipe: {want})")
+        reasons += [reason for reason in found if reason not in reasons]
+    data = ", ".join(f"{k[len('data.'):]}={'/'.join(v)}" for k, v in sorted(values.items()) if k.startswith("data."))
+    recipe = ", ".join(f"{key[len('recipe.'):].replace('_', ' ')} {'/'.join(values[key])}"
+                       for key in SETTING_RECIPE if key in values)
+    text = f"Setting: options {data or 'defaults'}; recipe {recipe or 'unknown'}."
+    if reasons:
+        text = f"**Reduced** ({'; '.join(reasons)}): not the dataset's full protocol. " + text
+    return text, bool(reasons)
+
+
+def _as_float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan
+
+
 def summarise(frame, expected_seeds: dict[str, Iterable[str]] | Iterable[str] | None = None) -> dict[str, list[Row]]:
     """Rows per dataset, ordered by method name then label, with Pareto marks.
 
@@ -216,6 +266,9 @@ def summarise(frame, expected_seeds: dict[str, Iterable[str]] | Iterable[str] | 
             row.per_seed = per_seed_values(finished)
             row.hparams = {name[len("params.hp."):]: str(first[name]) for name in group.columns
                            if name.startswith("params.hp.") and isinstance(first[name], str)}
+            row.setting = {name[len("params."):]: str(first[name]) for name in group.columns
+                           if (name.startswith("params.data.") or name[len("params."):] in SETTING_RECIPE)
+                           and isinstance(first[name], str)}
             attackers = _column(finished, "tags.leakage_attacker")
             if attackers is not None:
                 counts = attackers.value_counts()
@@ -595,7 +648,7 @@ def leaderboard_text(by_dataset: dict[str, list[Row]], experiments: list[str], m
         configs = max((m.summary.configurations for m in methods), default=0)
         seeds = max((m.seeds for m in methods), default=0)
         top = [m.method for m in methods if m.rank == 1]
-        summary.append([dataset, str(len(methods)), str(configs), str(seeds), str(sum(m.summary.trials for m in methods)),
+        summary.append([dataset + (" (reduced)" if dataset_setting(dataset, by_dataset[dataset])[1] else ""), str(len(methods)), str(configs), str(seeds), str(sum(m.summary.trials for m in methods)),
                         standings._figure_cell(reliability.vanilla), standings._figure_cell(reliability.floor),
                         "; ".join(reliability.flags) or "-", ", ".join(top) or "-"])
     lines += ["", "## Datasets", "", tabulate(
@@ -605,7 +658,7 @@ def leaderboard_text(by_dataset: dict[str, list[Row]], experiments: list[str], m
     for dataset, standing in found.items():
         replicates = standing.replicates
         rows = by_dataset[dataset]
-        lines += ["", f"## {dataset}", ""]
+        lines += ["", f"## {dataset}", "", dataset_setting(dataset, rows)[0], ""]
         if plots and dataset in plots:
             lines += [f"![{dataset}: fronts per method]({plots[dataset]})", "",
                       "*" + _plot_caption() + "*", ""]

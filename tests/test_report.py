@@ -150,3 +150,21 @@ def test_written_results_are_readable_by_others(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+
+
+def test_a_reduced_setting_says_so_and_a_full_one_does_not():
+    """The leaderboard states a subsample or a recipe cut next to the dataset's figures (and only then)."""
+    reduced = report.Row("biased_mnist", "vanilla", "vanilla", "k1", setting={
+        "data.source": "fashion_mnist", "data.subsample": "0.1", "data.rho": "0.9", "data.split": "ours",
+        "recipe.epochs": "5", "recipe.encoder": "small_cnn", "recipe.batch_size": "100"})
+    text, is_reduced = report.dataset_setting("biased_mnist", [reduced])
+    assert is_reduced and text.startswith("**Reduced**")
+    for fragment in ("subsample 0.1", "epochs 5 (recipe: 100)", "encoder small_cnn (recipe: biased_mnist_cnn)", "rho=0.9"):
+        assert fragment in text
+    full = report.Row("colored_digits", "vanilla", "vanilla", "k2", setting={
+        "data.rho": "0.9", "recipe.epochs": "20", "recipe.encoder": "small_cnn", "recipe.batch_size": "100"})
+    text, is_reduced = report.dataset_setting("colored_digits", [full])
+    assert not is_reduced and "Reduced" not in text and "epochs 20" in text
+    shorter = report.Row("colored_digits", "grl", "grl", "k3", setting={**full.setting, "recipe.epochs": "2"})
+    text, is_reduced = report.dataset_setting("colored_digits", [full, shorter])
+    assert is_reduced and "epochs 2 (recipe: 20)" in text and "epochs 20/2" in text
