@@ -157,8 +157,11 @@ def overhead(arguments: argparse.Namespace) -> None:
 _ONE_TRIAL = """
 import json, sys, time
 from bench.trial import make_config, run_trial
-config = make_config("vanilla", sys.argv[1], seed=int(sys.argv[2]), data_root=sys.argv[3] or None, threads=1)
-run_trial({**config, "epochs": 0, "recipe": {**config["recipe"], "epochs": 0}})  # imports, data cache: a reused Ray worker has them
+config = make_config(sys.argv[4], sys.argv[1], seed=int(sys.argv[2]), data_root=sys.argv[3] or None, threads=1)
+warm = {**config, "epochs": 0}
+if "recipe" in config:  # trees from before the recipes (1d047c6 and older) have none
+    warm["recipe"] = {**config["recipe"], "epochs": 0}
+run_trial(warm)  # imports, data cache: a reused Ray worker has them
 start = time.perf_counter()
 metrics = run_trial(config)
 print(json.dumps({"seconds": time.perf_counter() - start, "train": metrics["train_seconds"],
@@ -176,19 +179,20 @@ def cpu_compare(arguments: argparse.Namespace) -> None:
     import os
 
     trees = {"old": str(Path(arguments.old).resolve()), "new": str(Path(__file__).resolve().parents[1])}
-    workloads = arguments.workloads
+    workloads = [f"{dataset}/{method}" for dataset in arguments.workloads for method in arguments.methods]
     results = {(tree, workload): [] for tree in trees for workload in workloads}
     for repeat in range(arguments.repeats):
         for workload in workloads:
             for tree in (("old", "new") if repeat % 2 == 0 else ("new", "old")):
                 environment = {**os.environ, "PYTHONPATH": trees[tree]}
-                completed = subprocess.run([sys.executable, "-c", _ONE_TRIAL, workload, str(repeat), arguments.data_root],
+                dataset, method = workload.split("/")
+                completed = subprocess.run([sys.executable, "-c", _ONE_TRIAL, dataset, str(repeat), arguments.data_root, method],
                                            cwd=trees[tree], env=environment, capture_output=True, text=True, check=True)
                 figures = json.loads(completed.stdout.strip().splitlines()[-1])
                 results[(tree, workload)].append(figures)
-                print(f"# repeat {repeat} {workload:<15} {tree}: {figures['seconds']:.2f} s "
+                print(f"# repeat {repeat} {workload:<24} {tree}: {figures['seconds']:.2f} s "
                       f"(train {figures['train']:.2f}, eval {figures['eval']:.2f}, leakage {figures['leakage']:.3f})", flush=True)
-    print(f"{'workload (vanilla, 1 thread)':<30} {'old s':>7} {'new s':>7} {'ratio':>6} {'old eval':>9} {'new eval':>9} {'ratio':>6}")
+    print(f"{'workload (1 thread)':<30} {'old s':>7} {'new s':>7} {'ratio':>6} {'old eval':>9} {'new eval':>9} {'ratio':>6}")
     totals = {"old": 0.0, "new": 0.0}
     for workload in workloads:
         median = {tree: {key: statistics.median(r[key] for r in results[(tree, workload)]) for key in ("seconds", "eval")}
@@ -207,6 +211,7 @@ def add_cpu_commands(commands) -> None:
     parser = commands.add_parser("cpu-compare", help="the same trials on an old tree and this one, side by side")
     parser.add_argument("--old", required=True, help="the old tree (git worktree add /tmp/old-bench COMMIT)")
     parser.add_argument("--workloads", type=lambda text: text.split(","), default=["synthetic", "colored_digits", "adult"])
+    parser.add_argument("--methods", type=lambda text: text.split(","), default=["vanilla"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--data-root", default="", help="folder with adult/ (e.g. ../shared/data)")
     parser.set_defaults(handler=cpu_compare)

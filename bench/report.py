@@ -218,6 +218,16 @@ def dataset_setting(dataset: str, rows: list[Row]) -> tuple[str, bool]:
     return text, bool(reasons)
 
 
+def _row_order(row: Row) -> tuple:
+    """vanilla first, then by method; within a method by its hyperparameters' values, numerically where
+    they are numbers (lambda=3.14 before lambda=10), then by label."""
+    values = []
+    for name, value in sorted(row.hparams.items()):
+        number = _as_float(value)
+        values.append((name, 0, number, "") if math.isfinite(number) else (name, 1, 0.0, value))
+    return (row.method != "vanilla", row.method, tuple(values), row.label)
+
+
 def _as_float(text: str) -> float:
     try:
         return float(text)
@@ -226,7 +236,8 @@ def _as_float(text: str) -> float:
 
 
 def summarise(frame, expected_seeds: dict[str, Iterable[str]] | Iterable[str] | None = None) -> dict[str, list[Row]]:
-    """Rows per dataset, ordered by method name then label, with Pareto marks.
+    """Rows per dataset, ordered by method name then by hyperparameter values (numbers as numbers, so a
+    strength curve reads from weak to strong), with Pareto marks.
 
     ``expected_seeds`` (all datasets, or per dataset) are the seeds every
     configuration should have; the seeds seen on a dataset are always expected
@@ -282,7 +293,7 @@ def summarise(frame, expected_seeds: dict[str, Iterable[str]] | Iterable[str] | 
                 row.first_start, row.last_start = min(starts), max(starts)
             by_dataset.setdefault(dataset, []).append(row)
     for dataset, rows in by_dataset.items():
-        rows.sort(key=lambda r: (r.method != "vanilla", r.method, r.label))
+        rows.sort(key=_row_order)
         for row, optimal in zip(rows, pareto_mask([r.mean("accuracy") for r in rows], [r.mean("leakage") for r in rows])):
             row.pareto = optimal
     return by_dataset

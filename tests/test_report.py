@@ -168,3 +168,14 @@ def test_a_reduced_setting_says_so_and_a_full_one_does_not():
     shorter = report.Row("colored_digits", "grl", "grl", "k3", setting={**full.setting, "recipe.epochs": "2"})
     text, is_reduced = report.dataset_setting("colored_digits", [full, shorter])
     assert is_reduced and "epochs 2 (recipe: 20)" in text and "epochs 20/2" in text
+
+
+def test_a_strength_curve_is_listed_from_weak_to_strong():
+    """Rows order by hyperparameter value as a number: lambda=3.14 before lambda=10 (as text it would follow it)."""
+    records = []
+    for start, value in enumerate(["10", "0.01", "3.14", "100", "0.5"]):
+        record = run(f"grl(lambda={value})", 0, "FINISHED", start, accuracy=0.8, leakage_norm=0.5, method="grl")
+        records.append({**record, "params.hp.lambda": value})
+    records.append(run("vanilla", 0, "FINISHED", 9, accuracy=0.9, leakage_norm=0.6, method="vanilla"))
+    rows = report.summarise(pd.DataFrame(records))["toy"]
+    assert [row.label for row in rows] == ["vanilla"] + [f"grl(lambda={v})" for v in ("0.01", "0.5", "3.14", "10", "100")]
