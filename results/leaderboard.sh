@@ -8,14 +8,13 @@
 #
 # Each dataset is its own `bench sweep` (all in experiment $EXPERIMENT), so an interruption costs at
 # most the trials in flight, and each finished dataset already has its report in results/$EXPERIMENT/.
-# Measured on the 2-core development machine (local Ray, 2 trials at a time, 1 thread each; see
-# LEADERBOARD.md's provenance for the committed run): median seconds per trial synthetic 1.8,
-# german 1.6, compas 1.9, adult 5.7, colored_digits 19; 8 strengths x 7 methods + vanilla + LEACE =
-# 58 configurations x 5 seeds = 290 trials per dataset. The four tabular/synthetic datasets took
-# 36 min; colored_digits at 5 strengths x 3 seeds (111 trials, what the committed file holds) 16.5
-# min, so at 8 x 5 expect about 45 min more. Biased Fashion-MNIST (FASHION=1: 10% subsample,
-# small_cnn, 10 epochs, 4 strengths x 3 seeds) is about 90 trials of 1-3 min each; the committed
-# leaderboard leaves it out (vanilla learns only the colour at that size: results/README.md).
+# Measured on the 2-core development machine (local Ray, 2 trials at a time, 1 thread each; the
+# committed run, LEADERBOARD.md's provenance): 8 strengths x 7 methods + vanilla + LEACE = 58
+# configurations x 5 seeds = 290 trials per dataset; wall time and median seconds per trial:
+# synthetic 4.7 min (1.8 s), german 4.1 min (1.6 s), compas 5.3 min (1.9 s), adult 21.1 min (5.7 s),
+# colored_digits 50.2 min (16.5 s; its first 15 min shared the cores with other work). Biased
+# Fashion-MNIST (FASHION=1, reduced: 4 strengths x 3 seeds, 90 trials) about 40 min (about 65 s a trial).
+# In all about 2 h 5 min for 1,540 trials.
 set -eu
 
 BENCH=${BENCH:-.venv/bin/bench}
