@@ -12,9 +12,9 @@
 # committed run, LEADERBOARD.md's provenance): 8 strengths x 7 methods + vanilla + LEACE = 58
 # configurations x 5 seeds = 290 trials per dataset; wall time and median seconds per trial:
 # synthetic 4.7 min (1.8 s), german 4.1 min (1.6 s), compas 5.3 min (1.9 s), adult 21.1 min (5.7 s),
-# colored_digits 50.2 min (16.5 s; its first 15 min shared the cores with other work). Biased
-# Fashion-MNIST (FASHION=1, reduced: 4 strengths x 3 seeds, 90 trials) about 40 min (about 65 s a trial).
-# In all about 2 h 5 min for 1,540 trials.
+# colored_digits 50.2 min (16.5 s), Biased Fashion-MNIST (FASHION=1, reduced: 4 strengths x 3 seeds,
+# 90 trials) 59.5 min (74 s); the last two shared the cores with tests for part of the time. In all
+# 2 h 24 min for 1,540 trials.
 set -eu
 
 BENCH=${BENCH:-.venv/bin/bench}
