@@ -240,7 +240,8 @@ def explain(replicates: int) -> str:
     return (
         f"Intervals are 95% percentile bootstraps ({replicates} replicates, seeds resampled within each configuration, "
         "fixed generator seeds). rank: 1 + the methods whose hypervolume interval lies wholly above; `=` marks ranks "
-        "shared by methods whose intervals overlap (nothing in these seeds orders them); rank range: the 95% interval "
+        "shared by methods whose intervals overlap (nothing in these seeds orders them), so a method with a wide "
+        "interval can rank above one with a higher point estimate; rank range: the 95% interval "
         "of the rank over replicates; P(beats next): share of replicates in which the method's hypervolume exceeds "
         "the next row's. Budgets: test task accuracy of the configuration with the best mean validation accuracy "
         "among those whose mean validation normalised leakage is at most the budget (reselected in each replicate); "
