@@ -639,6 +639,7 @@ def leaderboard_text(by_dataset: dict[str, list[Row]], experiments: list[str], m
 
     bound = f"validation leakage <= {max_leakage:g}" if max_leakage is not None else "no bound on validation leakage"
     found = found if found is not None else standings.of_datasets(by_dataset, max_leakage)
+    settings = {dataset: dataset_setting(dataset, rows) for dataset, rows in by_dataset.items()}  # (line, reduced)
     lines = [
         "# Leaderboard",
         "",
@@ -659,7 +660,8 @@ def leaderboard_text(by_dataset: dict[str, list[Row]], experiments: list[str], m
         configs = max((m.summary.configurations for m in methods), default=0)
         seeds = max((m.seeds for m in methods), default=0)
         top = [m.method for m in methods if m.rank == 1]
-        summary.append([dataset + (" (reduced)" if dataset_setting(dataset, by_dataset[dataset])[1] else ""), str(len(methods)), str(configs), str(seeds), str(sum(m.summary.trials for m in methods)),
+        summary.append([dataset + (" (reduced)" if settings[dataset][1] else ""), str(len(methods)), str(configs),
+                        str(seeds), str(sum(m.summary.trials for m in methods)),
                         standings._figure_cell(reliability.vanilla), standings._figure_cell(reliability.floor),
                         "; ".join(reliability.flags) or "-", ", ".join(top) or "-"])
     lines += ["", "## Datasets", "", tabulate(
@@ -669,7 +671,7 @@ def leaderboard_text(by_dataset: dict[str, list[Row]], experiments: list[str], m
     for dataset, standing in found.items():
         replicates = standing.replicates
         rows = by_dataset[dataset]
-        lines += ["", f"## {dataset}", "", dataset_setting(dataset, rows)[0], ""]
+        lines += ["", f"## {dataset}", "", settings[dataset][0], ""]
         if plots and dataset in plots:
             lines += [f"![{dataset}: fronts per method]({plots[dataset]})", "",
                       "*" + _plot_caption() + "*", ""]

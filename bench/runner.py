@@ -381,7 +381,6 @@ def publish_report(
 ) -> None:
     """Print the tables of ``frame`` (runs read back from MLflow) and write them under the results folder."""
     from bench import report
-
     from bench.standings import of_datasets
 
     by_dataset = report.summarise(frame, expected_seeds=[str(s) for s in range(request.seeds)])
