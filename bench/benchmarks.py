@@ -14,6 +14,7 @@ on the lent GPU machine as it is.
     python -m bench.benchmarks attackers FOLDER         # current vs previous attackers on saved embeddings
     python -m bench.benchmarks overhead                 # per-trial cost of Ray + MLflow (CPU)
     python -m bench.benchmarks cache-read               # CelebA uint8 cache: gather + transfer img/s
+    python -m bench.benchmarks inlp                     # INLP's linear SVM: sklearn's LinearSVC vs ours
 
 ``gpu``, ``cache-read`` and ``images`` import neither Ray nor MLflow (the GPU machine has neither).
 """

@@ -207,6 +207,43 @@ def cpu_compare(arguments: argparse.Namespace) -> None:
           f"({per_minute['new'] / per_minute['old']:.2f}x); medians of {arguments.repeats} interleaved repeats")
 
 
+def inlp_svm(arguments: argparse.Namespace) -> None:
+    """INLP's classifier: sklearn's LinearSVC (liblinear) against :func:`methods.inlp.svm_directions` on the same rows.
+
+    Gaussian rows whose mean moves with the class (unequal class sizes, unequal
+    feature scales); prints seconds of each, the ratio, the worst cosine between
+    matching rows and the worst relative difference of the weights.
+    """
+    import warnings
+
+    import torch
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.svm import LinearSVC
+
+    from methods.inlp import svm_directions
+
+    torch.set_num_threads(1)
+    print(f"{'rows x dims':<14} {'classes':>7} {'sklearn s':>10} {'ours s':>8} {'ratio':>7} {'min cos':>10} {'max rel diff':>13}")
+    for classes in arguments.classes:
+        rng = np.random.default_rng(classes)
+        sizes = np.linspace(1, 2, classes)
+        s = rng.choice(classes, arguments.rows, p=sizes / sizes.sum())
+        z = (rng.normal(size=(arguments.rows, arguments.dims)) * rng.uniform(0.1, 3, arguments.dims)
+             + s[:, None] * rng.normal(size=arguments.dims) * 0.3 + 1.0)
+        start = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            reference = LinearSVC(C=arguments.c, class_weight="balanced", dual=False, max_iter=10000).fit(z, s).coef_
+        sklearn_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        ours = svm_directions(torch.from_numpy(z), torch.from_numpy(s), arguments.c).numpy()
+        our_seconds = time.perf_counter() - start
+        cosine = min(float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)) for a, b in zip(reference, ours))
+        difference = float(np.abs(reference - ours).max() / np.abs(reference).max())
+        print(f"{arguments.rows} x {arguments.dims:<6} {classes:>7} {sklearn_seconds:>10.3f} {our_seconds:>8.3f} "
+              f"{sklearn_seconds / our_seconds:>6.1f}x {cosine:>10.6f} {difference:>13.2e}", flush=True)
+
+
 def add_cpu_commands(commands) -> None:
     parser = commands.add_parser("cpu-compare", help="the same trials on an old tree and this one, side by side")
     parser.add_argument("--old", required=True, help="the old tree (git worktree add /tmp/old-bench COMMIT)")
@@ -224,3 +261,9 @@ def add_cpu_commands(commands) -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--executors", type=lambda text: text.split(","), default=["ray", "serial"])
     parser.set_defaults(handler=overhead)
+    parser = commands.add_parser("inlp", help="INLP's linear SVM: sklearn's LinearSVC vs methods.inlp.svm_directions")
+    parser.add_argument("--rows", type=int, default=20000)
+    parser.add_argument("--dims", type=int, default=64)
+    parser.add_argument("--classes", type=lambda text: [int(k) for k in text.split(",")], default=[2, 3, 5])
+    parser.add_argument("--c", type=float, default=0.1)
+    parser.set_defaults(handler=inlp_svm)

@@ -338,6 +338,13 @@ def drive(planned: list[PlannedTrial], request: RunRequest, tracker, gpus: float
             if wanted:
                 trial.config[config_field] = str(staging / trial.key / name)
                 artifacts.setdefault(trial.key, []).append(staging / trial.key / name)
+    # Trainings that methods share (vanilla, LEACE, INLP: bench.trial.reuse_path) are kept here for the
+    # invocation. Only where every trial runs on this machine: a cluster's nodes would each need the folder.
+    reuse = None
+    if request.executor == "serial" or not (request.address or os.environ.get("RAY_ADDRESS")):
+        reuse = Path(tempfile.mkdtemp(prefix="bench-reuse-"))
+        for trial in planned:
+            trial.config["reuse_dir"] = str(reuse)
     listener = DriverListener(tracker, planned, artifacts, stream=Discard() if request.quiet else sys.stderr)
     configs = [p.config for p in planned]
     try:
@@ -354,6 +361,9 @@ def drive(planned: list[PlannedTrial], request: RunRequest, tracker, gpus: float
             listener.abandon()
             tracker.finish_parent("KILLED")
         raise
+    finally:
+        if reuse:
+            shutil.rmtree(reuse, ignore_errors=True)
     missing = [key for key in listener.by_key if key not in listener.done]
     for key in missing:  # a trial the executor never ran to an end
         listener.finished(key, {"status": "FAILED", "error": "the executor ended without a result"})

@@ -26,6 +26,8 @@ The config (see :func:`make_config`)::
                            :func:`epoch_leakage`; a sweep's leakage guard turns it on)
     probe_sizes            also measure the best attacker family's leakage from 25% and 50% of
                            ``probe`` (default True; :func:`probe_size_leakage`)
+    reuse_dir              a folder where trainings shared by methods that declare ``trains_as``
+                           are kept and reused within one invocation (:func:`reuse_path`; None: off)
 
 Only the first group is the trial's identity: :func:`config_hash` hashes it.
 Device, data root, threads and output paths do not change what is computed.
@@ -36,6 +38,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import time
 import traceback
 from contextlib import nullcontext
@@ -279,6 +282,145 @@ def _set_seed(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+@dataclass
+class Trained:
+    """What training leaves besides the weights: its time, length and per-epoch figures."""
+
+    seconds: float
+    epochs: int
+    stopped_early: bool
+    steps: int
+    final_lr: float
+    history: list[dict[str, Any]]
+    reused: bool = False
+
+
+def train_method(
+    method: method_registry.Method, data: dataset_registry.Data, train: dataset_registry.Split,
+    val: dataset_registry.Split, recipe: Recipe, config: dict[str, Any], schedulers: list, generator: torch.Generator,
+    autocast, epochs: int, steps: int, batch_size: int, device: torch.device, report: Reporter | None,
+) -> Trained:
+    """The training loop: ``epochs`` epochs of ``steps`` batches, the recipe's schedule, a report after every epoch."""
+    per_step = recipe.schedule_unit == "step"
+    n = len(train)
+    history: list[dict[str, Any]] = []
+    start = time.perf_counter()
+    trained_epochs, stopped_early, done_steps = 0, False, 0
+    for epoch in range(epochs):
+        method.train()
+        learning_rate = method.optimizer.param_groups[0]["lr"]  # the rate this epoch starts with
+        order = torch.randperm(n, generator=generator).to(device)
+        sums: dict[str, torch.Tensor] = {}
+        epoch_steps = steps if not recipe.max_steps else min(steps, recipe.max_steps - done_steps)
+        for step in range(epoch_steps):
+            index = order[step * batch_size : (step + 1) * batch_size]
+            x = train.x[index]
+            if recipe.augmentation == "hflip":
+                x = horizontal_flip(x, generator)
+            with autocast:
+                terms = method.update(x, train.y[index], train.s[index])
+            for key, value in terms.items():
+                sums[key] = sums[key] + value if key in sums else value
+            if per_step:
+                for scheduler in schedulers:
+                    scheduler.step()
+        done_steps += epoch_steps
+        trained_epochs = epoch + 1
+        method.end_epoch(epoch)
+        method.eval()
+        means = {("train_" + key if not key.startswith("train_") else key): (value / max(epoch_steps, 1)).item()
+                 for key, value in sums.items()}
+        bad = {key: value for key, value in means.items() if not math.isfinite(value)}
+        if bad:
+            key, value = next(iter(bad.items()))
+            raise TrialDiverged(f"{key} became {value} in epoch {epoch + 1}")
+        val_accuracy, val_loss = (figure.item() for figure in validation_figures(method, val))
+        epoch_metrics = {"epoch": epoch + 1, **means, "val_accuracy": val_accuracy, "val_loss": val_loss, "lr": learning_rate}
+        if not per_step:
+            monitored = val_loss if recipe.monitor == "val_loss" else val_accuracy
+            for scheduler in schedulers:
+                if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                    scheduler.step(monitored)
+                else:
+                    scheduler.step()
+        if config.get("epoch_leakage") and not is_post_hoc(method):
+            epoch_metrics["val_leakage_epoch"] = epoch_leakage(method, data.probe.to(device), val, data.spec.num_private, config["seed"])
+        history.append(epoch_metrics)
+        if report is not None:
+            report(epoch_metrics)
+        if recipe.should_stop(method.optimizer):  # IRENE's CelebA rule: the rate fell below min_lr
+            stopped_early = epoch + 1 < epochs
+            break
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return Trained(time.perf_counter() - start, trained_epochs, stopped_early, done_steps,
+                   method.optimizer.param_groups[0]["lr"], history)
+
+
+# -- reusing a training: vanilla, LEACE and INLP train alike ------------------------------------
+
+def training_key(config: dict[str, Any], trains_as: str, device: torch.device) -> str:
+    """What decides a training's result when the method declares ``trains_as``: not its hyperparameters."""
+    recipe = {k: v for k, v in (config.get("recipe") or {}).items() if k != "citation"}
+    identity = {"trains_as": trains_as, "dataset": config["dataset"], "dataset_options": config["dataset_options"],
+                "recipe": recipe, "seed": config["seed"], "device": device.type}
+    canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:24]
+
+
+def reuse_path(config: dict[str, Any], method_cls: type, device: torch.device) -> Path | None:
+    """Where this trial's training is kept for the next trial that trains alike (None: no reuse).
+
+    A method whose training does not depend on its hyperparameters declares
+    ``trains_as`` (vanilla, LEACE and INLP: ``"vanilla"``; the post-hoc methods'
+    hyperparameters act after training). Within one invocation (``reuse_dir``, a
+    folder the driver makes and removes), the first of them to train a dataset,
+    recipe and seed keeps its weights, per-epoch figures and random state there;
+    the others load them instead of training again, so an INLP strength curve
+    trains once per seed, not once per strength. Off when ``epoch_leakage`` is on
+    (vanilla reports it per epoch, the post-hoc methods do not).
+    """
+    trains_as = getattr(method_cls, "trains_as", None)
+    if not config.get("reuse_dir") or not trains_as or config.get("epoch_leakage"):
+        return None
+    return Path(config["reuse_dir"]) / f"{training_key(config, trains_as, device)}.pt"
+
+
+def _random_state(device: torch.device) -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def save_training(path: Path, method: method_registry.Method, trained: Trained, device: torch.device) -> None:
+    """Keep a finished training for :func:`replay_training` (written whole, then renamed into place)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+    torch.save({"encoder": method.encoder.state_dict(), "classifier": method.classifier.state_dict(),
+                "trained": trained, "random": _random_state(device)}, partial)
+    partial.replace(path)
+
+
+def replay_training(path: Path, method: method_registry.Method, device: torch.device, report: Reporter | None) -> Trained | None:
+    """Load a kept training into ``method``, report its epochs again and restore its random state; None if none is kept."""
+    if not path.exists():
+        return None
+    kept = torch.load(path, map_location=device, weights_only=False)  # written by this invocation: trusted
+    method.encoder.load_state_dict(kept["encoder"])
+    method.classifier.load_state_dict(kept["classifier"])
+    trained: Trained = kept["trained"]
+    for epoch_metrics in trained.history:
+        if report is not None:
+            report(dict(epoch_metrics))
+    torch.set_rng_state(kept["random"]["torch"])
+    np.random.set_state(kept["random"]["numpy"])
+    if "cuda" in kept["random"]:
+        torch.cuda.set_rng_state(kept["random"]["cuda"], device)
+    return Trained(trained.seconds, trained.epochs, trained.stopped_early, trained.steps, trained.final_lr,
+                   trained.history, reused=True)
+
+
 def run_trial(config: dict[str, Any], report: Reporter | None = None) -> dict[str, Any]:
     """Train and evaluate one trial; return its final metrics.
 
@@ -321,57 +463,16 @@ def run_trial(config: dict[str, Any], report: Reporter | None = None) -> dict[st
     schedule_length = epochs * steps if recipe.schedule_unit == "step" else epochs
     schedulers = [recipe.build_scheduler(optimizer, schedule_length) for optimizer in method.scheduled_optimizers()]
     schedulers = [scheduler for scheduler in schedulers if scheduler is not None]
-    per_step = recipe.schedule_unit == "step"
 
-    start = time.perf_counter()
-    trained_epochs, stopped_early, done_steps = 0, False, 0
-    for epoch in range(epochs):
-        method.train()
-        learning_rate = method.optimizer.param_groups[0]["lr"]  # the rate this epoch starts with
-        order = torch.randperm(n, generator=generator).to(device)
-        sums: dict[str, torch.Tensor] = {}
-        epoch_steps = steps if not recipe.max_steps else min(steps, recipe.max_steps - done_steps)
-        for step in range(epoch_steps):
-            index = order[step * batch_size : (step + 1) * batch_size]
-            x = train.x[index]
-            if recipe.augmentation == "hflip":
-                x = horizontal_flip(x, generator)
-            with autocast:
-                terms = method.update(x, train.y[index], train.s[index])
-            for key, value in terms.items():
-                sums[key] = sums[key] + value if key in sums else value
-            if per_step:
-                for scheduler in schedulers:
-                    scheduler.step()
-        done_steps += epoch_steps
-        trained_epochs = epoch + 1
-        method.end_epoch(epoch)
-        method.eval()
-        means = {("train_" + key if not key.startswith("train_") else key): (value / max(epoch_steps, 1)).item()
-                 for key, value in sums.items()}
-        bad = {key: value for key, value in means.items() if not math.isfinite(value)}
-        if bad:
-            key, value = next(iter(bad.items()))
-            raise TrialDiverged(f"{key} became {value} in epoch {epoch + 1}")
-        val_accuracy, val_loss = (figure.item() for figure in validation_figures(method, val))
-        epoch_metrics = {"epoch": epoch + 1, **means, "val_accuracy": val_accuracy, "val_loss": val_loss, "lr": learning_rate}
-        if not per_step:
-            monitored = val_loss if recipe.monitor == "val_loss" else val_accuracy
-            for scheduler in schedulers:
-                if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                    scheduler.step(monitored)
-                else:
-                    scheduler.step()
-        if config.get("epoch_leakage") and not is_post_hoc(method):
-            epoch_metrics["val_leakage_epoch"] = epoch_leakage(method, data.probe.to(device), val, spec.num_private, config["seed"])
-        if report is not None:
-            report(epoch_metrics)
-        if recipe.should_stop(method.optimizer):  # IRENE's CelebA rule: the rate fell below min_lr
-            stopped_early = epoch + 1 < epochs
-            break
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    train_seconds = time.perf_counter() - start
+    reuse = reuse_path(config, method_cls, device)
+    trained = replay_training(reuse, method, device, report) if reuse else None
+    if trained is None:
+        trained = train_method(method, data, train, val, recipe, config, schedulers, generator, autocast,
+                               epochs, steps, batch_size, device, report)
+        if reuse:
+            save_training(reuse, method, trained, device)
+    train_seconds, trained_epochs, stopped_early, done_steps = (
+        trained.seconds, trained.epochs, trained.stopped_early, trained.steps)
 
     method.eval()
     method.fit_post_hoc(train.x, train.y, train.s)
@@ -406,7 +507,8 @@ def run_trial(config: dict[str, Any], report: Reporter | None = None) -> dict[st
     metrics["epochs"] = trained_epochs
     metrics["planned_epochs"] = epochs
     metrics["stopped_early"] = int(stopped_early)
-    metrics["final_lr"] = method.optimizer.param_groups[0]["lr"]
+    metrics["final_lr"] = trained.final_lr
+    metrics["train_reused"] = int(trained.reused)
     metrics["num_classes"] = spec.num_classes
     metrics["num_private"] = spec.num_private
     metrics["batch_size"] = batch_size

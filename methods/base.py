@@ -52,6 +52,10 @@ class Method(nn.Module):
     # "no removal" to "task destroyed": ``bench sweep --curve`` walks them log-spaced, several in step.
     # Empty: the method has no strength (vanilla, LEACE) and its curve is one point.
     strength: ClassVar[dict[str, tuple[float, float]]] = {}
+    # Methods whose training does not depend on their hyperparameters and is the same as another's name it
+    # (vanilla, LEACE, INLP: "vanilla"): within one invocation a training is then run once per dataset,
+    # recipe and seed and reused (bench.trial.reuse_path). None: every trial trains.
+    trains_as: ClassVar[str | None] = None
 
     def __init__(
         self,

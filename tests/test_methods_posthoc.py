@@ -158,3 +158,50 @@ def test_refit_head_is_deterministic():
         heads.append(method.classifier.weight.clone())
     assert torch.equal(heads[0], heads[1])
     assert np.isfinite(heads[0].numpy()).all()
+
+
+# -- INLP's linear SVM: the same estimator as sklearn's LinearSVC -----------------
+
+
+def svm_objective(z: np.ndarray, s: np.ndarray, rows: np.ndarray, intercepts: np.ndarray, c: float) -> list[float]:
+    """liblinear's primal (intercept penalised, balanced C; one-vs-rest: only the positive class weighted)."""
+    classes, counts = np.unique(s, return_counts=True)
+    balanced = len(s) / (len(classes) * counts)
+    positives = [classes[1]] if len(classes) == 2 else list(classes)
+    values = []
+    for positive, w, b in zip(positives, rows, intercepts):
+        target = np.where(s == positive, 1.0, -1.0)
+        cost = c * balanced[np.searchsorted(classes, s)]
+        if len(classes) > 2:
+            cost = np.where(s == positive, cost, c)
+        slack = np.clip(1 - target * (z @ w + b), 0, None)
+        values.append(0.5 * (w @ w + b * b) + (cost * slack**2).sum())
+    return values
+
+
+@pytest.mark.parametrize("classes", [2, 3, 4])
+def test_inlp_svm_solves_liblinears_problem_at_least_as_well_as_sklearn(classes):
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.svm import LinearSVC
+
+    from methods.inlp import linear_svc
+
+    rng = np.random.default_rng(classes)
+    sizes = np.arange(1, classes + 1, dtype=float)
+    s = rng.choice(classes, 3000, p=sizes / sizes.sum())  # unequal classes: the class weights matter
+    z = rng.normal(size=(3000, 16)) * rng.uniform(0.2, 3, 16) + np.outer(s, rng.normal(size=16)) * 0.4 + 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        reference = LinearSVC(C=0.1, class_weight="balanced", dual=False, max_iter=10000).fit(z, s)
+    coef, intercept = (part.numpy() for part in linear_svc(torch.from_numpy(z), torch.from_numpy(s), 0.1))
+    assert coef.shape == reference.coef_.shape and intercept.shape == reference.intercept_.shape
+    for theirs, mine in zip(reference.coef_, coef):
+        assert theirs @ mine / np.linalg.norm(theirs) / np.linalg.norm(mine) > 0.9999
+    # Ours is the better minimiser of the same objective (liblinear stops at a 1e-4 relative gradient).
+    mine = svm_objective(z, s, coef, intercept, 0.1)
+    theirs = svm_objective(z, s, reference.coef_, reference.intercept_, 0.1)
+    for value_mine, value_theirs in zip(mine, theirs):
+        assert value_mine <= value_theirs * (1 + 1e-12)
+        assert value_mine >= value_theirs * (1 - 1e-3)  # and the same problem: not a different, lower one
