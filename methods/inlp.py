@@ -148,12 +148,18 @@ def nullspace_projection(
             weight = fit_linear_classifier((z @ projection).float(), s, num_private, l2).weight.double()
             directions = (weight - weight.mean(dim=0)).T
         # Already in the nullspace up to rounding; removing what is left keeps the basis orthonormal.
-        directions = directions - basis @ (basis.T @ directions)
-        vectors, singular, _ = torch.linalg.svd(directions, full_matrices=False)
-        if singular[0] <= 0:
+        scale = float(directions.norm(dim=0).max())
+        residual = directions - basis @ (basis.T @ directions)
+        vectors, singular, _ = torch.linalg.svd(residual, full_matrices=False)
+        # New directions are those the fitted classifiers hold beyond rounding. Judged against the classifiers'
+        # own size, not the residual's: once the basis spans z's space the residual is rounding alone, and
+        # adding it would leave a basis of more than d columns and P = I - B B^T no projection at all.
+        keep = singular > scale * max(residual.shape) * torch.finfo(torch.float32).eps
+        if not bool(keep.any()):
             break
-        keep = singular > singular[0] * max(directions.shape) * torch.finfo(torch.float32).eps
-        basis = torch.cat([basis, vectors[:, keep]], dim=1)
+        basis = torch.cat([basis, vectors[:, keep]], dim=1)[:, :dimension]
+        if basis.shape[1] == dimension:  # everything removed: exactly zero, not I - B B^T's rounding, which a
+            return torch.zeros_like(identity)  # standardising attacker would scale back up into all of z
         projection = identity - basis @ basis.T
     return projection
 
@@ -173,7 +179,9 @@ class Inlp(PostHocMethod):
         "svm_c": Param(0.1, "C of the LinearSVC classifiers", low=1e-9),
         "classifier_l2": Param(DEFAULT_L2, "L2 penalty of the logistic classifiers: mean CE + l2 ||W||^2 / 2", low=0.0),
     }
-    strength = {"iterations": (1, 64)}  # one direction per binary classifier: 64 empties the 64-d bottlenecks
+    # One direction per binary classifier, one per class otherwise: 64 empties the 64-d bottlenecks for a
+    # binary s, 7 for a 10-class one (nullspace_projection then returns exactly zero).
+    strength = {"iterations": (1, 64)}
 
     def build(self) -> None:
         super().build()

@@ -205,3 +205,28 @@ def test_inlp_svm_solves_liblinears_problem_at_least_as_well_as_sklearn(classes)
     for value_mine, value_theirs in zip(mine, theirs):
         assert value_mine <= value_theirs * (1 + 1e-12)
         assert value_mine >= value_theirs * (1 - 1e-3)  # and the same problem: not a different, lower one
+
+
+@pytest.mark.parametrize("classes, iterations", [(5, 1), (5, 10), (2, 12), (2, 30)])
+def test_inlp_projection_stays_a_projection_when_iterations_outnumber_dimensions(classes, iterations):
+    """One-vs-rest removes a direction per class and iteration; past d of them the bottleneck is gone, exactly."""
+    from methods.inlp import nullspace_projection
+
+    generator = torch.Generator().manual_seed(classes)
+    s = torch.randint(0, classes, (2000,), generator=generator)
+    z = torch.randn(2000, 12, generator=generator) + 0.5 * F.one_hot(s, classes).float() @ torch.randn(classes, 12, generator=generator)
+    projection = nullspace_projection(z, s, classes, iterations, 1e-4, "svm", 0.1)
+    directions = classes if classes > 2 else 1
+    removed = min(12, directions * iterations)
+    if removed == 12:
+        assert torch.count_nonzero(projection) == 0  # not I - B B^T's rounding, which standardising recovers
+    else:
+        assert torch.allclose(projection @ projection, projection, atol=1e-6)
+        assert len(projection) - torch.trace(projection).item() == pytest.approx(removed, abs=1e-4)
+
+
+def test_inlp_that_removes_every_direction_leaves_attackers_at_chance():
+    """Before the fix, 64 iterations on the 64-d bottleneck left rounding that standardised attackers read (0.8)."""
+    metrics = run_trial(make_config("inlp", "synthetic", {"n_train": 2000}, {"iterations": 64}, seed=SEED, device="cpu", epochs=3))
+    for attacker in ("linear", "mlp", "gbdt"):
+        assert abs(metrics[f"leak_{attacker}"] - CHANCE) < LINEAR_CHANCE_TOLERANCE
