@@ -130,7 +130,7 @@ def page(by_dataset: dict[str, list[report.Row]], experiments: list[str], max_le
         "<h1>removal-bench leaderboard</h1>"
         f"<p class=\"lead\">Generated {_escape(generated)} from MLflow experiment(s) {_escape(', '.join(experiments))}. "
         "Methods are ranked by the hypervolume of their front in the (task accuracy, 1 - leak norm) plane above "
-        "(chance accuracy, 0) (docs/PROTOCOL.md). Each method's figures are those of its selected configuration: "
+        "(majority-class accuracy, 0) (docs/PROTOCOL.md). Each method's figures are those of its selected configuration: "
         f"best mean validation task accuracy with {bound}, among configurations with no FAILED seed; test figures "
         "are mean &plusmn; standard error over seeds. Leakage is the test balanced accuracy of the strongest fresh "
         "attacker (chosen on val) on the frozen bottleneck. In the plots, hover a point for its configuration, "

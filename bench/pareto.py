@@ -3,7 +3,8 @@
 A configuration is Pareto-optimal when no other has both higher (or equal)
 mean task accuracy and lower (or equal) mean leakage, one of them strictly.
 Hypervolume (PROTOCOL.md) is measured in the (task accuracy, 1 - leakage_norm)
-plane, both to be maximised, from the reference point (chance accuracy, 0).
+plane, both to be maximised, from the reference point (no-information accuracy, 0): the caller's
+``chance_accuracy``, which the reports take as the majority class's test rate (bench.report.reference_accuracy).
 """
 
 from __future__ import annotations

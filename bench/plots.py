@@ -22,7 +22,7 @@ CAPTION = (
     "Lines: each method's front (its configurations that no other of its configurations beats on both axes); "
     "points: mean over seeds, bars: ± 1 standard error over seeds; hollow points: the method's dominated "
     "configurations. Dotted line: the floor, the leakage of an attacker that sees only vanilla's predicted task "
-    "probabilities: where y and s are correlated, no accurate model goes far left of it. Dashed: chance task accuracy."
+    "probabilities: where y and s are correlated, no accurate model goes far left of it. Dashed: the accuracy of always predicting the majority class."
 )
 
 
@@ -53,7 +53,10 @@ def front_plot(rows, path: Path, title: str, legend_notes: dict[str, str] | None
     methods = sorted({r.method for r in rows}, key=lambda m: (m != "vanilla", m))
     colours = plt.get_cmap("tab10").colors
     figure, axes = plt.subplots(figsize=(7.5, 4.6), dpi=130)
-    chance = [1.0 / r.mean("num_classes") for r in rows if math.isfinite(r.mean("num_classes")) and r.mean("num_classes") > 0]
+    from bench.report import reference_accuracy
+
+    reference = reference_accuracy(rows)
+    chance = [reference] if math.isfinite(reference) else []
     for index, method in enumerate(methods):
         colour, marker = colours[index % len(colours)], MARKERS[index % len(MARKERS)]
         mine = [r for r in rows if r.method == method
@@ -77,7 +80,7 @@ def front_plot(rows, path: Path, title: str, legend_notes: dict[str, str] | None
     if floors:
         axes.axvline(floors[0], color="grey", linestyle=":", linewidth=1.2, label="floor (vanilla)")
     if chance:
-        axes.axhline(sorted(chance)[len(chance) // 2], color="grey", linestyle="--", linewidth=0.8, label="chance accuracy")
+        axes.axhline(sorted(chance)[len(chance) // 2], color="grey", linestyle="--", linewidth=0.8, label="majority-class accuracy")
     axes.set_xlim(-0.03, 1.03)
     axes.set_xlabel("normalised leakage of the best fresh attacker (0: chance, 1: s recovered; lower is better)")
     axes.set_ylabel("task accuracy (test)")

@@ -11,7 +11,9 @@ Child runs carry:
   ``bench.dataset``, ``bench.seed``, package versions, git commit when known,
   ``bench.error`` for a FAILED trial, ``bench.stopped_early`` for a trial that a
   sweep's scheduler ended early (status KILLED);
-- metrics: per epoch (step = epoch) and final.
+- metrics: per epoch (step = epoch) and final; ``train_reused`` 1 when the trial loaded an
+  identical training kept earlier in the invocation (``bench.trial.reuse_path``: vanilla, LEACE
+  and INLP share one per dataset, recipe and seed), its ``train_seconds`` that training's.
 
 A trial is *complete* when it has a FINISHED run or one stopped early by the
 scheduler: a resumed sweep skips exactly those (:func:`completed_hashes`).

@@ -486,6 +486,8 @@ def run_trial(config: dict[str, Any], report: Reporter | None = None) -> dict[st
     metrics: dict[str, Any] = {}
     metrics.update(task_metrics(test.probabilities, test.y, test.s).as_metrics())
     metrics["val_accuracy"] = float((val_e.probabilities.argmax(1) == val_e.y).mean())
+    # What always predicting the most frequent test class scores: the hypervolume's reference accuracy.
+    metrics["majority_accuracy"] = float(np.bincount(test.y).max() / len(test.y))
     leakage = measure_leakage(probe.z, probe.s, val_e.z, val_e.s, test.z, test.s, spec.num_private, seed=config["seed"])
     metrics.update(leakage.as_metrics())
     metrics["leakage_attacker"] = leakage.best

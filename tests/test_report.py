@@ -105,6 +105,23 @@ def test_hypervolume_per_method_and_constrained_selection(frame):
     assert report.select(rows, max_leakage=0.5) is None
 
 
+def test_hypervolume_reference_is_the_majority_class_rate_where_runs_log_it(frame):
+    """A constant prediction on an imbalanced task (majority rate 0.84) at zero leakage adds no hypervolume."""
+    constant = [run("erase-all", seed, "FINISHED", 40 + seed, accuracy=0.84, leakage_norm=0.0, val_accuracy=0.84,
+                    val_leakage=0.5, method="inlp") for seed in range(3)]
+    imbalanced = pd.concat([frame, pd.DataFrame(constant)], ignore_index=True)
+    before = {s.method: s for s in report.methods_of(report.summarise(imbalanced)["toy"])}
+    assert before["inlp"].chance_accuracy == pytest.approx(0.5)  # no run logs majority_accuracy: 1 / classes
+    assert before["inlp"].hypervolume == pytest.approx(0.34) and before["inlp"].hypervolume > before["irene"].hypervolume
+    imbalanced["metrics.majority_accuracy"] = [0.84 if status == "FINISHED" else NAN for status in imbalanced["status"]]
+    after = {s.method: s for s in report.methods_of(report.summarise(imbalanced)["toy"])}
+    assert after["inlp"].chance_accuracy == pytest.approx(0.84) and after["inlp"].hypervolume == 0.0
+    # irene: A (0.85, 1 - 0.2) above (0.84, 0), B (0.80) below it: 0.01 * 0.8; vanilla (0.92, 0.4): 0.08 * 0.4
+    assert after["irene"].hypervolume == pytest.approx(0.008)
+    assert after["vanilla"].hypervolume == pytest.approx(0.032)
+    assert [s.method for s in report.methods_of(report.summarise(imbalanced)["toy"])][-1] == "inlp"
+
+
 def test_markdown_csv_latex_and_plot(frame, tmp_path):
     by_dataset = report.summarise(frame)
     written = report.write_results(by_dataset, tmp_path, "exp", formats=("markdown", "csv", "latex"), max_leakage=0.7)

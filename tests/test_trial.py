@@ -43,6 +43,8 @@ def test_trial_reports_every_epoch_and_the_protocol_metrics(tmp_path):
     splits = {f"{kind}_{split}" for kind in "zys" for split in ("probe", "val", "test")}
     assert set(saved.files) == splits | {"num_private", "seed"}  # what `bench attack` needs to re-attack
     assert int(saved["num_private"]) == 2 and int(saved["seed"]) == 0
+    counts = np.bincount(saved["y_test"])
+    assert metrics["majority_accuracy"] == counts.max() / counts.sum()  # the hypervolume's reference accuracy
 
 
 def test_same_seed_same_result():
