@@ -15,6 +15,7 @@ on the lent GPU machine as it is.
     python -m bench.benchmarks overhead                 # per-trial cost of Ray + MLflow (CPU)
     python -m bench.benchmarks cache-read               # CelebA uint8 cache: gather + transfer img/s
     python -m bench.benchmarks inlp                     # INLP's linear SVM: sklearn's LinearSVC vs ours
+    python -m bench.benchmarks cpu-step                 # a small_cnn step on one thread: fp32, channels_last, bf16
 
 ``gpu``, ``cache-read`` and ``images`` import neither Ray nor MLflow (the GPU machine has neither).
 """

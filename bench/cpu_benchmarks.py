@@ -242,6 +242,107 @@ def inlp_svm(arguments: argparse.Namespace) -> None:
         difference = float(np.abs(reference - ours).max() / np.abs(reference).max())
         print(f"{arguments.rows} x {arguments.dims:<6} {classes:>7} {sklearn_seconds:>10.3f} {our_seconds:>8.3f} "
               f"{sklearn_seconds / our_seconds:>6.1f}x {cosine:>10.6f} {difference:>13.2e}", flush=True)
+    if arguments.data_root:
+        inlp_on_adult(arguments)
+
+
+def _sklearn_directions(z, s, c):
+    """INLP's classifier as it was before the Newton solver: sklearn's LinearSVC (liblinear)."""
+    import warnings
+
+    import torch
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.svm import LinearSVC
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = LinearSVC(C=c, class_weight="balanced", dual=False, max_iter=10000).fit(z.cpu().numpy(), s.cpu().numpy())
+    return torch.as_tensor(model.coef_, dtype=torch.float64, device=z.device)
+
+
+def inlp_on_adult(arguments: argparse.Namespace) -> None:
+    """INLP's whole projection on Adult's training bottleneck (a vanilla MLP, 3 epochs), liblinear against ours."""
+    import torch
+
+    import methods.inlp as inlp
+    from bench.trial import load_data, make_config, run_trial
+    from methods.posthoc import encode
+
+    config = make_config("vanilla", "adult", data_root=arguments.data_root, device="cpu", epochs=3, threads=1)
+    config["model_path"] = str(Path(tempfile.mkdtemp(prefix="bench-inlp-")) / "model.pt")
+    run_trial(config)
+    from bench.artifacts import load_model
+
+    method = load_model(config["model_path"])[0].eval()
+    train = load_data(config).train
+    z = encode(method.encoder, train.x)
+    print(f"INLP on adult's training bottleneck ({z.shape[0]} x {z.shape[1]}, binary s), seconds:")
+    print(f"{'iterations':>10} {'liblinear':>10} {'ours':>8} {'ratio':>7} {'removed (ours)':>15}")
+    ours = inlp.svm_directions
+    for iterations in arguments.iterations:
+        seconds = {}
+        for name, directions in (("liblinear", _sklearn_directions), ("ours", ours)):
+            inlp.svm_directions = directions
+            try:
+                start = time.perf_counter()
+                projection = inlp.nullspace_projection(z, train.s, 2, iterations, 1e-4, "svm", 0.1)
+                seconds[name] = time.perf_counter() - start
+            finally:
+                inlp.svm_directions = ours
+        removed = z.shape[1] - float(torch.trace(projection))
+        print(f"{iterations:>10} {seconds['liblinear']:>10.2f} {seconds['ours']:>8.2f} "
+              f"{seconds['liblinear'] / seconds['ours']:>6.1f}x {removed:>15.1f}", flush=True)
+
+
+def cpu_step(arguments: argparse.Namespace) -> None:
+    """One training step of an encoder on one CPU thread: fp32, channels_last and bf16 autocast side by side.
+
+    ``small_cnn`` on a batch of 100 3 x 8 x 8 images by default (colored_digits' recipe), SGD with
+    momentum. bf16 autocast uses the CPU's bf16 dot products where it has them (avx512_bf16,
+    AMX): the speed a trial would gain, and the arithmetic it would change, which is why trials stay fp32.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from methods.encoders import build_encoder
+
+    torch.set_num_threads(1)
+    shape = tuple(arguments.shape)
+    x, y = torch.randn(arguments.batch, *shape), torch.randint(0, 10, (arguments.batch,))
+    print(f"{arguments.encoder}, batch {arguments.batch} of {shape}, one thread: ms per step "
+          f"(median of {arguments.repeats} interleaved repeats)")
+
+    def variant(channels_last: bool, bf16: bool):
+        torch.manual_seed(0)
+        encoder = build_encoder(arguments.encoder, shape)
+        head = torch.nn.Linear(encoder.out_dim, 10)
+        optimizer = torch.optim.SGD([*encoder.parameters(), *head.parameters()], lr=0.01, momentum=0.9)
+        batch = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+        if channels_last:
+            encoder = encoder.to(memory_format=torch.channels_last)
+
+        def step():
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss = F.cross_entropy(head(encoder(batch)).float(), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+        for _ in range(5):
+            step()
+        return step
+
+    steps = {"fp32": variant(False, False), "channels_last": variant(True, False), "bf16 autocast": variant(False, True)}
+    samples = {name: [] for name in steps}
+    for _ in range(arguments.repeats):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            for _ in range(arguments.steps):
+                step()
+            samples[name].append((time.perf_counter() - start) / arguments.steps * 1e3)
+    timings = {name: statistics.median(values) for name, values in samples.items()}
+    for name, value in timings.items():
+        print(f"{name:<14} {value:7.2f} ms  ({timings['fp32'] / value:.2f}x fp32)", flush=True)
 
 
 def add_cpu_commands(commands) -> None:
@@ -266,4 +367,13 @@ def add_cpu_commands(commands) -> None:
     parser.add_argument("--dims", type=int, default=64)
     parser.add_argument("--classes", type=lambda text: [int(k) for k in text.split(",")], default=[2, 3, 5])
     parser.add_argument("--c", type=float, default=0.1)
+    parser.add_argument("--data-root", default="", help="also time INLP's whole projection on adult's bottleneck")
+    parser.add_argument("--iterations", type=lambda text: [int(k) for k in text.split(",")], default=[10, 64])
     parser.set_defaults(handler=inlp_svm)
+    parser = commands.add_parser("cpu-step", help="one training step on one CPU thread: fp32, channels_last, bf16")
+    parser.add_argument("--encoder", default="small_cnn")
+    parser.add_argument("--shape", type=int, nargs="+", default=[3, 8, 8])
+    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.set_defaults(handler=cpu_step)
