@@ -31,6 +31,7 @@ ATTACK_FIGURES = {
 }
 BARELY_LEAKS = 0.1  # vanilla's normalised leakage below this: removal has little to remove
 LITTLE_HEADROOM = 0.05  # vanilla within this of the floor: no good task model can leak much less
+LITTLE_TASK = 0.02  # vanilla's test accuracy within this of the majority-class rate: little task to keep
 
 
 @dataclass
@@ -99,6 +100,10 @@ def reliability(dataset: str, rows: list[Row], summaries: list[MethodSummary]) -
         flags.append(f"vanilla barely leaks (normalised {leak.estimate:.3f} < {BARELY_LEAKS:g}): its ranking means little")
     elif math.isfinite(leak.estimate) and math.isfinite(floor.estimate) and leak.estimate - floor.estimate < LITTLE_HEADROOM:
         flags.append(f"vanilla leaks within {LITTLE_HEADROOM:g} of the floor: an accurate model cannot leak much less")
+    accuracy = _figure(row, "accuracy", statistics.generator(dataset, "vanilla", "accuracy")).estimate
+    if math.isfinite(accuracy) and math.isfinite(vanilla.chance_accuracy) and accuracy - vanilla.chance_accuracy < LITTLE_TASK:
+        flags.append(f"vanilla's task accuracy ({accuracy:.3f}) does not clear always predicting the majority class "
+                     f"({vanilla.chance_accuracy:.3f}) by {LITTLE_TASK:g}: every hypervolume is near 0")
     return Reliability(leak, floor, flags)
 
 

@@ -380,7 +380,7 @@ def reuse_path(config: dict[str, Any], method_cls: type, device: torch.device) -
     trains once per seed, not once per strength. Off when ``epoch_leakage`` is on
     (vanilla reports it per epoch, the post-hoc methods do not).
     """
-    trains_as = getattr(method_cls, "trains_as", None)
+    trains_as = method_registry.training_identity(method_cls)
     if not config.get("reuse_dir") or not trains_as or config.get("epoch_leakage"):
         return None
     return Path(config["reuse_dir"]) / f"{training_key(config, trains_as, device)}.pt"

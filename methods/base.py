@@ -54,7 +54,8 @@ class Method(nn.Module):
     strength: ClassVar[dict[str, tuple[float, float]]] = {}
     # Methods whose training does not depend on their hyperparameters and is the same as another's name it
     # (vanilla, LEACE, INLP: "vanilla"): within one invocation a training is then run once per dataset,
-    # recipe and seed and reused (bench.trial.reuse_path). None: every trial trains.
+    # recipe and seed and reused (bench.trial.reuse_path). None: every trial trains. It holds only for
+    # the class that declares it and subclasses that override none of TRAINING_HOOKS (see training_identity).
     trains_as: ClassVar[str | None] = None
 
     def __init__(
@@ -144,6 +145,25 @@ def float32(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
 def full_precision(reference: torch.Tensor):
     """A context that turns autocast off on ``reference``'s device type."""
     return torch.autocast(device_type=reference.device.type, enabled=False)
+
+
+# What decides a training besides the recipe: a subclass that overrides one of these trains its own way.
+TRAINING_HOOKS = ("build", "update", "end_epoch", "model_parameters", "scheduled_optimizers", "task_loss",
+                  "embed", "task_logits", "forward")
+
+
+def training_identity(cls: type[Method]) -> str | None:
+    """``cls.trains_as`` where it is vouched for: declared by ``cls`` itself, or inherited through
+    classes that override none of :data:`TRAINING_HOOKS` (a subclass of Vanilla with its own
+    ``update`` does not train as vanilla unless it says so); None otherwise."""
+    declarer = next((klass for klass in cls.__mro__ if "trains_as" in vars(klass)), None)
+    if declarer is None or not vars(declarer)["trains_as"]:
+        return None
+    for hook in TRAINING_HOOKS:
+        owner = next(klass for klass in cls.__mro__ if hook in vars(klass))
+        if owner not in declarer.__mro__:  # defined below the class that vouched for the training
+            return None
+    return vars(declarer)["trains_as"]
 
 
 REGISTRY: Registry[Method] = Registry("method")

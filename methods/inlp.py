@@ -183,6 +183,8 @@ class Inlp(PostHocMethod):
     # binary s, 7 for a 10-class one (nullspace_projection then returns exactly zero).
     strength = {"iterations": (1, 64)}
 
+    trains_as = "vanilla"  # build only adds an empty buffer: vanilla's training (methods.base.training_identity)
+
     def build(self) -> None:
         super().build()
         self.register_buffer("projection", None)

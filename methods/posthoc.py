@@ -84,6 +84,9 @@ class PostHocMethod(Vanilla):
 
     name = ""
     description = ""
+    # Vanilla's training: build adds no module and embed is the encoder's until fit_post_hoc
+    # (tests/test_reuse.py compares the per-epoch figures of vanilla, LEACE and INLP to the last bit).
+    trains_as = "vanilla"
 
     def build(self) -> None:
         self.fitted = False

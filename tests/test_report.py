@@ -122,6 +122,16 @@ def test_hypervolume_reference_is_the_majority_class_rate_where_runs_log_it(fram
     assert [s.method for s in report.methods_of(report.summarise(imbalanced)["toy"])][-1] == "inlp"
 
 
+@pytest.mark.parametrize("majority, flagged", [(0.5, False), (0.91, True)])
+def test_a_task_barely_above_the_majority_rate_is_flagged(frame, majority, flagged):
+    from bench.standings import standings
+
+    frame = frame.copy()
+    frame["metrics.majority_accuracy"] = [majority if status == "FINISHED" else NAN for status in frame["status"]]
+    found = standings("toy", report.summarise(frame)["toy"], replicates=50)
+    assert any("majority class" in flag for flag in found.reliability.flags) == flagged  # vanilla: 0.92
+
+
 def test_markdown_csv_latex_and_plot(frame, tmp_path):
     by_dataset = report.summarise(frame)
     written = report.write_results(by_dataset, tmp_path, "exp", formats=("markdown", "csv", "latex"), max_leakage=0.7)

@@ -82,3 +82,25 @@ def test_no_reuse_when_vanilla_reports_epoch_leakage(tmp_path):
     config.update(reuse_dir=str(tmp_path), epoch_leakage=True)
     assert run_trial(config)["train_reused"] == 0
     assert not list(tmp_path.iterdir())
+
+
+def test_only_a_vouched_training_is_shared():
+    """A subclass of vanilla that trains its own way must not load vanilla's weights."""
+    import methods
+    from methods.vanilla import Vanilla
+
+    class OwnUpdate(Vanilla):
+        def update(self, x, y, s):
+            return super().update(x, y, s)
+
+    class OwnUpdateVouched(OwnUpdate):
+        trains_as = "vanilla"
+
+    class Renamed(Vanilla):  # no training hook overridden: still vanilla's training
+        description = "another name"
+
+    assert methods.training_identity(OwnUpdate) is None
+    assert methods.training_identity(OwnUpdateVouched) == "vanilla"
+    assert methods.training_identity(Renamed) == "vanilla"
+    assert {name for name in methods.REGISTRY if methods.training_identity(methods.get_method(name))} == {
+        "vanilla", "leace", "inlp"}
