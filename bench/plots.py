@@ -56,7 +56,6 @@ def front_plot(rows, path: Path, title: str, legend_notes: dict[str, str] | None
     from bench.report import reference_accuracy
 
     reference = reference_accuracy(rows)
-    chance = [reference] if math.isfinite(reference) else []
     for index, method in enumerate(methods):
         colour, marker = colours[index % len(colours)], MARKERS[index % len(MARKERS)]
         mine = [r for r in rows if r.method == method
@@ -79,8 +78,8 @@ def front_plot(rows, path: Path, title: str, legend_notes: dict[str, str] | None
               for values in [list(r.per_seed.get("floor_leakage_norm", {}).values())] if values]
     if floors:
         axes.axvline(floors[0], color="grey", linestyle=":", linewidth=1.2, label="floor (vanilla)")
-    if chance:
-        axes.axhline(sorted(chance)[len(chance) // 2], color="grey", linestyle="--", linewidth=0.8, label="majority-class accuracy")
+    if math.isfinite(reference):
+        axes.axhline(reference, color="grey", linestyle="--", linewidth=0.8, label="majority-class accuracy")
     axes.set_xlim(-0.03, 1.03)
     axes.set_xlabel("normalised leakage of the best fresh attacker (0: chance, 1: s recovered; lower is better)")
     axes.set_ylabel("task accuracy (test)")

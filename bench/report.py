@@ -335,9 +335,9 @@ def methods_of(rows: list[Row], max_leakage: float | None = None) -> list[Method
     summaries = []
     for row in rows:
         row.selected = False
+    chance = reference_accuracy(rows)
     for method in sorted({r.method for r in rows}):
         mine = [r for r in rows if r.method == method]
-        chance = reference_accuracy(rows)
         volume = (
             front_hypervolume([r.mean("accuracy") for r in mine], [r.mean("leakage_norm") for r in mine], chance)
             if math.isfinite(chance) else math.nan

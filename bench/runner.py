@@ -284,6 +284,11 @@ class DriverListener:
                 self.tracker.terminate(run_id, status)
 
 
+def runs_here(request: RunRequest) -> bool:
+    """Whether every trial runs on this machine: the serial executor, or Ray started locally."""
+    return request.executor == "serial" or not (request.address or os.environ.get("RAY_ADDRESS"))
+
+
 def check_where(request: RunRequest) -> tuple[str, float | None]:
     """The absolute tracking URI and the GPUs per trial, or UserError; writes nothing.
 
@@ -294,7 +299,7 @@ def check_where(request: RunRequest) -> tuple[str, float | None]:
     from bench import preflight
 
     validate_request(request)
-    local = request.executor == "serial" or not (request.address or os.environ.get("RAY_ADDRESS"))
+    local = runs_here(request)
     preflight.device(request.device, local=local)
     gpus = request.gpus_per_trial
     if gpus is None:
@@ -341,7 +346,7 @@ def drive(planned: list[PlannedTrial], request: RunRequest, tracker, gpus: float
     # Trainings that methods share (vanilla, LEACE, INLP: bench.trial.reuse_path) are kept here for the
     # invocation. Only where every trial runs on this machine: a cluster's nodes would each need the folder.
     reuse = None
-    if request.executor == "serial" or not (request.address or os.environ.get("RAY_ADDRESS")):
+    if runs_here(request):
         reuse = Path(tempfile.mkdtemp(prefix="bench-reuse-"))
         for trial in planned:
             trial.config["reuse_dir"] = str(reuse)

@@ -100,7 +100,7 @@ def reliability(dataset: str, rows: list[Row], summaries: list[MethodSummary]) -
         flags.append(f"vanilla barely leaks (normalised {leak.estimate:.3f} < {BARELY_LEAKS:g}): its ranking means little")
     elif math.isfinite(leak.estimate) and math.isfinite(floor.estimate) and leak.estimate - floor.estimate < LITTLE_HEADROOM:
         flags.append(f"vanilla leaks within {LITTLE_HEADROOM:g} of the floor: an accurate model cannot leak much less")
-    accuracy = _figure(row, "accuracy", statistics.generator(dataset, "vanilla", "accuracy")).estimate
+    accuracy = row.mean("accuracy")
     if math.isfinite(accuracy) and math.isfinite(vanilla.chance_accuracy) and accuracy - vanilla.chance_accuracy < LITTLE_TASK:
         flags.append(f"vanilla's task accuracy ({accuracy:.3f}) does not clear always predicting the majority class "
                      f"({vanilla.chance_accuracy:.3f}) by {LITTLE_TASK:g}: every hypervolume is near 0")

@@ -42,7 +42,7 @@ import os
 import time
 import traceback
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
@@ -121,13 +121,17 @@ def make_config(
     }
 
 
-def config_hash(config: dict[str, Any]) -> str:
-    """A trial's identity: the hash of its canonical identity fields (16 hex digits)."""
-    identity = {key: config.get(key) for key in IDENTITY_KEYS}
+def _digest(identity: dict[str, Any]) -> str:
+    """16 hex digits of the canonical JSON of ``identity``, its recipe's citation left out."""
     if isinstance(identity.get("recipe"), dict):  # a citation's wording changes nothing that is computed
-        identity["recipe"] = {k: v for k, v in identity["recipe"].items() if k != "citation"}
+        identity = {**identity, "recipe": {k: v for k, v in identity["recipe"].items() if k != "citation"}}
     canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """A trial's identity: the hash of its canonical identity fields (16 hex digits)."""
+    return _digest({key: config.get(key) for key in IDENTITY_KEYS})
 
 
 def resolve_device(name: str) -> torch.device:
@@ -361,11 +365,8 @@ def train_method(
 
 def training_key(config: dict[str, Any], trains_as: str, device: torch.device) -> str:
     """What decides a training's result when the method declares ``trains_as``: not its hyperparameters."""
-    recipe = {k: v for k, v in (config.get("recipe") or {}).items() if k != "citation"}
-    identity = {"trains_as": trains_as, "dataset": config["dataset"], "dataset_options": config["dataset_options"],
-                "recipe": recipe, "seed": config["seed"], "device": device.type}
-    canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:24]
+    return _digest({"trains_as": trains_as, "dataset": config["dataset"], "dataset_options": config["dataset_options"],
+                    "recipe": config.get("recipe"), "seed": config["seed"], "device": device.type})
 
 
 def reuse_path(config: dict[str, Any], method_cls: type, device: torch.device) -> Path | None:
@@ -417,8 +418,7 @@ def replay_training(path: Path, method: method_registry.Method, device: torch.de
     np.random.set_state(kept["random"]["numpy"])
     if "cuda" in kept["random"]:
         torch.cuda.set_rng_state(kept["random"]["cuda"], device)
-    return Trained(trained.seconds, trained.epochs, trained.stopped_early, trained.steps, trained.final_lr,
-                   trained.history, reused=True)
+    return replace(trained, reused=True)
 
 
 def run_trial(config: dict[str, Any], report: Reporter | None = None) -> dict[str, Any]:
@@ -471,8 +471,6 @@ def run_trial(config: dict[str, Any], report: Reporter | None = None) -> dict[st
                                epochs, steps, batch_size, device, report)
         if reuse:
             save_training(reuse, method, trained, device)
-    train_seconds, trained_epochs, stopped_early, done_steps = (
-        trained.seconds, trained.epochs, trained.stopped_early, trained.steps)
 
     method.eval()
     method.fit_post_hoc(train.x, train.y, train.s)
@@ -502,13 +500,13 @@ def run_trial(config: dict[str, Any], report: Reporter | None = None) -> dict[st
         metrics["probe_sizes_seconds"] = time.perf_counter() - probe_start
     if test.private_logits is not None:
         metrics["head_acc"] = balanced_accuracy(test.s, test.private_logits.argmax(1))
-    metrics["train_seconds"] = train_seconds
-    trained_samples = min(done_steps * batch_size, trained_epochs * n)
-    metrics["samples_per_second"] = trained_samples / train_seconds if train_seconds > 0 else 0.0
+    metrics["train_seconds"] = trained.seconds
+    trained_samples = min(trained.steps * batch_size, trained.epochs * n)
+    metrics["samples_per_second"] = trained_samples / trained.seconds if trained.seconds > 0 else 0.0
     metrics["eval_seconds"] = time.perf_counter() - evaluation_start
-    metrics["epochs"] = trained_epochs
+    metrics["epochs"] = trained.epochs
     metrics["planned_epochs"] = epochs
-    metrics["stopped_early"] = int(stopped_early)
+    metrics["stopped_early"] = int(trained.stopped_early)
     metrics["final_lr"] = trained.final_lr
     metrics["train_reused"] = int(trained.reused)
     metrics["num_classes"] = spec.num_classes
