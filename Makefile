@@ -30,8 +30,8 @@ lock:
 	test -x $(LOCK_VENV)/bin/python || $(PYTHON) -m venv $(LOCK_VENV)
 	$(LOCK_VENV)/bin/python -m pip install -q $(PIP_TOOLS)
 	rm -f $(LOCK)
-	$(LOCK_VENV)/bin/pip-compile --generate-hashes --extra test --strip-extras --allow-unsafe \
-		--no-emit-index-url --no-emit-find-links --custom-compile-command 'make lock' \
+	CUSTOM_COMPILE_COMMAND='make lock' $(LOCK_VENV)/bin/pip-compile --generate-hashes --extra test --strip-extras --allow-unsafe \
+		--no-emit-index-url --no-emit-find-links \
 		--constraint requirements-pins.txt --output-file $(LOCK) pyproject.toml
 
 clean:

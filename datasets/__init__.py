@@ -4,7 +4,7 @@ Importing this package registers every dataset. Look one up with
 :func:`get_dataset`; :data:`REGISTRY` maps names to classes.
 """
 
-from datasets.base import (  # noqa: F401
+from removal_bench.datasets.base import (  # noqa: F401
     REGISTRY,
     SPLITS,
     Data,
@@ -16,6 +16,6 @@ from datasets.base import (  # noqa: F401
     get_dataset,
     register,
 )
-from datasets import synthetic  # noqa: F401,E402  (registers)
-from datasets import colored_digits, adult  # noqa: F401,E402  (register)
-from datasets import compas, german, biased_mnist, celeba  # noqa: F401,E402
+from removal_bench.datasets import synthetic  # noqa: F401,E402  (registers)
+from removal_bench.datasets import colored_digits, adult  # noqa: F401,E402  (register)
+from removal_bench.datasets import compas, german, biased_mnist, celeba  # noqa: F401,E402

@@ -10,13 +10,13 @@ Private attribute ``s``, option ``private``:
 - ``race``: each race its own class, in this order: Amer-Indian-Eskimo,
   Asian-Pac-Islander, Black, Other, White (0..4; White about 85%);
 - ``sex+race``: the intersection, one class per (sex, race) combination present
-  in ``train`` (:mod:`datasets.private`; all ten are).
+  in ``train`` (:mod:`removal_bench.datasets.private`; all ten are).
 The chosen columns are removed from ``x`` unless ``keep_private_column``; the
 other of the two stays a one-hot feature.
 
 ``protocol=ffb`` instead follows FFB (Han et al., ICLR 2024) for like-for-like
 comparison with its Table 4: its rows, preprocessing, split and MLP, see
-:mod:`datasets.ffb` (``private`` is then ``sex`` or ``race``, White vs Black).
+:mod:`removal_bench.datasets.ffb` (``private`` is then ``sex`` or ``race``, White vs Black).
 
 Preprocessing:
 - values are stripped of their leading spaces; the test file's first line (a
@@ -50,12 +50,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bench.errors import UserError
-from bench.params import Param
-from bench.recipes import OURS_CHEAP, Recipe
-from datasets import ffb
-from datasets.base import Data, DataFile, Dataset, DatasetSpec, Split, register
-from datasets.private import attributes_of, intersection_choices, joint_label
+from removal_bench.core.errors import UserError
+from removal_bench.core.params import Param
+from removal_bench.core.recipes import OURS_CHEAP, Recipe
+from removal_bench.datasets import ffb
+from removal_bench.datasets.base import Data, DataFile, Dataset, DatasetSpec, Split, register
+from removal_bench.datasets.private import attributes_of, intersection_choices, joint_label
 
 URL = "https://archive.ics.uci.edu/ml/machine-learning-databases/adult/"
 

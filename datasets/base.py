@@ -1,7 +1,7 @@
 """What a dataset returns: four tensor splits and a small spec. Never loaders.
 
 A dataset is a class registered by name with :func:`register`. It declares its
-options as :class:`bench.params.Param` and implements :meth:`Dataset.load`.
+options as :class:`removal_bench.core.params.Param` and implements :meth:`Dataset.load`.
 Datasets that read files also implement :meth:`Dataset.required_files` (and
 ``urls`` and ``sha256`` for downloads), so the driver can check, before any
 trial starts, that everything is present and intact.
@@ -15,9 +15,10 @@ from typing import Any, ClassVar
 
 import torch
 
-from bench.registry import Registry
-from bench.params import Param
-from bench.recipes import Recipe
+from removal_bench.core.registry import Registry
+from removal_bench.datasets.download import DataFile, ensure_files
+from removal_bench.core.params import Param
+from removal_bench.core.recipes import Recipe
 
 SPLITS = ("train", "val", "probe", "test")
 
@@ -49,7 +50,7 @@ class DatasetSpec:
     input_shape: tuple[int, ...]
     num_classes: int
     num_private: int
-    encoder: str  # default encoder, a name in methods.encoders.ENCODERS
+    encoder: str  # default encoder, a name in removal_bench.core.encoders.ENCODERS
     epochs: int  # default number of training epochs
     batch_size: int  # default training batch size
     target_name: str = "y"
@@ -73,15 +74,6 @@ class Data:
         return {name: getattr(self, name) for name in SPLITS}
 
 
-@dataclass(frozen=True)
-class DataFile:
-    """A file a dataset reads, relative to its folder under the data root."""
-
-    name: str
-    sha256: str | None = None
-    url: str | None = None
-
-
 class Dataset:
     """Base class. Subclasses set ``name``, ``description``, ``options`` and ``load``."""
 
@@ -89,7 +81,7 @@ class Dataset:
     description: ClassVar[str] = ""
     options: ClassVar[dict[str, Param]] = {}
     files: ClassVar[tuple[DataFile, ...]] = ()  # empty: needs no data file
-    # How the reference that defined this protocol trains (bench.recipes); the default
+    # How the reference that defined this protocol trains (removal_bench.core.recipes); the default
     # recipe leaves epochs, batch size and encoder to the spec that ``load`` returns.
     recipe: ClassVar[Recipe] = Recipe()
     # The fraction of a GPU one trial asks Ray for when --gpus-per-trial is not given on a CUDA
@@ -119,8 +111,6 @@ class Dataset:
         if not cls.files:
             return
         import os
-
-        from datasets.download import ensure_files
 
         download = download and os.environ.get("BENCH_OFFLINE", "") in ("", "0")
         ensure_files(cls.folder(data_root), cls.files, dataset=cls.name, download=download)

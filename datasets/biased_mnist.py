@@ -24,7 +24,7 @@ many independent projects (torchvision itself declares only MD5).
 Colouring, as in ReBias's ``ColourBiasedMNIST`` (the code IRENE uses): the
 strokes are binarised (every non-zero pixel becomes white) and the background
 (every zero pixel) takes one of ten colours, ReBias's palette. The palette and
-the colouring are those of :mod:`datasets.colored_digits`. ``x`` is float32,
+the colouring are those of :mod:`removal_bench.datasets.colored_digits`. ``x`` is float32,
 shape (n, 3, 28, 28), in [-1, 1] ((image - 0.5) / 0.5). Target ``y`` = the
 digit; private attribute ``s`` = the colour index (10 classes each).
 
@@ -81,12 +81,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.errors import UserError
-from bench.params import Param
-from bench.recipes import IRENE_BIASED_MNIST
-from datasets.base import Data, DataFile, Dataset, DatasetSpec, Split, register
-from datasets.colored_digits import MAX_GREY, NUM_COLOURS, NUM_DIGITS, biased_colours, colourise
-from datasets.download import CORRUPT, MISSING, PRESENT, file_status
+from removal_bench.core.errors import UserError
+from removal_bench.core.params import Param
+from removal_bench.core.recipes import IRENE_BIASED_MNIST
+from removal_bench.datasets.base import Data, DataFile, Dataset, DatasetSpec, Split, register
+from removal_bench.datasets.colored_digits import MAX_GREY, NUM_COLOURS, NUM_DIGITS, biased_colours, colourise
+from removal_bench.datasets.download import CORRUPT, MISSING, PRESENT, file_status
 
 MIRROR = "https://ossci-datasets.s3.amazonaws.com/mnist/"
 RAW = "MNIST/raw/"
@@ -102,7 +102,7 @@ SHA256 = {
     TEST_IMAGES: "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
     TEST_LABELS: "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
 }
-# SHA-256 of the decompressed idx files (/work/shared/data/README.md; upstream's and Debian's .gz agree on these).
+# SHA-256 of the decompressed idx files (../shared/data/README.md; upstream's and Debian's .gz agree on these).
 FASHION_SHA256 = {
     TRAIN_IMAGES: "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
     TRAIN_LABELS: "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
@@ -202,9 +202,9 @@ def ensure_fashion(folder: Path, download: bool) -> None:
     """Fashion-MNIST present and intact, downloading missing files from Zalando's address if allowed.
 
     A download whose decompressed content does not match is removed again; a
-    file the user put there is never touched (as :func:`datasets.download.ensure_files`).
+    file the user put there is never touched (as :func:`removal_bench.datasets.download.ensure_files`).
     """
-    from datasets.download import download_file
+    from removal_bench.datasets.download import download_file
 
     statuses = fashion_statuses(folder)
     corrupt = [f.name for f, status in statuses if status == CORRUPT]
@@ -259,7 +259,7 @@ def coloured_split(images: np.ndarray, digits: np.ndarray, colours: np.ndarray) 
 class BiasedMnist(Dataset):
     name = "biased_mnist"
     description = "MNIST (or Fashion-MNIST) on a background coloured by class with probability rho in train (Biased-MNIST)"
-    recipe = IRENE_BIASED_MNIST  # the training recipe (bench.recipes), with its citation
+    recipe = IRENE_BIASED_MNIST  # the training recipe (removal_bench.core.recipes), with its citation
     options = {
         "rho": Param(
             0.99, "P(colour = digit's colour) in train", choices=(0.9, 0.95, 0.99, 0.995, 0.997, 0.999)
@@ -299,7 +299,7 @@ class BiasedMnist(Dataset):
     @classmethod
     def prepare_source(cls, data_root: Path, source: str, download: bool = True) -> None:
         """One source's files present and intact, downloading what is missing if allowed."""
-        from datasets.download import ensure_files
+        from removal_bench.datasets.download import ensure_files
 
         download = download and os.environ.get("BENCH_OFFLINE", "") in ("", "0")  # as Dataset.prepare
         folder = cls.folder(data_root)

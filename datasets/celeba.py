@@ -41,12 +41,12 @@ them never touches the file); ``probe`` and ``test`` are gathered into memory
 (the official test partition is about 1 GB at 128, 3 GB at 224). The trial
 turns batches into floats on the device: the spec's ``pixel_mean`` and ``pixel_std``
 (ImageNet's, what torchvision's pretrained ResNet-18 expects) make it wrap the encoder
-in ``methods.encoders.NormalisedInput``.
+in ``removal_bench.core.encoders.NormalisedInput``.
 
 ``weights``: a local file of ResNet-18 weights (a torchvision state dict, such as
 ``resnet18-f37072fd.pth``), default "" (train from scratch). The dataset only
 checks that the file exists; the trial loads it into the encoder (the spec's
-``encoder_weights``) with ``methods.encoders.load_weights``.
+``encoder_weights``) with ``removal_bench.core.encoders.load_weights``.
 
 Splits: the official train partition is ``train`` (162,770 images); the
 official test partition (19,962) is shuffled (seeded by ``data_seed``) and cut
@@ -69,7 +69,7 @@ Differences from IRENE on purpose: the private label is the attribute itself
 (IRENE flips Male to 1 - Male; the groups, hence the subset, are the same); the
 subset keeps file order (IRENE's is grouped; order does not change an
 evaluation); the random horizontal flip is the recipe's augmentation
-(``bench.recipes.IRENE_CELEBA``), applied by the trial, not here; IRENE has no
+(``removal_bench.core.recipes.IRENE_CELEBA``), applied by the trial, not here; IRENE has no
 probe split and its train.py evaluates no test set for CelebA, so ``probe`` and
 ``test`` are this benchmark's halves of the official test partition. The spec's
 encoder is ``resnet18`` (epochs 20, batch size 256 when no recipe applies; the
@@ -91,11 +91,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bench.errors import UserError
-from bench.params import Param
-from bench.recipes import IRENE_CELEBA
-from datasets.base import Data, DataFile, Dataset, DatasetSpec, Split, register
-from datasets.download import MISSING, PRESENT, file_status
+from removal_bench.core.errors import UserError
+from removal_bench.core.params import Param
+from removal_bench.core.recipes import IRENE_CELEBA
+from removal_bench.datasets.base import Data, DataFile, Dataset, DatasetSpec, Split, register
+from removal_bench.datasets.download import MISSING, PRESENT, file_status
 
 log = logging.getLogger(__name__)
 
@@ -307,7 +307,7 @@ def balanced_rows(y: np.ndarray, s: np.ndarray, seed: int = IRENE_VALID_SEED) ->
 class CelebA(Dataset):
     name = "celeba"
     description = "CelebA faces: one attribute as target, another as private (uint8 images, cached)"
-    recipe = IRENE_CELEBA  # the training recipe (bench.recipes), with its citation
+    recipe = IRENE_CELEBA  # the training recipe (removal_bench.core.recipes), with its citation
     options = {
         "target": Param("Blond_Hair", "target attribute, one of the 40 CelebA attributes", choices=ATTRIBUTES),
         "private": Param("Male", "private attribute, one of the 40 CelebA attributes", choices=ATTRIBUTES),

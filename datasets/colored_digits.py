@@ -50,9 +50,9 @@ import torch
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from bench.params import Param
-from bench.recipes import OURS_CHEAP
-from datasets.base import Data, Dataset, DatasetSpec, Split, register
+from removal_bench.core.params import Param
+from removal_bench.core.recipes import OURS_CHEAP
+from removal_bench.datasets.base import Data, Dataset, DatasetSpec, Split, register
 
 # ReBias's COLOUR_MAP, scaled to [0, 1].
 PALETTE = (
@@ -114,7 +114,7 @@ def _every_colour(grey: np.ndarray, digits: np.ndarray) -> Split:
 class ColoredDigits(Dataset):
     name = "colored_digits"
     description = "scikit-learn's 8x8 handwritten digits on a coloured background (Biased-MNIST protocol)"
-    recipe = replace(OURS_CHEAP, epochs=20, batch_size=100, encoder="small_cnn")  # the training recipe (bench.recipes), with its citation
+    recipe = replace(OURS_CHEAP, epochs=20, batch_size=100, encoder="small_cnn")  # the training recipe (removal_bench.core.recipes), with its citation
     gpu_share = 0.25  # small tensors: several trials share one GPU
     options = {
         "rho": Param(

@@ -12,7 +12,7 @@ and ``score_text`` != 'N/A'.
 
 Private attribute ``s``, option ``private``: ``race`` (default), ``sex`` (0 =
 Female, 1 = Male) or ``sex+race``, their intersection (one class per (sex,
-race) combination present in ``train``, :mod:`datasets.private`). Race is coded
+race) combination present in ``train``, :mod:`removal_bench.datasets.private`). Race is coded
 by the option ``races``, which also chooses the rows:
 - ``binary`` (default): only African-American (1) and Caucasian (0) people,
   5,278 rows, the comparison of ProPublica's analysis;
@@ -25,7 +25,7 @@ other one of sex and race is a one-hot feature.
 ``protocol=ffb`` instead follows FFB (Han et al., ICLR 2024), for like-for-like
 comparison with its Table 4: all 6,172 rows, AIF360's columns (charge
 description included), race as Caucasian (1) vs everyone else (0), FFB's split
-and MLP; see :mod:`datasets.ffb` (``races`` is then not used).
+and MLP; see :mod:`removal_bench.datasets.ffb` (``races`` is then not used).
 
 Features ``x``: age, priors_count, juv_fel_count, juv_misd_count and
 juv_other_count (plus decile_score, COMPAS's own risk score, when
@@ -53,12 +53,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bench.errors import UserError
-from bench.params import Param
-from bench.recipes import OURS_CHEAP, Recipe
-from datasets import ffb
-from datasets.base import SPLITS, Data, DataFile, Dataset, DatasetSpec, Split, register
-from datasets.private import attributes_of, joint_label
+from removal_bench.core.errors import UserError
+from removal_bench.core.params import Param
+from removal_bench.core.recipes import OURS_CHEAP, Recipe
+from removal_bench.datasets import ffb
+from removal_bench.datasets.base import SPLITS, Data, DataFile, Dataset, DatasetSpec, Split, register
+from removal_bench.datasets.private import attributes_of, joint_label
 
 URL = "https://raw.githubusercontent.com/propublica/compas-analysis/master/compas-scores-two-years.csv"
 FILE_NAME = "compas-scores-two-years.csv"

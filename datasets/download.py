@@ -1,6 +1,6 @@
 """Data files under a data root: present, intact (by SHA-256), or downloaded.
 
-A dataset declares its files as :class:`datasets.base.DataFile` (name, SHA-256,
+A dataset declares its files as :class:`DataFile` (name, SHA-256,
 URL). :func:`ensure_files` checks them before any trial starts and downloads
 the missing ones. It never deletes or overwrites a file the user put there: a
 file whose hash does not match is reported, not replaced.
@@ -22,11 +22,11 @@ import stat
 import tempfile
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from bench.errors import UserError
-from datasets.base import DataFile
+from removal_bench.core.errors import UserError
 
 STAMP_NAME = ".verified.json"
 CHUNK = 1 << 20
@@ -38,6 +38,15 @@ CORRUPT = "corrupt"
 
 # (resolved path, size, mtime_ns) -> sha256, for folders where the stamp cannot be written.
 _memory: dict[tuple[str, int, int], str] = {}
+
+
+@dataclass(frozen=True)
+class DataFile:
+    """A file a dataset reads, relative to its folder under the data root."""
+
+    name: str
+    sha256: str | None = None
+    url: str | None = None
 
 
 def sha256_of(path: Path) -> str:

@@ -37,7 +37,7 @@ our ``val`` and ``probe``. The ``test`` split, on which accuracy and the
 demographic parity gap are measured, is FFB's test part unchanged.
 
 Model and recipe: :data:`RECIPES` and the encoder ``ffb_mlp``
-(:class:`methods.encoders.FFBMLP`: 512-256-64, ReLU, dropout 0.2, the head on
+(:class:`removal_bench.core.encoders.FFBMLP`: 512-256-64, ReLU, dropout 0.2, the head on
 the 64-d output). Where we differ, on purpose or by necessity:
 - FFB trains 150 steps (Adam, lr 0.01, batch 1024, learning rate x0.1 every 50
   steps, ``StepLR`` stepped per batch, ``drop_last=True``). Our trial loop
@@ -67,9 +67,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bench.errors import UserError
-from bench.recipes import Recipe
-from datasets.base import Data, DatasetSpec, Split
+from removal_bench.core.errors import UserError
+from removal_bench.core.recipes import Recipe
+from removal_bench.datasets.base import Data, DatasetSpec, Split
 
 CITATION = "Han et al., ICLR 2024 (FFB), ahxt/fair_fairness_benchmark@394f020 src/ffb_tabular_erm.py"
 PRIVATE_CHOICES = {"adult": ("sex", "race"), "compas": ("race", "sex"), "german": ("sex", "age")}

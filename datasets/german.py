@@ -15,12 +15,12 @@ Private attribute ``s``, option ``private``:
   2024; ahxt/fair_fairness_benchmark@394f020 src/dataset.py). The age column is
   dropped from ``x``;
 - ``sex+age``: the intersection, one class per (sex, age) combination present
-  in ``train`` (:mod:`datasets.private`); both columns are dropped.
+  in ``train`` (:mod:`removal_bench.datasets.private`); both columns are dropped.
 ``keep_private_column`` keeps the dropped columns in ``x``.
 
 ``protocol=ffb`` instead follows FFB for like-for-like comparison with its
 Table 4 (age binarised as a feature when sex is private, FFB's split and MLP),
-see :mod:`datasets.ffb`.
+see :mod:`removal_bench.datasets.ffb`.
 Other columns still carry some of the private attribute (employment length
 correlates with age, for example): that is what a removal method has to remove.
 
@@ -45,13 +45,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.errors import UserError
-from bench.params import Param
-from bench.recipes import OURS_CHEAP, Recipe
-from datasets import ffb
-from datasets.base import SPLITS, Data, DataFile, Dataset, DatasetSpec, register
-from datasets.compas import encode_tabular, split_by_private
-from datasets.private import attributes_of
+from removal_bench.core.errors import UserError
+from removal_bench.core.params import Param
+from removal_bench.core.recipes import OURS_CHEAP, Recipe
+from removal_bench.datasets import ffb
+from removal_bench.datasets.base import SPLITS, Data, DataFile, Dataset, DatasetSpec, register
+from removal_bench.datasets.compas import encode_tabular, split_by_private
+from removal_bench.datasets.private import attributes_of
 
 URL = "https://archive.ics.uci.edu/ml/machine-learning-databases/statlog/german/german.data"
 FILE_NAME = "german.data"

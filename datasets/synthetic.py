@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.params import Param
-from bench.recipes import OURS_CHEAP
-from datasets.base import Data, Dataset, DatasetSpec, Split, register
+from removal_bench.core.params import Param
+from removal_bench.core.recipes import OURS_CHEAP
+from removal_bench.datasets.base import Data, Dataset, DatasetSpec, Split, register
 
 Y_DIMS = 4
 S_DIMS = 4
@@ -60,7 +60,7 @@ def generate(
 class Synthetic(Dataset):
     name = "synthetic"
     description = "Gaussian toy with known generative process; s written linearly and/or in the variance"
-    recipe = replace(OURS_CHEAP, epochs=20, batch_size=128, encoder="mlp")  # the training recipe (bench.recipes), with its citation
+    recipe = replace(OURS_CHEAP, epochs=20, batch_size=128, encoder="mlp")  # the training recipe (removal_bench.core.recipes), with its citation
     gpu_share = 0.25  # small tensors: several trials share one GPU
     options = {
         "n_train": Param(4000, "training samples", low=100),

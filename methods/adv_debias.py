@@ -41,8 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.params import LogUniform, Param
-from methods.base import COMMON, Method, float32, full_precision, register
+from removal_bench.core.params import LogUniform, Param
+from removal_bench.methods.base import COMMON, Method, float32, full_precision, register
 
 EPSILON = 1e-12
 

@@ -2,7 +2,7 @@
 
 A method is an ``nn.Module`` holding an encoder (input -> bottleneck ``z``), a
 linear task head on ``z``, whatever heads of its own it needs, and its
-optimiser(s). The trial loop (``bench.trial``) only calls:
+optimiser(s). The trial loop (``removal_bench.running.trial``) only calls:
 
 - ``update(x, y, s)``: one training step on a batch, including the optimiser
   step; returns detached scalar tensors to log (no host synchronisation);
@@ -14,12 +14,12 @@ optimiser(s). The trial loop (``bench.trial``) only calls:
   (logged as ``head_acc``, never called leakage).
 
 Each method declares its hyperparameters in ``hparams`` (a dict of
-:class:`bench.params.Param`, with defaults and a search space), starting from
+:class:`removal_bench.core.params.Param`, with defaults and a search space), starting from
 :data:`COMMON`. Methods never import Ray or MLflow.
 
 The main optimiser (encoder and task head) and its learning-rate schedule are
 not hyperparameters of a method: they belong to the training recipe
-(:mod:`bench.recipes`), by default the one of the dataset's reference, so that
+(:mod:`removal_bench.core.recipes`), by default the one of the dataset's reference, so that
 methods are compared under equal training. A method keeps as hyperparameters
 only what its authors set for its own parts (a head's learning rate, ...), and
 may declare its paper's recipe per dataset in ``reference_recipes``.
@@ -33,12 +33,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.registry import Registry
-from bench.params import Param
-from bench.recipes import Recipe
+from removal_bench.core.registry import Registry
+from removal_bench.core.params import Param
+from removal_bench.core.recipes import Recipe
 
 # What every method shares as hyperparameters: nothing since the training recipe
-# (bench.recipes) owns the optimiser; kept so that methods spell ``{**COMMON, ...}``.
+# (removal_bench.core.recipes) owns the optimiser; kept so that methods spell ``{**COMMON, ...}``.
 COMMON: dict[str, Param] = {}
 
 
@@ -54,7 +54,7 @@ class Method(nn.Module):
     strength: ClassVar[dict[str, tuple[float, float]]] = {}
     # Methods whose training does not depend on their hyperparameters and is the same as another's name it
     # (vanilla, LEACE, INLP: "vanilla"): within one invocation a training is then run once per dataset,
-    # recipe and seed and reused (bench.trial.reuse_path). None: every trial trains. It holds only for
+    # recipe and seed and reused (removal_bench.running.trial.reuse_path). None: every trial trains. It holds only for
     # the class that declares it and subclasses that override none of TRAINING_HOOKS (see training_identity).
     trains_as: ClassVar[str | None] = None
 

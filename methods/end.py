@@ -21,7 +21,7 @@ at rho 0.999 (``sweeps/biased_mnist_abs.yaml`` draws uniform(0, 1)); the search
 spaces here are log-uniform over [0.01, 50], which reaches both. The cosines are
 computed in float32 with autocast off. Their recipe (Adam 1e-3, step decay,
 batch 256, 80 epochs) is declared as this method's reference recipe for
-``biased_mnist`` (bench.recipes.END_BIASED_MNIST). On ``synthetic``, alpha is
+``biased_mnist`` (removal_bench.core.recipes.END_BIASED_MNIST). On ``synthetic``, alpha is
 the strength to sweep (alpha 1 removes far more than 0.1 at equal accuracy);
 beta 1 undoes much of it there (the prediction itself leaks more).
 """
@@ -31,9 +31,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from bench.params import LogUniform, Param
-from bench.recipes import END_BIASED_MNIST
-from methods.base import COMMON, Method, float32, full_precision, register
+from removal_bench.core.params import LogUniform, Param
+from removal_bench.core.recipes import END_BIASED_MNIST
+from removal_bench.methods.base import COMMON, Method, float32, full_precision, register
 
 
 def _pair_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

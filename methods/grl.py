@@ -31,8 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.params import LogUniform, Param
-from methods.base import COMMON, Method, float32, full_precision, register, reverse_gradient
+from removal_bench.core.params import LogUniform, Param
+from removal_bench.methods.base import COMMON, Method, float32, full_precision, register, reverse_gradient
 
 
 def ganin_schedule(progress: float) -> float:

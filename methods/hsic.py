@@ -37,9 +37,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from bench.params import LogUniform, Param
-from bench.recipes import REBIAS_BIASED_MNIST
-from methods.base import COMMON, Method, float32, full_precision, register
+from removal_bench.core.params import LogUniform, Param
+from removal_bench.core.recipes import REBIAS_BIASED_MNIST
+from removal_bench.methods.base import COMMON, Method, float32, full_precision, register
 
 EPSILON = 1e-12
 

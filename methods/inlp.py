@@ -5,7 +5,7 @@ training split: repeat ``iterations`` times { fit a linear classifier W_i of
 ``s`` on P z; P = I - B B^T with B an orthonormal basis of the row spaces of
 W_1..W_i }, so that z -> P z is the orthogonal projection onto the
 intersection of the classifiers' nullspaces; then refit the task head on P z
-(:mod:`methods.posthoc`).
+(:mod:`removal_bench.methods.posthoc`).
 
 As in the paper's code (``src/debias.py``), each classifier is fitted on the
 already projected data and the final P projects onto the intersection of all
@@ -21,7 +21,7 @@ bottleneck took most of an INLP trial). ``classifier=logistic``
 is a multinomial logistic regression, the family of the paper's controlled
 demographic experiment (``SGDClassifier(loss="log")`` with its default L2
 alpha 1e-4, ``src/deepmoji/deepmoji_debias.py``), fitted to convergence by
-:func:`methods.posthoc.fit_linear_classifier`; its K rows are centred first (a
+:func:`removal_bench.methods.posthoc.fit_linear_classifier`; its K rows are centred first (a
 softmax is blind to a shared row), leaving the K - 1 directions that separate
 the classes.
 Unlike the paper there is no stopping on a development accuracy: the number
@@ -42,9 +42,9 @@ from __future__ import annotations
 
 import torch
 
-from bench.params import IntUniform, Param
-from methods.base import COMMON, register
-from methods.posthoc import DEFAULT_L2, HEAD_HPARAMS, PostHocMethod, fit_linear_classifier
+from removal_bench.core.params import IntUniform, Param
+from removal_bench.methods.base import COMMON, register
+from removal_bench.methods.posthoc import DEFAULT_L2, HEAD_HPARAMS, PostHocMethod, fit_linear_classifier
 
 
 # Newton stops when the gradient norm falls below this fraction of its first value, or the objective stops moving
@@ -105,7 +105,7 @@ def linear_svc(z: torch.Tensor, s: torch.Tensor, c: float) -> tuple[torch.Tensor
     one-vs-rest the positive class's C is weighted and the rest's is plain ``c``,
     as liblinear does), solved here by :func:`squared_hinge_svm` instead of
     liblinear's trust-region Newton: 10-25x faster on 20,000 x 64 rows (2 to 5
-    classes; ``python -m bench.benchmarks inlp``), and converged to a 1e-9
+    classes; ``python -m removal_bench.benchmarks inlp``), and converged to a 1e-9
     relative gradient where liblinear stops at 1e-4, so the rows agree with
     sklearn's to liblinear's tolerance (``tests/test_methods_posthoc.py``).
     """
@@ -183,7 +183,7 @@ class Inlp(PostHocMethod):
     # binary s, 7 for a 10-class one (nullspace_projection then returns exactly zero).
     strength = {"iterations": (1, 64)}
 
-    trains_as = "vanilla"  # build only adds an empty buffer: vanilla's training (methods.base.training_identity)
+    trains_as = "vanilla"  # build only adds an empty buffer: vanilla's training (removal_bench.methods.base.training_identity)
 
     def build(self) -> None:
         super().build()

@@ -25,7 +25,7 @@ the joint's product rounds a batch MI of 1.8e-5 to 2.8e-3.
 Defaults from the reference code (train.py): alpha 0.5, gamma 0.2; the privacy
 head's SGD: lr 0.1 (``lr_priv``), momentum 0.9, weight decay 1e-4, not scheduled
 (only the main optimiser is). The main optimiser and its schedule are the
-training recipe's (bench.recipes.IRENE_BIASED_MNIST / IRENE_CELEBA are the
+training recipe's (removal_bench.core.recipes.IRENE_BIASED_MNIST / IRENE_CELEBA are the
 paper's, declared here as its reference recipes).
 """
 
@@ -37,9 +37,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.params import LogUniform, Param
-from bench.recipes import IRENE_BIASED_MNIST, IRENE_CELEBA
-from methods.base import COMMON, Method, float32, full_precision, register
+from removal_bench.core.params import LogUniform, Param
+from removal_bench.core.recipes import IRENE_BIASED_MNIST, IRENE_CELEBA
+from removal_bench.methods.base import COMMON, Method, float32, full_precision, register
 
 EPSILON = 1e-15
 

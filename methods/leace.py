@@ -8,7 +8,7 @@ uncorrelated with ``s`` on the training split,
 
 is fitted with EleutherAI's ``concept-erasure`` package (``LeaceFitter``, ``s``
 one-hot as the concept), and the task head is refit on r(z)
-(:mod:`methods.posthoc`). No linear classifier of ``s`` on r(z) beats a
+(:mod:`removal_bench.methods.posthoc`). No linear classifier of ``s`` on r(z) beats a
 constant one *on the fitting distribution* (the paper's Theorem); a
 non-linear attacker, or a linear one on a shifted evaluation distribution,
 may still recover ``s``: the attackers of PROTOCOL.md are there to show it.
@@ -18,7 +18,7 @@ Defaults: the package's own (``affine``, covariance ``shrinkage``,
 caps the variance of the erased features for feeding them back into a frozen
 network, by mixing in an orthogonal projection that does not erase exactly,
 and here the head is refit anyway. The statistics are accumulated in float64.
-``head_l2``: see :mod:`methods.posthoc`.
+``head_l2``: see :mod:`removal_bench.methods.posthoc`.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ with warnings.catch_warnings():  # concept-erasure 0.2 calls torch.jit.script at
     warnings.simplefilter("ignore", FutureWarning)
     from concept_erasure import LeaceEraser, LeaceFitter
 
-from methods.base import COMMON, register
-from methods.posthoc import HEAD_HPARAMS, PostHocMethod
+from removal_bench.methods.base import COMMON, register
+from removal_bench.methods.posthoc import HEAD_HPARAMS, PostHocMethod
 
 
 @register

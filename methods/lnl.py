@@ -22,7 +22,7 @@ own with the encoder's settings and schedule (here: the recipe's). The authors'
 own recipe (SGD 0.01, momentum 0.9, weight decay 5e-4, batch 128, x0.1 every 40
 of 100 epochs; option.py) is for their coloured MNIST (colour noise
 ``color_var``), a different protocol from Biased-MNIST, so no dataset here
-takes it as its reference (bench.recipes.LNL_COLORED_MNIST holds it).
+takes it as its reference (removal_bench.core.recipes.LNL_COLORED_MNIST holds it).
 On ``synthetic``, mu 1 or more removes less than 0.1 does (the encoder flips
 ``s`` instead of erasing it); the entropy weight lambda is the strength to sweep.
 """
@@ -33,8 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.params import LogUniform, Param
-from methods.base import COMMON, Method, float32, full_precision, register, reverse_gradient
+from removal_bench.core.params import LogUniform, Param
+from removal_bench.methods.base import COMMON, Method, float32, full_precision, register, reverse_gradient
 
 
 def negative_entropy(logits: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """What the post-hoc methods (LEACE, INLP) share: vanilla training, erasure, a refit head.
 
-A post-hoc method trains like :class:`methods.vanilla.Vanilla` (cross-entropy
+A post-hoc method trains like :class:`removal_bench.methods.vanilla.Vanilla` (cross-entropy
 only). After training, :meth:`PostHocMethod.fit_post_hoc` computes the frozen
 bottleneck on the whole training split, fits an eraser on (z, s), and refits
 the linear task head on the erased bottlenecks, because the head trained on
@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.params import Param
-from methods.vanilla import Vanilla
+from removal_bench.core.params import Param
+from removal_bench.methods.vanilla import Vanilla
 
 ENCODE_BATCH = 4096
 LBFGS_ITERATIONS = 500

@@ -37,7 +37,7 @@ def serve_folder(folder: Path):
 def bench_command() -> list[str]:
     """The installed console script, run as a subprocess (as a user would)."""
     script = Path(sys.executable).with_name("bench")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "bench.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "removal_bench.commands.cli"]
 
 
 def quiet_env() -> dict[str, str]:

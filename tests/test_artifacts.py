@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from bench.artifacts import dataset_description, dataset_input, load_model
-from bench.cli import main
-from bench.trial import embed_split, load_data, make_config
+from removal_bench.running.artifacts import dataset_description, dataset_input, load_model
+from removal_bench.commands.cli import main
+from removal_bench.running.trial import embed_split, load_data, make_config
 from tests.conftest import bench_command, quiet_env
 
 

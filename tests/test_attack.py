@@ -6,9 +6,9 @@ import subprocess
 import pytest
 from mlflow import MlflowClient
 
-from bench.attack import parse_attacker
-from bench.cli import main
-from bench.errors import UserError
+from removal_bench.measuring.attack import parse_attacker
+from removal_bench.commands.cli import main
+from removal_bench.core.errors import UserError
 from tests.conftest import bench_command, quiet_env
 
 

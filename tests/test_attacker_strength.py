@@ -1,6 +1,6 @@
 """Issue 11: the faster attackers are at least as strong as the previous ones on the same embeddings.
 
-The previous attackers (bench.cpu_benchmarks.PREVIOUS_FITTERS, the code before issue 11) and the
+The previous attackers (removal_bench.benchmarks.cpu.PREVIOUS_FITTERS, the code before issue 11) and the
 current ones attack the same saved bottlenecks and predicted probabilities of several trials;
 leakage may differ by seed noise (an MLP's early stop moves it by about 0.01) but not fall.
 """
@@ -8,9 +8,9 @@ leakage may differ by seed noise (an MLP's early stop moves it by about 0.01) bu
 import numpy as np
 import pytest
 
-import bench.trial as trial
-from bench.attackers import measure_leakage
-from bench.cpu_benchmarks import PREVIOUS_FITTERS
+import removal_bench.running.trial as trial
+from removal_bench.measuring.attackers import measure_leakage
+from removal_bench.benchmarks.cpu import PREVIOUS_FITTERS
 
 
 @pytest.fixture(scope="module")

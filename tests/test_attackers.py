@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from bench.attackers import (
+from removal_bench.measuring.attackers import (
     ATTACKERS,
     AttackerScore,
     LeakageReport,

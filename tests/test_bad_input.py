@@ -1,7 +1,7 @@
 """Bad input to every command: one line on stderr starting ``bench: error:``, exit status 2, within seconds,
 and nothing written in the working folder (no mlflow.db, no results, no data folder).
 
-The table runs in-process through :func:`bench.cli.main` (fast); a few rows run the console script
+The table runs in-process through :func:`removal_bench.commands.cli.main` (fast); a few rows run the console script
 as a subprocess, as a user would, with a timeout that catches a hang. Paths in a row are written
 with placeholders: ``{aux}`` is a folder beside the working folder holding the files a row needs
 (garbage and truncated databases, a plain file where a folder is expected, corrupt data files),
@@ -15,7 +15,7 @@ import subprocess
 
 import pytest
 
-from bench.cli import main
+from removal_bench.commands.cli import main
 from tests.conftest import bench_command, quiet_env, serve_folder
 
 pytestmark = pytest.mark.timeout(120)  # a hang guard; each row takes seconds
@@ -55,7 +55,7 @@ def make_auxiliary(folder):
 @pytest.fixture(scope="module")
 def places(tmp_path_factory):
     """The placeholders' values: auxiliary files, a dead port, an HTTP server that is not Ray, a real store."""
-    from bench.tracking import Tracker, sqlite_uri
+    from removal_bench.running.tracking import Tracker, sqlite_uri
 
     root = tmp_path_factory.mktemp("bad-input")
     aux = make_auxiliary(root / "aux")

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import datasets.biased_mnist as module
-from bench.errors import UserError
-from bench.params import resolve
-from datasets.biased_mnist import FASHION_RAW, STEMS, BiasedMnist
+import removal_bench.datasets.biased_mnist as module
+from removal_bench.core.errors import UserError
+from removal_bench.core.params import resolve
+from removal_bench.datasets.biased_mnist import FASHION_RAW, STEMS, BiasedMnist
 from tests.conftest import SHARED_DATA, serve_folder
 
 SIZES = {"train-images-idx3-ubyte": (60_000, 28, 28), "train-labels-idx1-ubyte": (60_000,),

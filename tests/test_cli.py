@@ -1,6 +1,6 @@
 """The command line: where a missing file is looked for, and `bench list`. Bad input of every command: test_bad_input.py."""
 
-from bench.cli import main
+from removal_bench.commands.cli import main
 
 
 def test_missing_data_file_names_the_folder(tmp_path, monkeypatch, capsys):
@@ -11,8 +11,8 @@ def test_missing_data_file_names_the_folder(tmp_path, monkeypatch, capsys):
 
 
 def test_list_shows_every_method_and_dataset_with_options(capsys):
-    import datasets
-    import methods
+    from removal_bench import datasets
+    from removal_bench import methods
 
     assert main(["list"]) == 0
     out = capsys.readouterr().out

@@ -21,8 +21,8 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from bench.executors import schedule_score
-from bench.sweep import SweepRequest, plan_sweep
+from removal_bench.running.executors import schedule_score
+from removal_bench.running.sweep import SweepRequest, plan_sweep
 from tests.conftest import bench_command, quiet_env
 
 pytestmark = pytest.mark.slow

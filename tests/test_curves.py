@@ -4,10 +4,10 @@ import mlflow
 import numpy as np
 import pytest
 
-import methods
-from bench.cli import main
-from bench.errors import UserError
-from bench.sweep import SweepRequest, curve_configurations, plan_sweep, strength_values
+from removal_bench import methods
+from removal_bench.commands.cli import main
+from removal_bench.core.errors import UserError
+from removal_bench.running.sweep import SweepRequest, curve_configurations, plan_sweep, strength_values
 
 SMALL = "synthetic:n_train=300:n_eval=200"
 

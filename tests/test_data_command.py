@@ -1,4 +1,4 @@
-"""`bench data check` and `bench data fetch`, end to end through bench.cli.main."""
+"""`bench data check` and `bench data fetch`, end to end through removal_bench.commands.cli.main."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ import hashlib
 
 import pytest
 
-from bench.cli import main
-from datasets.adult import Adult
-from datasets.base import DataFile
-from datasets.biased_mnist import BiasedMnist
-from datasets.compas import Compas
-from datasets.german import German
+from removal_bench.commands.cli import main
+from removal_bench.datasets.adult import Adult
+from removal_bench.datasets.base import DataFile
+from removal_bench.datasets.biased_mnist import BiasedMnist
+from removal_bench.datasets.compas import Compas
+from removal_bench.datasets.german import German
 from tests.conftest import serve_folder
 
 CONTENT = {"compas": b"compas bytes\n", "german": b"german bytes\n", "adult": b"adult bytes\n"}

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from bench.errors import UserError
-from bench.params import resolve
-from datasets import SPLITS, get_dataset
-from datasets.adult import Adult
-from datasets.base import DataFile
-from datasets.colored_digits import NUM_COLOURS, PALETTE
+from removal_bench.core.errors import UserError
+from removal_bench.core.params import resolve
+from removal_bench.datasets import SPLITS
+from removal_bench.datasets import get_dataset
+from removal_bench.datasets.adult import Adult
+from removal_bench.datasets.base import DataFile
+from removal_bench.datasets.colored_digits import NUM_COLOURS, PALETTE
 from tests.conftest import SHARED_DATA
 
 
@@ -214,7 +215,7 @@ def test_adult_one_hot_width_counts_train_categories(tmp_path, monkeypatch):
     data = load("adult", tmp_path, data_seed=0)
     import pandas as pd
 
-    from datasets.adult import CATEGORICAL, COLUMNS
+    from removal_bench.datasets.adult import CATEGORICAL, COLUMNS
 
     frame = pd.DataFrame([[v.strip() for v in r.split(",")] for r in rows], columns=COLUMNS)
     expected = NUMERIC_COUNT + sum(frame[c].nunique() for c in CATEGORICAL)
@@ -252,7 +253,7 @@ def test_adult_missing_files_name_the_folder(tmp_path):
 
 @pytest.mark.skipif(not (SHARED_DATA / "adult").is_dir(), reason="no shared copy of the UCI files")
 def test_adult_real_files(monkeypatch):
-    from datasets import download
+    from removal_bench.datasets import download
 
     # The shared copy is read-only by convention: leave no hash stamp in it.
     monkeypatch.setattr(download, "_write_stamp", lambda folder, stamp: None)

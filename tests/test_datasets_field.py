@@ -11,13 +11,14 @@ import numpy as np
 import pytest
 import torch
 
-from bench.errors import UserError
-from bench.params import resolve
-from datasets import SPLITS, get_dataset
-from datasets.base import DataFile
-from datasets.biased_mnist import BiasedMnist
-from datasets.celeba import ATTRIBUTES, CelebA
-from datasets.colored_digits import NUM_COLOURS, PALETTE
+from removal_bench.core.errors import UserError
+from removal_bench.core.params import resolve
+from removal_bench.datasets import SPLITS
+from removal_bench.datasets import get_dataset
+from removal_bench.datasets.base import DataFile
+from removal_bench.datasets.biased_mnist import BiasedMnist
+from removal_bench.datasets.celeba import ATTRIBUTES, CelebA
+from removal_bench.datasets.colored_digits import NUM_COLOURS, PALETTE
 from tests.conftest import SHARED_DATA
 
 
@@ -111,7 +112,7 @@ def write_compas(root: Path, rows: list[list[str]]) -> Path:
 
 @pytest.fixture
 def small_compas(tmp_path, monkeypatch):
-    from datasets.compas import Compas
+    from removal_bench.datasets.compas import Compas
 
     monkeypatch.setattr(Compas, "files", (DataFile("compas-scores-two-years.csv"),))
     good = [compas_row(i) for i in range(GOOD_COMPAS)]
@@ -263,7 +264,7 @@ def test_german_short_row_is_a_user_error(tmp_path):
 
 @pytest.fixture
 def no_stamps(monkeypatch):
-    from datasets import download
+    from removal_bench.datasets import download
 
     # The shared copy is read-only by convention: leave no hash stamp in it.
     monkeypatch.setattr(download, "_write_stamp", lambda folder, stamp: None)
@@ -513,7 +514,7 @@ def test_celeba_shapes_labels_and_crop(tmp_path):
         assert split.s.tolist() == [int(celeba_attributes(i)[young] == 1) for i in index], name
     assert sorted(seen) == list(range(len(CELEBA_PARTITION)))
     assert list(image_index(data.train.x)) == list(range(12))  # train keeps the partition file's order
-    from methods.encoders import NormalisedInput
+    from removal_bench.core.encoders import NormalisedInput
 
     spec = data.spec
     identity = torch.nn.Identity()
@@ -534,7 +535,7 @@ def test_celeba_probe_test_halves_depend_on_the_seed(tmp_path):
 
 
 def test_celeba_cache_is_built_once_reused_and_rebuilt(tmp_path, monkeypatch):
-    from datasets import celeba
+    from removal_bench.datasets import celeba
 
     folder = write_celeba(tmp_path)
     builds = []
@@ -615,7 +616,7 @@ def test_celeba_squash_keeps_the_whole_image_crop_cuts_its_ends(tmp_path):
 
 
 def test_celeba_cache_is_not_reused_across_resize_or_resolution(tmp_path, monkeypatch):
-    from datasets import celeba
+    from removal_bench.datasets import celeba
 
     folder = write_celeba(tmp_path)
     write_left_right_faces(folder)
@@ -680,7 +681,7 @@ def test_celeba_balanced_validation_is_irenes_subset(tmp_path):
     irene = frame.groupby(["Smiling", "Young"]).apply(lambda group: group.sample(size, random_state=42))
     assert sorted(index.tolist()) == sorted(irene["index"].tolist())
     # Other seeds pick other rows: the match above is not luck of a small sample.
-    from datasets.celeba import balanced_rows
+    from removal_bench.datasets.celeba import balanced_rows
 
     picks = {tuple(balanced_rows(plain.y.numpy(), plain.s.numpy(), seed)) for seed in range(42, 47)}
     assert len(picks) == 5
@@ -731,7 +732,7 @@ def test_celeba_missing_lists_point_to_the_source(tmp_path):
 def test_celeba_weights_load_into_the_encoder(tmp_path):
     import torchvision
 
-    from methods.encoders import build_encoder, load_weights as load_encoder_weights
+    from removal_bench.core.encoders import build_encoder, load_weights as load_encoder_weights
 
     source = torchvision.models.resnet18(weights=None)
     path = tmp_path / "resnet18.pth"

@@ -1,6 +1,6 @@
 """The same trial twice on one machine gives identical figures: accuracy, leakage, every attacker's score.
 
-Serially, :func:`bench.trial.run_trial` runs twice in one process (the second time with the data loaded
+Serially, :func:`removal_bench.running.trial.run_trial` runs twice in one process (the second time with the data loaded
 afresh, so a loader that shuffles without its seed would show); through Ray, ``bench run --executor ray``
 runs twice into two experiments of one store and the MLflow metrics are compared. Only wall-clock figures
 may differ. (Figures are identical for the same number of torch threads; a different number changes float
@@ -12,7 +12,7 @@ import subprocess
 import mlflow
 import pytest
 
-from bench.trial import _load, execute_trial, make_config
+from removal_bench.running.trial import _load, execute_trial, make_config
 from tests.conftest import bench_command, quiet_env
 
 SMALL = {"n_train": "600", "n_eval": "400"}

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from bench.errors import UserError
-from datasets import download
-from datasets.base import DataFile
-from datasets.download import download_file, ensure_files, file_status, sha256_of
+from removal_bench.core.errors import UserError
+from removal_bench.datasets import download
+from removal_bench.datasets.base import DataFile
+from removal_bench.datasets.download import download_file, ensure_files, file_status, sha256_of
 from tests.conftest import serve_folder
 
 GOOD = b"39, State-gov, 77516, Bachelors\n" * 1000

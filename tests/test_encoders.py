@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from methods.encoders import build_encoder
+from removal_bench.core.encoders import build_encoder
 
 
 def conv_parameters(cin: int, cout: int, kernel: int = 7) -> int:

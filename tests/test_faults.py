@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from bench.sweep import SweepRequest, plan_sweep
-from bench.tracking import Tracker, sqlite_uri
+from removal_bench.running.sweep import SweepRequest, plan_sweep
+from removal_bench.running.tracking import Tracker, sqlite_uri
 from tests.conftest import bench_command, quiet_env
 
 pytestmark = pytest.mark.timeout(900)
@@ -187,7 +187,7 @@ class Outage:
 
 
 def test_retrying_waits_out_a_short_outage_and_gives_up_after_the_window(monkeypatch, capsys):
-    from bench.tracking import Retrying, TrackingUnavailable
+    from removal_bench.running.tracking import Retrying, TrackingUnavailable
 
     monkeypatch.setenv("BENCH_TRACKING_RETRY_SECONDS", "30")
     short = Outage(failures=2)
@@ -209,8 +209,8 @@ def test_a_refusal_is_not_retried(monkeypatch):
     from mlflow.exceptions import MlflowException
     from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
-    from bench.errors import UserError
-    from bench.tracking import Retrying
+    from removal_bench.core.errors import UserError
+    from removal_bench.running.tracking import Retrying
 
     monkeypatch.setenv("BENCH_TRACKING_RETRY_SECONDS", "600")
 

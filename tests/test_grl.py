@@ -1,8 +1,8 @@
 import torch
 
-from methods.base import reverse_gradient
-from methods.encoders import MLP
-from methods.grl import GradientReversalMethod, ganin_schedule
+from removal_bench.methods.base import reverse_gradient
+from removal_bench.core.encoders import MLP
+from removal_bench.methods.grl import GradientReversalMethod, ganin_schedule
 
 
 def test_gradient_reversal_is_identity_forward_and_negated_scaled_backward():

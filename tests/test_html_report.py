@@ -8,8 +8,8 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 
-from bench.html_report import leaderboard_targets, parse_leaderboard_formats
-from bench.errors import UserError
+from removal_bench.reporting.html import leaderboard_targets, parse_leaderboard_formats
+from removal_bench.core.errors import UserError
 from tests.browser import Browser, find_chromium
 from tests.conftest import bench_command, quiet_env
 

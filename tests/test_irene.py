@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from methods.encoders import MLP
-from methods.irene import Irene, mutual_information
+from removal_bench.core.encoders import MLP
+from removal_bench.methods.irene import Irene, mutual_information
 
 
 def test_mutual_information_is_one_for_a_perfect_binary_head():

@@ -13,12 +13,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bench.params import resolve
-from methods import get_method
-from methods.adv_debias import projected_update
-from methods.encoders import MLP
-from methods.end import disentangling_term, entangling_term
-from methods.hsic import delta_kernel, gaussian_kernel, hsic, normalized_hsic
+from removal_bench.core.params import resolve
+from removal_bench.methods import get_method
+from removal_bench.methods.adv_debias import projected_update
+from removal_bench.core.encoders import MLP
+from removal_bench.methods.end import disentangling_term, entangling_term
+from removal_bench.methods.hsic import delta_kernel, gaussian_kernel, hsic, normalized_hsic
 
 def build(name: str, num_private: int = 2, **overrides):
     cls = get_method(name)
@@ -162,7 +162,7 @@ def test_no_nan_on_batches_that_lack_a_private_class(name, overrides):
 def test_rebias_unbiased_hsic_with_rbf_label_kernel_is_the_delta_kernels_scaled_and_centred_on_zero():
     import math
 
-    from methods.hsic import delta_kernel, gaussian_kernel, rbf_label_kernel, unbiased_hsic
+    from removal_bench.methods.hsic import delta_kernel, gaussian_kernel, rbf_label_kernel, unbiased_hsic
 
     generator = torch.Generator().manual_seed(0)
     independent, dependent = [], []
@@ -179,7 +179,7 @@ def test_rebias_unbiased_hsic_with_rbf_label_kernel_is_the_delta_kernels_scaled_
 
 
 def test_end_cosines_are_float32_under_bf16_autocast():
-    from methods.end import cosine_matrix
+    from removal_bench.methods.end import cosine_matrix
 
     z = torch.randn(32, 16)
     with torch.autocast("cpu", dtype=torch.bfloat16):

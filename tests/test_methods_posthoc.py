@@ -13,12 +13,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import methods
-from bench.attackers import attack
-from bench.params import resolve
-from bench.trial import make_config, run_trial
-from methods.encoders import build_encoder
-from methods.inlp import Inlp
+from removal_bench import methods
+from removal_bench.measuring.attackers import attack
+from removal_bench.core.params import resolve
+from removal_bench.running.trial import make_config, run_trial
+from removal_bench.core.encoders import build_encoder
+from removal_bench.methods.inlp import Inlp
 
 SEED = 0
 POST_HOC = ("leace", "inlp")
@@ -186,7 +186,7 @@ def test_inlp_svm_solves_liblinears_problem_at_least_as_well_as_sklearn(classes)
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.svm import LinearSVC
 
-    from methods.inlp import linear_svc
+    from removal_bench.methods.inlp import linear_svc
 
     rng = np.random.default_rng(classes)
     sizes = np.arange(1, classes + 1, dtype=float)
@@ -210,7 +210,7 @@ def test_inlp_svm_solves_liblinears_problem_at_least_as_well_as_sklearn(classes)
 @pytest.mark.parametrize("classes, iterations", [(5, 1), (5, 10), (2, 12), (2, 30)])
 def test_inlp_projection_stays_a_projection_when_iterations_outnumber_dimensions(classes, iterations):
     """One-vs-rest removes a direction per class and iteration; past d of them the bottleneck is gone, exactly."""
-    from methods.inlp import nullspace_projection
+    from removal_bench.methods.inlp import nullspace_projection
 
     generator = torch.Generator().manual_seed(classes)
     s = torch.randint(0, classes, (2000,), generator=generator)

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from bench.metrics import TaskMetrics, balanced_accuracy, entropy_bits, task_metrics
+from removal_bench.measuring.metrics import TaskMetrics, balanced_accuracy, entropy_bits, task_metrics
 
 
 def probabilities_predicting(predictions, num_classes=2):

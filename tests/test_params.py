@@ -1,7 +1,7 @@
 import pytest
 
-from bench.errors import UserError
-from bench.params import Choice, LogUniform, Param, resolve, sample
+from removal_bench.core.errors import UserError
+from removal_bench.core.params import Choice, LogUniform, Param, resolve, sample
 
 
 def test_resolve_parses_strings_and_keeps_defaults():

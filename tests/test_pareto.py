@@ -1,6 +1,6 @@
 import pytest
 
-from bench.pareto import constrained_best, front_hypervolume, hypervolume, pareto_mask
+from removal_bench.measuring.pareto import constrained_best, front_hypervolume, hypervolume, pareto_mask
 
 
 def test_pareto_mask_keeps_only_undominated_points():

@@ -8,14 +8,14 @@ import sys
 
 import pytest
 
-import datasets as dataset_registry
-from bench.executors import trial_resources
+import removal_bench.datasets as dataset_registry
+from removal_bench.running.executors import trial_resources
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 
 
 def run_benchmark(*arguments: str, timeout: float = 240) -> str:
-    completed = subprocess.run([sys.executable, "-m", "bench.benchmarks", *arguments], cwd=ROOT,
+    completed = subprocess.run([sys.executable, "-m", "removal_bench.benchmarks", *arguments], cwd=ROOT,
                                capture_output=True, text=True, timeout=timeout)
     assert completed.returncode == 0, completed.stderr[-3000:]
     return completed.stdout

@@ -7,10 +7,10 @@ import subprocess
 import numpy as np
 import pytest
 
-import datasets as registry
-from bench.errors import UserError
-from bench.params import resolve
-from datasets.private import joint_label
+import removal_bench.datasets as registry
+from removal_bench.core.errors import UserError
+from removal_bench.core.params import resolve
+from removal_bench.datasets.private import joint_label
 from tests.conftest import SHARED_DATA, bench_command, quiet_env
 
 

@@ -5,11 +5,11 @@ import math
 import pytest
 import torch
 
-from bench.errors import UserError
-from bench.recipes import (
+from removal_bench.core.errors import UserError
+from removal_bench.core.recipes import (
     IRENE_BIASED_MNIST, IRENE_CELEBA, Recipe, apply_overrides, parse_train,
 )
-from bench.trial import config_hash, make_config, run_trial
+from removal_bench.running.trial import config_hash, make_config, run_trial
 
 SMALL = {"n_train": 400, "n_eval": 200}
 
@@ -114,7 +114,7 @@ def test_reference_source_uses_the_methods_paper_recipe_where_it_declares_one():
 def test_a_run_logs_the_recipe_as_params_and_the_rate_per_epoch(tmp_path):
     import mlflow
 
-    from bench.cli import main
+    from removal_bench.commands.cli import main
 
     uri = "sqlite:///" + str(tmp_path / "mlflow.db")
     assert main(["run", "--methods", "vanilla", "--datasets", "synthetic:n_train=300:n_eval=200", "--seeds", "1",
@@ -134,7 +134,7 @@ def test_a_run_logs_the_recipe_as_params_and_the_rate_per_epoch(tmp_path):
 
 
 def test_unknown_train_field_fails_before_anything_runs(tmp_path, capsys):
-    from bench.cli import main
+    from removal_bench.commands.cli import main
 
     uri = "sqlite:///" + str(tmp_path / "mlflow.db")
     assert main(["run", "--methods", "vanilla", "--datasets", "synthetic", "--executor", "serial",
@@ -145,7 +145,7 @@ def test_unknown_train_field_fails_before_anything_runs(tmp_path, capsys):
 
 
 def test_horizontal_flip_mirrors_about_half_of_the_batch():
-    from bench.trial import horizontal_flip
+    from removal_bench.running.trial import horizontal_flip
 
     x = torch.arange(2 * 3 * 4, dtype=torch.float32).view(1, 2, 3, 4).repeat(400, 1, 1, 1)
     flipped = horizontal_flip(x, torch.Generator().manual_seed(0))

@@ -23,7 +23,7 @@ from functools import lru_cache
 
 import pytest
 
-from bench.trial import make_config, run_trial
+from removal_bench.running.trial import make_config, run_trial
 
 SEEDS = (0, 1, 2)
 MIN_EFFECT = 0.01

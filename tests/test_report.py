@@ -5,7 +5,10 @@ import math
 import pandas as pd
 import pytest
 
-from bench import report
+from removal_bench.reporting import cells
+from removal_bench.reporting import publish
+from removal_bench.reporting import summaries
+from removal_bench.reporting import tables
 
 NAN = float("nan")
 
@@ -62,7 +65,7 @@ def by_label(rows):
 
 
 def test_each_trial_counts_once_and_missing_seeds_are_named(frame):
-    rows = by_label(report.summarise(frame)["toy"])
+    rows = by_label(summaries.summarise(frame)["toy"])
     vanilla, a, b, c = rows["vanilla"], rows["A"], rows["B"], rows["C"]
     assert (vanilla.finished, vanilla.failed, vanilla.missing) == (3, 0, [])
     assert vanilla.stats["accuracy"] == pytest.approx((0.92, 0.02 / math.sqrt(3)))
@@ -71,7 +74,7 @@ def test_each_trial_counts_once_and_missing_seeds_are_named(frame):
     assert (b.finished, b.failed, b.missing) == (1, 1, ["2"])
     assert b.errors == ["diverged: train_loss became nan in epoch 1"]
     assert (c.finished, c.stopped, c.missing) == (0, 3, [])
-    text = report.table(list(rows.values()))
+    text = tables.table(list(rows.values()))
     line = next(line for line in text.splitlines() if " A " in line)
     assert "2/3" in line and "missing: 2" in line
     line = next(line for line in text.splitlines() if " B " in line)
@@ -80,29 +83,29 @@ def test_each_trial_counts_once_and_missing_seeds_are_named(frame):
 
 
 def test_declared_seeds_show_up_as_missing_even_when_no_configuration_has_them(frame):
-    rows = by_label(report.summarise(frame, expected_seeds={"toy": ["0", "1", "2", "3"]})["toy"])
+    rows = by_label(summaries.summarise(frame, expected_seeds={"toy": ["0", "1", "2", "3"]})["toy"])
     assert rows["vanilla"].missing == ["3"]
     assert rows["A"].missing == ["2", "3"]
-    assert report.seeds_cell(rows["vanilla"]) == "3/4"
+    assert cells.seeds_cell(rows["vanilla"]) == "3/4"
 
 
 def test_hypervolume_per_method_and_constrained_selection(frame):
-    rows = report.summarise(frame)["toy"]
-    summaries = {s.method: s for s in report.methods_of(rows)}
+    rows = summaries.summarise(frame)["toy"]
+    by_method = {s.method: s for s in summaries.methods_of(rows)}
     # irene: A (0.85, 1 - 0.2) and B (0.80, 1 - 0.1) above (0.5, 0): 0.35 * 0.8 + 0.30 * 0.1 = 0.31
-    assert summaries["irene"].hypervolume == pytest.approx(0.31)
-    assert summaries["irene"].chance_accuracy == pytest.approx(0.5)
-    assert summaries["vanilla"].hypervolume == pytest.approx((0.92 - 0.5) * 0.4)
-    assert [s.method for s in report.methods_of(rows)] == ["irene", "vanilla"]  # ranked by hypervolume
+    assert by_method["irene"].hypervolume == pytest.approx(0.31)
+    assert by_method["irene"].chance_accuracy == pytest.approx(0.5)
+    assert by_method["vanilla"].hypervolume == pytest.approx((0.92 - 0.5) * 0.4)
+    assert [s.method for s in summaries.methods_of(rows)] == ["irene", "vanilla"]  # ranked by hypervolume
     # B has the best validation accuracy but a FAILED seed: A is selected
-    assert summaries["irene"].selected.label == "A"
-    assert summaries["vanilla"].selected.label == "vanilla"
-    assert summaries["irene"].trials == 2 + 2 + 3  # A's two, B's finished and failed, C's three stopped
-    bounded = {s.method: s for s in report.methods_of(rows, max_leakage=0.7)}
+    assert by_method["irene"].selected.label == "A"
+    assert by_method["vanilla"].selected.label == "vanilla"
+    assert by_method["irene"].trials == 2 + 2 + 3  # A's two, B's finished and failed, C's three stopped
+    bounded = {s.method: s for s in summaries.methods_of(rows, max_leakage=0.7)}
     assert bounded["irene"].selected.label == "A"
     assert bounded["vanilla"].selected is None  # validation leakage 0.8 > 0.7
-    assert "none qualifies" in report.methods_table(list(bounded.values()))
-    assert report.select(rows, max_leakage=0.5) is None
+    assert "none qualifies" in tables.methods_table(list(bounded.values()))
+    assert summaries.select(rows, max_leakage=0.5) is None
 
 
 def test_hypervolume_reference_is_the_majority_class_rate_where_runs_log_it(frame):
@@ -110,31 +113,31 @@ def test_hypervolume_reference_is_the_majority_class_rate_where_runs_log_it(fram
     constant = [run("erase-all", seed, "FINISHED", 40 + seed, accuracy=0.84, leakage_norm=0.0, val_accuracy=0.84,
                     val_leakage=0.5, method="inlp") for seed in range(3)]
     imbalanced = pd.concat([frame, pd.DataFrame(constant)], ignore_index=True)
-    before = {s.method: s for s in report.methods_of(report.summarise(imbalanced)["toy"])}
+    before = {s.method: s for s in summaries.methods_of(summaries.summarise(imbalanced)["toy"])}
     assert before["inlp"].chance_accuracy == pytest.approx(0.5)  # no run logs majority_accuracy: 1 / classes
     assert before["inlp"].hypervolume == pytest.approx(0.34) and before["inlp"].hypervolume > before["irene"].hypervolume
     imbalanced["metrics.majority_accuracy"] = [0.84 if status == "FINISHED" else NAN for status in imbalanced["status"]]
-    after = {s.method: s for s in report.methods_of(report.summarise(imbalanced)["toy"])}
+    after = {s.method: s for s in summaries.methods_of(summaries.summarise(imbalanced)["toy"])}
     assert after["inlp"].chance_accuracy == pytest.approx(0.84) and after["inlp"].hypervolume == 0.0
     # irene: A (0.85, 1 - 0.2) above (0.84, 0), B (0.80) below it: 0.01 * 0.8; vanilla (0.92, 0.4): 0.08 * 0.4
     assert after["irene"].hypervolume == pytest.approx(0.008)
     assert after["vanilla"].hypervolume == pytest.approx(0.032)
-    assert [s.method for s in report.methods_of(report.summarise(imbalanced)["toy"])][-1] == "inlp"
+    assert [s.method for s in summaries.methods_of(summaries.summarise(imbalanced)["toy"])][-1] == "inlp"
 
 
 @pytest.mark.parametrize("majority, flagged", [(0.5, False), (0.91, True)])
 def test_a_task_barely_above_the_majority_rate_is_flagged(frame, majority, flagged):
-    from bench.standings import standings
+    from removal_bench.reporting.standings import standings
 
     frame = frame.copy()
     frame["metrics.majority_accuracy"] = [majority if status == "FINISHED" else NAN for status in frame["status"]]
-    found = standings("toy", report.summarise(frame)["toy"], replicates=50)
+    found = standings("toy", summaries.summarise(frame)["toy"], replicates=50)
     assert any("majority class" in flag for flag in found.reliability.flags) == flagged  # vanilla: 0.92
 
 
 def test_markdown_csv_latex_and_plot(frame, tmp_path):
-    by_dataset = report.summarise(frame)
-    written = report.write_results(by_dataset, tmp_path, "exp", formats=("markdown", "csv", "latex"), max_leakage=0.7)
+    by_dataset = summaries.summarise(frame)
+    written = publish.write_results(by_dataset, tmp_path, "exp", formats=("markdown", "csv", "latex"), max_leakage=0.7)
     assert sorted(p.name for p in written) == ["toy.csv", "toy.md", "toy.png", "toy.tex"]
     markdown = (tmp_path / "toy.md").read_text()
     assert "## Methods" in markdown and "missing: 2" in markdown and "validation leakage <= 0.7" in markdown
@@ -149,7 +152,7 @@ def test_markdown_csv_latex_and_plot(frame, tmp_path):
 
 
 def test_leaderboard_ranks_methods_with_trials_commit_and_date(frame):
-    text = report.leaderboard_text(report.summarise(frame), ["exp"], None, "2026-01-01")
+    text = tables.leaderboard_text(summaries.summarise(frame), ["exp"], None, "2026-01-01")
     ranking = section_table(text, "### Ranking by hypervolume")
     assert [cells[1] for cells in ranking] == ["irene", "vanilla"]
     irene = ranking[0]
@@ -170,7 +173,7 @@ def test_written_results_are_readable_by_others(tmp_path):
     import os
     import stat
 
-    from bench.report import write_text
+    from removal_bench.reporting.files import write_text
 
     path = tmp_path / "table.md"
     write_text(path, "x")
@@ -181,19 +184,19 @@ def test_written_results_are_readable_by_others(tmp_path):
 
 def test_a_reduced_setting_says_so_and_a_full_one_does_not():
     """The leaderboard states a subsample or a recipe cut next to the dataset's figures (and only then)."""
-    reduced = report.Row("biased_mnist", "vanilla", "vanilla", "k1", setting={
+    reduced = summaries.Row("biased_mnist", "vanilla", "vanilla", "k1", setting={
         "data.source": "fashion_mnist", "data.subsample": "0.1", "data.rho": "0.9", "data.split": "ours",
         "recipe.epochs": "5", "recipe.encoder": "small_cnn", "recipe.batch_size": "100"})
-    text, is_reduced = report.dataset_setting("biased_mnist", [reduced])
+    text, is_reduced = summaries.dataset_setting("biased_mnist", [reduced])
     assert is_reduced and text.startswith("**Reduced**")
     for fragment in ("subsample 0.1", "epochs 5 (recipe: 100)", "encoder small_cnn (recipe: biased_mnist_cnn)", "rho=0.9"):
         assert fragment in text
-    full = report.Row("colored_digits", "vanilla", "vanilla", "k2", setting={
+    full = summaries.Row("colored_digits", "vanilla", "vanilla", "k2", setting={
         "data.rho": "0.9", "recipe.epochs": "20", "recipe.encoder": "small_cnn", "recipe.batch_size": "100"})
-    text, is_reduced = report.dataset_setting("colored_digits", [full])
+    text, is_reduced = summaries.dataset_setting("colored_digits", [full])
     assert not is_reduced and "Reduced" not in text and "epochs 20" in text
-    shorter = report.Row("colored_digits", "grl", "grl", "k3", setting={**full.setting, "recipe.epochs": "2"})
-    text, is_reduced = report.dataset_setting("colored_digits", [full, shorter])
+    shorter = summaries.Row("colored_digits", "grl", "grl", "k3", setting={**full.setting, "recipe.epochs": "2"})
+    text, is_reduced = summaries.dataset_setting("colored_digits", [full, shorter])
     assert is_reduced and "epochs 2 (recipe: 20)" in text and "epochs 20/2" in text
 
 
@@ -204,5 +207,5 @@ def test_a_strength_curve_is_listed_from_weak_to_strong():
         record = run(f"grl(lambda={value})", 0, "FINISHED", start, accuracy=0.8, leakage_norm=0.5, method="grl")
         records.append({**record, "params.hp.lambda": value})
     records.append(run("vanilla", 0, "FINISHED", 9, accuracy=0.9, leakage_norm=0.6, method="vanilla"))
-    rows = report.summarise(pd.DataFrame(records))["toy"]
+    rows = summaries.summarise(pd.DataFrame(records))["toy"]
     assert [row.label for row in rows] == ["vanilla"] + [f"grl(lambda={v})" for v in ("0.01", "0.5", "3.14", "10", "100")]

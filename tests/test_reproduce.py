@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench.errors import UserError
-from bench.reproduce import (
+from removal_bench.core.errors import UserError
+from removal_bench.running.reproduce import (
     AGREES, DIFFERS, ReproduceRequest, load_tables, mean_and_error, plan_rows, render, select_tables, verdict,
 )
 from tests.conftest import SHARED_DATA, bench_command, quiet_env
@@ -92,7 +92,7 @@ def test_our_parity_gap_is_ffbs_demographic_parity():
     """FFB (src/metrics.py): DP = |P(y^=1 | s=1) - P(y^=1 | s=0)|, y^ = 1 when p(y=1) > 0.5; ours is the same fraction."""
     import numpy as np
 
-    from bench.metrics import task_metrics
+    from removal_bench.measuring.metrics import task_metrics
 
     rng = np.random.default_rng(0)
     for _ in range(5):

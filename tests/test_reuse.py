@@ -1,4 +1,4 @@
-"""Trainings shared within an invocation (bench.trial.reuse_path): vanilla, LEACE and INLP train alike.
+"""Trainings shared within an invocation (removal_bench.running.trial.reuse_path): vanilla, LEACE and INLP train alike.
 
 The reuse is only sound if those methods really train the same weights for the
 same dataset, recipe and seed, and if a trial that loads a kept training ends
@@ -10,8 +10,8 @@ import tempfile
 
 from mlflow import MlflowClient
 
-from bench.cli import main
-from bench.trial import make_config, run_trial
+from removal_bench.commands.cli import main
+from removal_bench.running.trial import make_config, run_trial
 
 DATA = {"n_train": 1200, "n_eval": 400}
 EPOCHS = 3
@@ -86,8 +86,8 @@ def test_no_reuse_when_vanilla_reports_epoch_leakage(tmp_path):
 
 def test_only_a_vouched_training_is_shared():
     """A subclass of vanilla that trains its own way must not load vanilla's weights."""
-    import methods
-    from methods.vanilla import Vanilla
+    from removal_bench import methods
+    from removal_bench.methods.vanilla import Vanilla
 
     class OwnUpdate(Vanilla):
         def update(self, x, y, s):

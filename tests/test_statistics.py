@@ -5,9 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from bench import statistics
-from bench.pareto import front_hypervolume
-from bench.statistics import Interval
+from removal_bench.reporting import statistics
+from removal_bench.measuring.pareto import front_hypervolume
+from removal_bench.reporting.statistics import Interval
 
 # Two configurations of one method: a weak and a strong removal, (task accuracy, normalised leakage).
 TRUE_MEANS = np.array([[0.90, 0.60], [0.80, 0.20]])

@@ -3,11 +3,11 @@
 import mlflow
 import pytest
 
-import methods
-from bench.cli import main
-from bench.params import LogUniform, Param
-from bench.sweep import SweepRequest, plan_sweep
-from methods.vanilla import Vanilla
+from removal_bench import methods
+from removal_bench.commands.cli import main
+from removal_bench.core.params import LogUniform, Param
+from removal_bench.running.sweep import SweepRequest, plan_sweep
+from removal_bench.methods.vanilla import Vanilla
 
 SMALL = "synthetic:n_train=300:n_eval=200"
 
@@ -191,7 +191,7 @@ def test_ctrl_c_then_the_same_command_runs_only_what_is_missing_and_restart_runs
 
 
 def test_the_leakage_guard_probe_is_reported_per_epoch_and_changes_no_figure():
-    from bench.trial import make_config, run_trial
+    from removal_bench.running.trial import make_config, run_trial
 
     options = {"n_train": 300, "n_eval": 200}
     plain = make_config("irene", "synthetic", options, seed=1, epochs=2)
@@ -219,6 +219,6 @@ def test_the_leakage_guard_probe_is_reported_per_epoch_and_changes_no_figure():
     ({"status": "FAILED"}, 0.7, 0.0),
 ])
 def test_schedule_score(metrics, bound, expected):
-    from bench.executors import schedule_score
+    from removal_bench.running.executors import schedule_score
 
     assert schedule_score(metrics, bound) == expected

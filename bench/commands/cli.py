@@ -1,0 +1,93 @@
+"""The `bench` command line.
+
+Bad input (an unknown name, a malformed option, a missing data file) gets one
+line on stderr and exit status 2. A traceback means a bug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from removal_bench.commands import attack as attack_command
+from removal_bench.commands import data as data_command
+from removal_bench.commands import reproduce as reproduce_command
+from removal_bench.commands import sweep as sweep_command
+from removal_bench.commands.arguments import Parser, add_run_arguments, run_fields
+from removal_bench.core.errors import UserError
+
+
+def command_run(args: argparse.Namespace) -> int:
+    from removal_bench.reporting.publish import publish_report
+    from removal_bench.running.runner import RunRequest, execute
+
+    request = RunRequest(**run_fields(args))
+    finished = execute(request)
+    publish_report(finished.frame, request, finished.tracking_uri, sys.stdout, parent_id=finished.parent_id)
+    return finished.status
+
+
+def command_list(args: argparse.Namespace) -> int:
+    import removal_bench.datasets as dataset_registry
+    import removal_bench.methods as method_registry
+    from removal_bench.core.encoders import ENCODERS
+
+    print("methods:")
+    for name, cls in sorted(method_registry.REGISTRY.items()):
+        print(f"  {name:<12} {cls.description}")
+        for hp, param in cls.hparams.items():
+            print(f"      {hp:<18} {param.describe()}{'  ' + param.help if param.help else ''}")
+        if cls.strength:
+            print("      strength (--curve): " + ", ".join(f"{hp} {low:g}..{high:g}" for hp, (low, high) in cls.strength.items()))
+        for dataset, recipe in sorted(cls.reference_recipes.items()):
+            print(f"      recipe on {dataset} (--recipe reference): {recipe.describe()}")
+    print("\ndatasets:")
+    for name, cls in sorted(dataset_registry.REGISTRY.items()):
+        needs = "  (reads files from the data root)" if cls.needs_data() else ""
+        print(f"  {name:<15} {cls.description}{needs}")
+        for option, param in cls.options.items():
+            print(f"      {option:<18} {param.describe()}{'  ' + param.help if param.help else ''}")
+        print(f"      recipe: {cls.recipe_for({k: p.default for k, p in cls.options.items()}).describe()}")
+    print("\nencoders: " + ", ".join(sorted(ENCODERS)))
+    return 0
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="bench", description="Benchmark information removal in deep networks.")
+    commands = parser.add_subparsers(dest="command", parser_class=Parser)
+    run = commands.add_parser("run", help="train every method on every dataset and seed; print Pareto tables")
+    add_run_arguments(run)
+    run.set_defaults(handler=command_run)
+    listing = commands.add_parser("list", help="methods and datasets, with their options")
+    listing.set_defaults(handler=command_list)
+    for module in (data_command, sweep_command, attack_command, reproduce_command):  # each adds its subcommands
+        module.add_commands(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        args.command_line = ["bench", *(sys.argv[1:] if argv is None else argv)]  # provenance (sweep, leaderboard)
+        if not getattr(args, "handler", None):
+            parser.print_help()
+            return 2
+        return args.handler(args)
+    except UserError as error:
+        print(f"bench: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bench: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `bench list | head`: the reader left; stop quietly, as a C tool killed by SIGPIPE
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # Python's flush of stdout at exit would raise again
+        return 141
+
+
+if __name__ == "__main__":
+    sys.exit(main())

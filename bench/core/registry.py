@@ -1,0 +1,32 @@
+"""A registry of classes by name: methods and datasets each keep one."""
+
+from __future__ import annotations
+
+from typing import Generic, TypeVar
+
+from removal_bench.core.errors import UserError
+
+T = TypeVar("T")
+
+
+class Registry(dict, Generic[T]):
+    """``name -> class``; :meth:`register` is a class decorator, :meth:`lookup` a checked get."""
+
+    def __init__(self, kind: str):
+        super().__init__()
+        self.kind = kind
+
+    def register(self, cls: type[T]) -> type[T]:
+        """Class decorator: add ``cls`` under ``cls.name``."""
+        if not cls.name or cls.name in self:
+            raise ValueError(f"{self.kind} name {cls.name!r} is empty or taken")
+        self[cls.name] = cls
+        return cls
+
+    def lookup(self, name: str) -> type[T]:
+        """The class registered as ``name``; an unknown name is a UserError listing the valid ones."""
+        try:
+            return self[name]
+        except KeyError:
+            valid = ", ".join(sorted(self))
+            raise UserError(f"unknown {self.kind} {name!r} (valid: {valid})") from None

@@ -1,0 +1,217 @@
+"""`bench report` and `bench leaderboard`: tables, plots and the leaderboard from what MLflow holds.
+
+Both read the trial runs back with ``mlflow.search_runs`` (never from a
+driver's memory), count each trial once (:func:`removal_bench.running.tracking.deduplicate`) and
+name every seed that is missing.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from pathlib import Path
+from typing import TextIO
+
+from removal_bench.reporting import files
+from removal_bench.reporting import publish
+from removal_bench.reporting import summaries
+from removal_bench.reporting import tables
+from removal_bench.core.errors import UserError
+
+
+def parse_formats(text: str | None) -> tuple[str, ...]:
+    """``markdown,latex`` -> ("markdown", "latex"); unknown names are a UserError."""
+    if not text:
+        return ("markdown", "csv")
+    names = [name.strip().lower() for name in text.split(",")]
+    aliases = {"md": "markdown", "tex": "latex"}
+    names = [aliases.get(name, name) for name in names]
+    unknown = [name for name in names if name not in tables.FORMATS]
+    if unknown or not names:
+        raise UserError(f"unknown --format {unknown[0] if unknown else text!r} (valid: {', '.join(tables.FORMATS)})")
+    return tuple(dict.fromkeys(names))
+
+
+def declared_seeds(tracking_uri: str, experiments: list[str]) -> dict[str, list[str]]:
+    """Per dataset, the seeds 0..N-1 that the invocations (parent runs) running it asked for."""
+    from removal_bench.running.tracking import load_runs
+
+    parents = load_runs(tracking_uri, experiments, kind="invocation")
+    seeds: dict[str, set[str]] = {}
+    if parents.empty or "params.datasets" not in parents.columns or "params.seeds" not in parents.columns:
+        return {}
+    for datasets, count in zip(parents["params.datasets"], parents["params.seeds"]):
+        try:
+            number = int(count)
+        except (TypeError, ValueError):
+            continue
+        for dataset in str(datasets).split(","):
+            seeds.setdefault(dataset, set()).update(str(s) for s in range(number))
+    return {dataset: sorted(values) for dataset, values in seeds.items()}
+
+
+def check_max_leakage(value: float | None) -> None:
+    if value is not None and not 0.0 <= value <= 1.0:
+        raise UserError(f"--max-leakage is a balanced accuracy between 0 and 1, got {value}")
+
+
+def execute_report(
+    experiment: str,
+    tracking_uri: str | None = None,
+    max_leakage: float | None = None,
+    formats: tuple[str, ...] = ("markdown", "csv"),
+    results_dir: str | None = None,
+    stream: TextIO | None = None,
+    quiet: bool = False,
+    json_output: bool = False,
+) -> int:
+    from removal_bench.running import preflight
+    from removal_bench.running.tracking import load_runs, require_experiment
+
+    stream = stream or sys.stdout
+    check_max_leakage(max_leakage)
+    if not experiment or not experiment.strip():
+        raise UserError("--experiment must not be empty")
+    folder = preflight.writable_folder(Path(results_dir or Path("results") / experiment), "--results-dir").resolve()
+    uri = preflight.tracking_uri(tracking_uri, write=False)
+    require_experiment(uri, experiment)
+    frame = load_runs(uri, experiment)
+    if frame.empty:
+        raise UserError(f"experiment {experiment!r} at {uri} holds no trial runs")
+    by_dataset = summaries.summarise(frame, expected_seeds=declared_seeds(uri, [experiment]))
+    from removal_bench.reporting.standings import of_datasets
+
+    found = of_datasets(by_dataset, max_leakage)  # once, for the printed tables, the files and the JSON
+    if not (quiet or json_output):
+        publish.print_report(by_dataset, stream, max_leakage, found)
+    written = publish.write_results(by_dataset, folder, experiment, formats, max_leakage, found)
+    if json_output:
+        from removal_bench.reporting.documents import print_json, report_document
+
+        print_json(report_document(by_dataset, max_leakage, found, experiment=experiment, tracking_uri=uri,
+                                   results_dir=str(folder), files=[str(path) for path in written]), stream)
+    elif not quiet:
+        print(f"\nwrote {len(written)} files to {folder}", file=stream)
+    return 0
+
+
+def bench_experiments(tracking_uri: str) -> list[str]:
+    """Active experiments of the store that hold at least one bench trial run."""
+    from mlflow import MlflowClient
+
+    from removal_bench.running.tracking import Retrying
+
+    client, call = MlflowClient(tracking_uri), Retrying(tracking_uri)
+    names = []
+    for found in call(client.search_experiments):
+        if call(client.search_runs, [found.experiment_id], "tags.`bench.kind` = 'trial'", max_results=1):
+            names.append(found.name)
+    return sorted(names)
+
+
+def _seconds(start, end) -> float:
+    begin, finish = summaries._milliseconds(start), summaries._milliseconds(end)
+    return (finish - begin) / 1000 if math.isfinite(begin) and math.isfinite(finish) and finish >= begin else math.nan
+
+
+def _described(parent) -> str:
+    """A command line for an invocation from before parents logged theirs: rebuilt from its params."""
+    kind = "sweep" if str(parent.get("tags.mlflow.runName", "")).startswith("sweep") else "run"
+    text = f"bench {kind} --methods {parent.get('params.methods', '?')} --datasets {parent.get('params.datasets', '?')} " \
+           f"--seeds {parent.get('params.seeds', '?')}"
+    search = parent.get("params.search")
+    return text + (f" (search {search})" if isinstance(search, str) else "") + "  # rebuilt from the run's params"
+
+
+def provenance(tracking_uri: str, experiments: list[str], frame, command: str = "") -> tables.Provenance:
+    """Commands, trials, wall time and commits of the runs behind a leaderboard, from MLflow."""
+    from removal_bench.running.tracking import load_runs
+
+    from removal_bench.running.sweep import command_text, portable_command
+
+    trials = summaries.deduplicate(frame)
+
+    found = tables.Provenance(trials=len(trials), report_command=command or command_text())
+    found.trial_seconds = sum(s for s in (_seconds(a, b) for a, b in zip(trials["start_time"], trials.get("end_time", [])))
+                              if math.isfinite(s)) if "end_time" in trials.columns else math.nan
+    commits = trials["tags.bench.git_commit"] if "tags.bench.git_commit" in trials.columns else []
+    found.commits = sorted({c for c in commits if isinstance(c, str) and c})
+    starts = [summaries._milliseconds(v) for v in trials["start_time"]]
+    ends = [summaries._milliseconds(v) for v in trials["end_time"]] if "end_time" in trials.columns else []
+    found.first_start = min((s for s in starts if math.isfinite(s)), default=math.nan)
+    found.last_end = max((e for e in ends if math.isfinite(e)), default=math.nan)
+    parents = load_runs(tracking_uri, experiments, kind="invocation")
+    if not parents.empty:
+        parents = parents.sort_values("start_time")
+        found.invocations = len(parents)
+        durations = [_seconds(a, b) for a, b in zip(parents["start_time"], parents["end_time"])] \
+            if "end_time" in parents.columns else []
+        found.wall_seconds = sum(d for d in durations if math.isfinite(d)) if durations else math.nan
+        commands = []
+        for _, parent in parents.iterrows():
+            command = parent.get("params.command")
+            commands.append(portable_command(command) if isinstance(command, str) and command else _described(parent))
+        found.commands = list(dict.fromkeys(commands))
+    return found
+
+
+def execute_leaderboard(
+    experiments: list[str] | None = None,
+    tracking_uri: str | None = None,
+    max_leakage: float | None = None,
+    output: str | None = None,
+    stream: TextIO | None = None,
+    formats: tuple[str, ...] = ("markdown",),
+    quiet: bool = False,
+    json_output: bool = False,
+    command: str = "",
+) -> int:
+    """``formats``: markdown (``results/LEADERBOARD.md``) and/or html (``results/leaderboard.html``, :mod:`removal_bench.reporting.html`)."""
+    from removal_bench.running import preflight
+    from removal_bench.running.tracking import _quiet_mlflow, load_runs, require_experiment
+
+    stream = stream or sys.stdout
+    check_max_leakage(max_leakage)
+    from removal_bench.reporting import html as html_report
+
+    paths = {name: preflight.writable_file(target, "--output").resolve()
+             for name, target in html_report.leaderboard_targets(formats, output).items()}
+    uri = preflight.tracking_uri(tracking_uri, write=False)
+    _quiet_mlflow()
+    if experiments:
+        for name in experiments:
+            require_experiment(uri, name)
+    else:
+        experiments = bench_experiments(uri)
+        if not experiments:
+            raise UserError(f"MLflow at {uri} holds no bench trial runs")
+    frame = load_runs(uri, experiments)
+    if frame.empty:
+        raise UserError(f"experiment(s) {', '.join(experiments)} at {uri} hold no trial runs")
+    by_dataset = summaries.summarise(frame, expected_seeds=declared_seeds(uri, experiments))
+    generated = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    from removal_bench.reporting.standings import of_datasets
+
+    found = of_datasets(by_dataset, max_leakage)  # once, for the plots, the Markdown, the HTML and the JSON
+    plots = {}
+    if "markdown" in paths:  # the Markdown links its plots by a path relative to itself
+        folder = paths["markdown"].parent / f"{paths['markdown'].stem.lower()}-plots"
+        plots = {dataset: f"{folder.name}/{path.name}"
+                 for dataset, path in publish.write_plots(by_dataset, folder, max_leakage, found).items()}
+    text = tables.leaderboard_text(by_dataset, experiments, max_leakage, generated,
+                                   provenance=provenance(uri, experiments, frame, command), plots=plots, found=found)
+    if "markdown" in paths:
+        files.write_text(paths["markdown"], text)
+    if "html" in paths:
+        html_report.write_page(paths["html"], by_dataset, experiments, max_leakage, generated, found)
+    if json_output:
+        from removal_bench.reporting.documents import print_json, report_document
+
+        print_json(report_document(by_dataset, max_leakage, found, experiments=experiments, tracking_uri=uri, generated=generated,
+                                   files=[str(path) for path in paths.values()]), stream)
+    elif not quiet:
+        print(text, file=stream)
+        for path in paths.values():
+            print(f"wrote {path}", file=stream)
+    return 0

@@ -1,0 +1,91 @@
+"""The per-dataset trade-off plot: each method's front, seed error bars, the floor explained.
+
+Task accuracy (test) against normalised leakage (0 = the attacker at chance,
+1 = ``s`` fully recovered), so that datasets with different numbers of private
+classes read the same way. Only fronts are labelled, through a legend outside
+the axes (no text on the points, so nothing overlaps); a caption under the
+axes says what the lines, bars and the dotted floor are.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import textwrap
+from pathlib import Path
+
+from removal_bench.measuring.pareto import pareto_mask
+
+MARKERS = "osD^vP*Xhp<>"
+CAPTION = (
+    "Lines: each method's front (its configurations that no other of its configurations beats on both axes); "
+    "points: mean over seeds, bars: ± 1 standard error over seeds; hollow points: the method's dominated "
+    "configurations. Dotted line: the floor, the leakage of an attacker that sees only vanilla's predicted task "
+    "probabilities: where y and s are correlated, no accurate model goes far left of it. Dashed: the accuracy of always predicting the majority class."
+)
+
+
+def _publish(figure, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    from removal_bench.reporting.files import publish
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
+    os.close(handle)
+    figure.savefig(temporary, bbox_inches="tight")
+    plt.close(figure)
+    publish(temporary, path)
+
+
+def front_plot(rows, path: Path, title: str, legend_notes: dict[str, str] | None = None) -> None:
+    """Write the plot of one dataset's configuration rows to ``path`` (PNG).
+
+    ``legend_notes`` (method -> text, e.g. its hypervolume interval) is appended
+    to the method's legend entry.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = sorted({r.method for r in rows}, key=lambda m: (m != "vanilla", m))
+    colours = plt.get_cmap("tab10").colors
+    figure, axes = plt.subplots(figsize=(7.5, 4.6), dpi=130)
+    from removal_bench.reporting.summaries import reference_accuracy
+
+    reference = reference_accuracy(rows)
+    for index, method in enumerate(methods):
+        colour, marker = colours[index % len(colours)], MARKERS[index % len(MARKERS)]
+        mine = [r for r in rows if r.method == method
+                and math.isfinite(r.mean("accuracy")) and math.isfinite(r.mean("leakage_norm"))]
+        if not mine:
+            continue
+        optimal = pareto_mask([r.mean("accuracy") for r in mine], [r.mean("leakage_norm") for r in mine])
+        front = sorted((r for r, keep in zip(mine, optimal) if keep), key=lambda r: r.mean("leakage_norm"))
+        rest = [r for r, keep in zip(mine, optimal) if not keep]
+        if rest:
+            axes.scatter([r.mean("leakage_norm") for r in rest], [r.mean("accuracy") for r in rest], marker=marker,
+                         facecolors="none", edgecolors=[colour], alpha=0.45, s=18, linewidths=0.8)
+        errors = [[r.stats.get(m, (math.nan, math.nan))[1] for r in front] for m in ("leakage_norm", "accuracy")]
+        errors = [[e if math.isfinite(e) else 0.0 for e in column] for column in errors]
+        label = method + (f"  {legend_notes[method]}" if legend_notes and method in legend_notes else "")
+        axes.errorbar([r.mean("leakage_norm") for r in front], [r.mean("accuracy") for r in front],
+                      xerr=errors[0], yerr=errors[1], color=colour, marker=marker, markersize=5, capsize=2,
+                      linewidth=1.4, elinewidth=0.8, label=label, drawstyle="steps-post" if len(front) > 1 else "default")
+    floors = [sum(values) / len(values) for r in rows if r.method == "vanilla"
+              for values in [list(r.per_seed.get("floor_leakage_norm", {}).values())] if values]
+    if floors:
+        axes.axvline(floors[0], color="grey", linestyle=":", linewidth=1.2, label="floor (vanilla)")
+    if math.isfinite(reference):
+        axes.axhline(reference, color="grey", linestyle="--", linewidth=0.8, label="majority-class accuracy")
+    axes.set_xlim(-0.03, 1.03)
+    axes.set_xlabel("normalised leakage of the best fresh attacker (0: chance, 1: s recovered; lower is better)")
+    axes.set_ylabel("task accuracy (test)")
+    axes.set_title(title, fontsize=10)
+    axes.grid(alpha=0.3)
+    if methods:
+        axes.legend(fontsize=7.5, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, frameon=False)
+    figure.text(0.01, -0.01, "\n".join(textwrap.wrap(CAPTION, 150)), fontsize=6.5, va="top", ha="left")
+    _publish(figure, path)

@@ -1,0 +1,253 @@
+"""Executors run a list of trial configs and tell the driver what happens.
+
+Both call :func:`removal_bench.running.trial.execute_trial`, so a trial means the same thing
+with or without Ray. The driver's :class:`Listener` receives every event in the
+driver process (with Ray, from a Tune callback), which is what lets only the
+driver write to MLflow.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from removal_bench.core.errors import UserError
+from removal_bench.running.trial import config_hash, execute_trial
+
+
+class Listener(Protocol):
+    def started(self, key: str) -> None: ...
+    def epoch(self, key: str, metrics: dict[str, Any]) -> None: ...
+    def finished(self, key: str, result: dict[str, Any]) -> None: ...
+    def stopped(self, key: str, reason: str) -> None: ...  # a scheduler ended the trial early
+
+
+SCORE = "bench_score"
+
+
+def schedule_score(metrics: dict[str, Any], max_leakage: float | None) -> float:
+    """What an early-stopping scheduler maximises: validation task accuracy, unless it was bought with leakage.
+
+    ``val_accuracy`` when there is no guard (``max_leakage`` None); with a guard,
+    ``val_accuracy`` if the leakage measured at that point (``val_leakage_epoch``
+    after an epoch, the protocol's ``val_leakage`` in the final result) is at
+    most ``max_leakage``, else 0. A result with neither (a post-hoc method's
+    epochs: their bottleneck is only erased after training) is scored on
+    accuracy alone. A missing or non-finite accuracy or leakage scores 0.
+    """
+    accuracy = metrics.get("val_accuracy")
+    if not isinstance(accuracy, (int, float)) or not math.isfinite(accuracy):
+        return 0.0
+    if max_leakage is None:
+        return float(accuracy)
+    leakage = metrics.get("val_leakage_epoch", metrics.get("val_leakage"))
+    if leakage is None:
+        return float(accuracy)
+    if not isinstance(leakage, (int, float)) or not math.isfinite(leakage) or leakage > max_leakage:
+        return 0.0
+    return float(accuracy)
+
+
+def run_serial(configs: list[dict[str, Any]], listener: Listener) -> None:
+    """Run the trials one after another in this process, without Ray."""
+    for config in configs:
+        key = config_hash(config)
+        listener.started(key)
+        result = execute_trial(config, report=lambda metrics, key=key: listener.epoch(key, metrics))
+        listener.finished(key, result)
+
+
+@dataclass
+class RayOptions:
+    address: str | None = None
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float | None = 0.0  # None: each trial asks for its dataset's gpu_share
+    max_concurrent: int | None = None
+    storage_path: str | None = None
+    max_failures: int = 2
+    name: str | None = None
+    asha: AshaOptions | None = None
+
+
+@dataclass
+class AshaOptions:
+    """ASHA (Li et al., 2020) on :func:`schedule_score`, one rung per ``grace_period * reduction_factor**k`` epochs."""
+
+    max_epochs: int
+    grace_period: int = 1
+    reduction_factor: float = 3.0
+    max_leakage: float | None = None
+
+
+def _ray_trainable(param_config: dict[str, Any]) -> None:
+    from ray import tune
+
+    config = dict(param_config["trial"])
+    guard = param_config.get("max_leakage")
+
+    def report(metrics: dict[str, Any], final: int) -> None:
+        tune.report({**metrics, SCORE: schedule_score(metrics, guard), "bench_final": final})
+
+    result = execute_trial(config, report=lambda metrics: report(metrics, 0))
+    report(result, 1)
+
+
+def run_ray(configs: list[dict[str, Any]], listener: Listener, options: RayOptions) -> None:
+    """Run every trial as a Ray Tune trial on a local Ray (started here) or the cluster at ``address``."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    # Ctrl-C raises KeyboardInterrupt here (as in the serial executor) instead of
+    # Tune's graceful stop, so the driver closes the open runs as KILLED.
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
+    import ray
+    from ray import tune
+
+    started_here = False
+    if not ray.is_initialized():
+        try:
+            ray.init(
+                address=options.address,
+                include_dashboard=False,
+                logging_level=logging.ERROR,
+                log_to_driver=False,
+            )
+        except (ConnectionError, ValueError, RuntimeError, ray.exceptions.RayError) as error:
+            where = options.address or "a local Ray"
+            reason = " ".join(str(error).split())  # one line on stderr, even for Ray's multi-line messages
+            if options.address and os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+                # Ray never turns token authentication on by itself for an explicit address.
+                reason += " (a cluster with token authentication needs RAY_AUTH_MODE=token and its token here)"
+            raise UserError(f"cannot start or reach Ray at {where}: {reason}") from None
+        started_here = True
+
+    failures: list[BaseException] = []  # what the listener raised (MLflow out for too long): fit() re-raises it
+
+    def forwarding(method):
+        def call(self, *args, **kwargs):
+            if failures:
+                raise failures[0]
+            try:
+                return method(self, *args, **kwargs)
+            except Exception as error:
+                failures.append(error)
+                raise
+        return call
+
+    class Forward(tune.Callback):
+        @forwarding
+        def on_trial_start(self, iteration, trials, trial, **info):
+            listener.started(trial.config["trial"]["trial_key"])
+
+        @forwarding
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            key = trial.config["trial"]["trial_key"]
+            clean = {k: v for k, v in result.items() if k not in RAY_KEYS and (scheduler is not None or k != SCORE)}
+            if clean.get("bench_final") == 1:
+                clean.pop("bench_final")
+                clean.pop(SCORE, None)  # the scheduler reads epochs only; a final score would overwrite the last epoch's
+                listener.finished(key, clean)
+            else:
+                clean.pop("bench_final", None)
+                listener.epoch(key, clean)
+
+        @forwarding
+        def on_trial_error(self, iteration, trials, trial, **info):
+            error = getattr(trial, "error_msg", None) or "the trial's worker failed"
+            listener.finished(trial.config["trial"]["trial_key"], {"status": "FAILED", "error": str(error)[-2000:]})
+
+        @forwarding
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            if scheduler is not None and trial.trial_id in scheduler.stopped:
+                epoch = (trial.last_result or {}).get("epoch", "?")
+                listener.stopped(trial.config["trial"]["trial_key"], f"stopped by ASHA after epoch {epoch}")
+
+    scheduler = _recording_asha(options.asha) if options.asha else None
+
+    resources = trial_resources(options.cpus_per_trial, options.gpus_per_trial)
+    threads = max(1, int(options.cpus_per_trial))
+    space = [
+        {**config, "threads": config.get("threads") or threads, "trial_key": config_hash(config)}
+        for config in configs
+    ]
+    tuner = tune.Tuner(
+        tune.with_resources(_ray_trainable, resources),
+        param_space={"trial": tune.grid_search(space), "max_leakage": options.asha.max_leakage if options.asha else None},
+        tune_config=tune.TuneConfig(
+            max_concurrent_trials=options.max_concurrent, reuse_actors=True, scheduler=scheduler,
+        ),
+        run_config=tune.RunConfig(
+            name=options.name,
+            storage_path=options.storage_path,
+            verbose=0,
+            callbacks=[Forward()],
+            failure_config=tune.FailureConfig(max_failures=options.max_failures),
+        ),
+    )
+    try:
+        tuner.fit()
+    except Exception:
+        if failures:
+            raise failures[0] from None
+        raise
+    finally:
+        if started_here:
+            ray.shutdown()
+    if failures:
+        raise failures[0]
+
+
+def dataset_gpu_share(dataset: str) -> float:
+    """The GPU fraction a trial on ``dataset`` asks for by default (the dataset's ``gpu_share``)."""
+    import removal_bench.datasets as dataset_registry
+
+    return float(dataset_registry.get_dataset(dataset).gpu_share)
+
+
+def trial_resources(cpus_per_trial: float, gpus_per_trial: float | None):
+    """Tune's resource request: fixed, or (``gpus_per_trial`` None) each trial's dataset's GPU share.
+
+    Fractional GPUs let Ray pack several small trials on one GPU: at 0.25, four
+    tabular trials train side by side where one would leave the GPU mostly idle.
+    """
+    if gpus_per_trial is not None:
+        return {"cpu": cpus_per_trial, "gpu": gpus_per_trial}
+    from ray.tune import PlacementGroupFactory
+
+    def per_trial(param_config: dict[str, Any]):
+        return PlacementGroupFactory([{"CPU": cpus_per_trial, "GPU": dataset_gpu_share(param_config["trial"]["dataset"])}])
+
+    return per_trial
+
+
+def _recording_asha(options: AshaOptions):
+    """An ASHA scheduler that remembers which trials it stopped (only those count as stopped early)."""
+    from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+
+    class RecordingASHA(ASHAScheduler):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.stopped: set[str] = set()
+
+        def on_trial_result(self, tune_controller, trial, result):
+            decision = super().on_trial_result(tune_controller, trial, result)
+            if decision == TrialScheduler.STOP:
+                self.stopped.add(trial.trial_id)
+            return decision
+
+    # time_attr "epoch" is absent from the final result, which ASHA then ignores;
+    # stop_last_trials=False: reaching the last epoch must not stop a trial before its evaluation.
+    return RecordingASHA(
+        time_attr="epoch", metric=SCORE, mode="max", max_t=max(options.max_epochs, options.grace_period),
+        grace_period=options.grace_period, reduction_factor=options.reduction_factor, stop_last_trials=False,
+    )
+
+
+RAY_KEYS = {
+    "done", "training_iteration", "trial_id", "date", "timestamp", "time_this_iter_s", "time_total_s",
+    "pid", "hostname", "node_ip", "config", "time_since_restore", "iterations_since_restore",
+    "checkpoint_dir_name", "experiment_tag", "should_checkpoint",
+}

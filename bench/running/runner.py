@@ -1,0 +1,432 @@
+"""`bench run`: plan the trials, execute them, track them in MLflow, report from MLflow.
+
+Everything a user typed is validated in :func:`plan` before anything starts:
+no trial runs and no MLflow run is created for a request with a mistake in it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import removal_bench.datasets as dataset_registry
+import removal_bench.methods as method_registry
+from removal_bench.core.errors import UserError
+from removal_bench.core.params import parse_assignments
+from removal_bench.core.recipes import check_source
+from removal_bench.running.trial import IDENTITY_KEYS, config_hash, make_config
+
+DEFAULT_EXPERIMENT = "default"
+
+
+@dataclass
+class RunRequest:
+    methods: list[str] | None = None  # None: every registered method
+    datasets: list[str] | None = None  # None: every dataset that needs no download
+    seeds: int = 3
+    epochs: int | None = None
+    batch_size: int | None = None
+    encoder: str | None = None
+    sets: list[str] = field(default_factory=list)
+    recipe: str = "dataset"  # whose training recipe: the dataset's reference, or each method's paper's (removal_bench.core.recipes)
+    train: list[str] = field(default_factory=list)  # --train [METHOD.]FIELD=VALUE[,VALUE...] recipe overrides
+    executor: str = "ray"
+    address: str | None = None
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float | None = None  # None: the dataset's gpu_share on a CUDA machine, else 0
+    max_concurrent: int | None = None
+    storage_path: str | None = None
+    tracking_uri: str | None = None
+    experiment: str = DEFAULT_EXPERIMENT
+    data_root: str | None = None
+    save_embeddings: bool = False
+    log_models: bool = False  # each trial logs model.pt (removal_bench.running.artifacts)
+    quiet: bool = False  # no progress lines and no tables (files are still written)
+    json_output: bool = False  # the report as one JSON document on stdout (removal_bench.reporting.documents)
+    device: str = "auto"
+    results_dir: str | None = None  # None: results/<experiment>
+
+
+@dataclass
+class PlannedTrial:
+    config: dict[str, Any]
+    key: str  # the trial's identity (config hash)
+    config_key: str  # the configuration's identity: everything but the seed
+    label: str
+
+
+@dataclass
+class Finished:
+    """What a driver hands to the report: the runs read back from MLflow, where, and the exit status."""
+
+    frame: Any
+    tracking_uri: str
+    parent_id: str | None
+    status: int
+
+
+class Discard:
+    """A text stream that drops what it is given (progress lines under ``--quiet``)."""
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def split_names(values: list[str] | None) -> list[str]:
+    """``["a,b", "c"]`` -> ``["a", "b", "c"]``; empty items are an error."""
+    names = []
+    for value in values or []:
+        for item in value.split(","):
+            if not item.strip():
+                raise UserError(f"empty name in {value!r}")
+            names.append(item.strip())
+    return names
+
+
+def parse_dataset(text: str) -> tuple[str, dict[str, str]]:
+    """``colored_digits:rho=0.99:colourings=5`` -> name and raw options."""
+    name, *assignments = text.split(":")
+    return name.strip(), parse_assignments(assignments, f"option of dataset {name.strip()!r}")
+
+
+def parse_sets(sets: list[str], methods: list[str]) -> dict[str, dict[str, list[str]]]:
+    """``irene.gamma=0.2,1`` -> {"irene": {"gamma": ["0.2", "1"]}} (a list runs each value)."""
+    out: dict[str, dict[str, list[str]]] = {}
+    for item in sets:
+        target, sep, value = item.partition("=")
+        method, dot, name = target.partition(".")
+        if not sep or not dot or not method.strip() or not name.strip() or not value.strip():
+            raise UserError(f"malformed --set {item!r}: expected METHOD.HYPERPARAMETER=VALUE[,VALUE...]")
+        method, name = method.strip(), name.strip()
+        method_registry.get_method(method)
+        if method not in methods:
+            raise UserError(f"--set {item!r} names method {method!r}, which is not among the methods run ({', '.join(methods)})")
+        values = [v.strip() for v in value.split(",")]
+        if any(not v for v in values):
+            raise UserError(f"malformed --set {item!r}: empty value")
+        out.setdefault(method, {})[name] = values
+    return out
+
+
+def train_overrides(items: list[str], methods: list[str]) -> dict[str, dict[str, list[str]]]:
+    """``--train lr=0.01,0.1 --train grl.epochs=5`` -> per method, recipe field -> values (a list runs each).
+
+    A field without a method applies to every method; ``METHOD.FIELD`` to that one (and wins).
+    """
+    from removal_bench.core.recipes import parse_train
+
+    everyone: list[str] = []
+    scoped: dict[str, list[str]] = {}
+    for item in items:
+        target = item.partition("=")[0]
+        method, dot, _ = target.partition(".")
+        if dot:
+            method_registry.get_method(method.strip())
+            if method.strip() not in methods:
+                raise UserError(f"--train {item!r} names method {method.strip()!r}, which is not among the methods run "
+                                f"({', '.join(methods)})")
+            scoped.setdefault(method.strip(), []).append(item.partition(".")[2])
+        else:
+            everyone.append(item)
+    common = parse_train(everyone)
+    return {method: {**common, **parse_train(scoped.get(method, []))} for method in methods}
+
+
+def configuration_key(config: dict[str, Any]) -> str:
+    identity = {key: config.get(key) for key in IDENTITY_KEYS if key != "seed"}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def label_for(method: str, hparams: dict[str, Any], recipe_changes: dict[str, Any] | None = None) -> str:
+    """``irene`` at its defaults, ``irene(gamma=1)`` otherwise; ``--train`` fields too (``irene(lr=0.01)``)."""
+    from removal_bench.core.recipes import parse_field
+
+    declared = method_registry.get_method(method).hparams
+
+    def text(name: str, value: Any) -> str:
+        if isinstance(value, tuple):
+            value = "/".join(str(v) for v in value)
+        return f"{name}={value:g}" if isinstance(value, float) else f"{name}={value}"
+
+    changed = [text(k, v) for k, v in hparams.items() if v != declared[k].default]
+    for name, raw in (recipe_changes or {}).items():  # a recipe field named like a hyperparameter says so
+        changed.append(text(f"recipe.{name}" if name in declared else name, parse_field(name, raw)))
+    return f"{method}({', '.join(changed)})" if changed else method
+
+
+def default_datasets() -> list[str]:
+    return [name for name, cls in sorted(dataset_registry.REGISTRY.items()) if not cls.needs_data()]
+
+
+def validate_request(request: RunRequest) -> None:
+    """Checks that `bench run` and `bench sweep` share (those that need no machine, file or server)."""
+    from removal_bench.running import preflight
+
+    if not isinstance(request.seeds, int) or request.seeds < 1:
+        raise UserError(f"--seeds must be at least 1, got {request.seeds}")
+    if request.executor not in ("ray", "serial"):
+        raise UserError(f"unknown executor {request.executor!r} (valid: ray, serial)")
+    preflight.finite(request.cpus_per_trial, "--cpus-per-trial", strict=True)
+    preflight.finite(request.gpus_per_trial, "--gpus-per-trial")
+    preflight.finite(request.max_concurrent, "--max-concurrent", minimum=1)
+    if request.executor == "serial":
+        for option, value in (("--address", request.address), ("--max-concurrent", request.max_concurrent),
+                              ("--storage-path", request.storage_path)):
+            if value is not None:
+                raise UserError(f"{option} is for Ray; --executor serial runs every trial in this process")
+    if not request.experiment or not request.experiment.strip():
+        raise UserError("--experiment must not be empty")
+
+
+def plan(request: RunRequest) -> list[PlannedTrial]:
+    """Every (method, configuration, dataset, seed) of the request, validated."""
+    methods = split_names(request.methods) if request.methods else sorted(method_registry.REGISTRY)
+    if methods == ["all"]:
+        methods = sorted(method_registry.REGISTRY)
+    for name in methods:
+        method_registry.get_method(name)
+    dataset_texts = split_names(request.datasets) if request.datasets else default_datasets()
+    validate_request(request)
+    overrides = parse_sets(request.sets, methods)
+    check_source(request.recipe)
+    training = train_overrides(request.train, methods)
+    data_root = request.data_root or str(dataset_registry.default_data_root())
+
+    planned: list[PlannedTrial] = []
+    for dataset_text in dataset_texts:
+        dataset, options = parse_dataset(dataset_text)
+        for method in methods:
+            grid = overrides.get(method, {})
+            names = list(grid)
+            recipe_grid = training.get(method, {})
+            fields = list(recipe_grid)
+            for values in itertools.product(*(grid[n] for n in names)) if names else [()]:
+                for recipe_values in itertools.product(*(recipe_grid[f] for f in fields)) if fields else [()]:
+                    changes = dict(zip(fields, recipe_values))
+                    for seed in range(request.seeds):
+                        config = make_config(
+                            method, dataset, options, dict(zip(names, values)), seed=seed,
+                            epochs=request.epochs, batch_size=request.batch_size, encoder=request.encoder,
+                            device=request.device, data_root=data_root, recipe=request.recipe, train=changes,
+                        )
+                        planned.append(PlannedTrial(config, config_hash(config), configuration_key(config),
+                                                    label_for(method, config["hparams"], changes)))
+    keys = [p.key for p in planned]
+    if len(set(keys)) != len(keys):
+        raise UserError("the request names the same trial twice (a repeated method, dataset or --set value)")
+    return planned
+
+
+def prepare_data(planned: list[PlannedTrial]) -> None:
+    """Check (and download) every dataset's files, and load each once, before any trial starts."""
+    from removal_bench.running.trial import load_data
+
+    seen = set()
+    for trial in planned:
+        config = trial.config
+        marker = (config["dataset"], json.dumps(config["dataset_options"], sort_keys=True))
+        if marker in seen:
+            continue
+        seen.add(marker)
+        dataset_registry.get_dataset(config["dataset"]).prepare(Path(config["data_root"]))
+        load_data(config)
+
+
+class DriverListener:
+    """Receives trial events in the driver, writes them to MLflow, shows progress."""
+
+    def __init__(self, tracker, planned: list[PlannedTrial], artifacts: dict[str, list[Path]], stream: TextIO = sys.stderr):
+        self.tracker = tracker
+        self.by_key = {p.key: p for p in planned}
+        self.artifacts = artifacts  # per trial, files its run logs when it ends
+        self.stream = stream
+        self.run_ids: dict[str, str] = {}
+        self.started_at: dict[str, float] = {}
+        self.done: dict[str, str] = {}
+
+    def started(self, key: str) -> None:
+        if key in self.run_ids:  # a retried trial keeps its run
+            return
+        trial = self.by_key[key]
+        self.run_ids[key] = self.tracker.start_child(trial.config, key, trial.config_key, trial.label)
+        self.started_at[key] = time.perf_counter()
+
+    def epoch(self, key: str, metrics: dict[str, Any]) -> None:
+        if key not in self.run_ids:
+            self.started(key)
+        self.tracker.log_epoch(self.run_ids[key], metrics)
+
+    def finished(self, key: str, result: dict[str, Any]) -> None:
+        if key in self.done:
+            return
+        if key not in self.run_ids:
+            self.started(key)
+        artifacts = list(self.artifacts.get(key, []))
+        self.tracker.finish_child(self.run_ids[key], result, artifacts)
+        self.done[key] = result.get("status", "FAILED")
+        trial = self.by_key[key]
+        seconds = time.perf_counter() - self.started_at.get(key, time.perf_counter())
+        where = f"{trial.label} on {trial.config['dataset']}, seed {trial.config['seed']}"
+        if self.done[key] == "FINISHED":
+            summary = f"task acc {result['accuracy']:.3f}, leakage {result['leakage']:.3f} ({result['leakage_attacker']})"
+        else:
+            summary = f"FAILED: {result.get('error', 'unknown error')[:200]}"
+        print(f"[{len(self.done):>3}/{len(self.by_key)}] {where}: {summary}  [{seconds:.1f} s]", file=self.stream, flush=True)
+
+    def stopped(self, key: str, reason: str) -> None:
+        """The scheduler ended the trial early: a decision, so a resumed sweep does not rerun it."""
+        if key in self.done:
+            return
+        if key not in self.run_ids:
+            self.started(key)
+        self.tracker.stop_child(self.run_ids[key], reason)
+        self.done[key] = "STOPPED"
+        trial = self.by_key[key]
+        where = f"{trial.label} on {trial.config['dataset']}, seed {trial.config['seed']}"
+        print(f"[{len(self.done):>3}/{len(self.by_key)}] {where}: {reason}", file=self.stream, flush=True)
+
+    def abandon(self, status: str = "KILLED") -> None:
+        """Close the runs of trials that never reported an end (interrupted invocation)."""
+        for key, run_id in self.run_ids.items():
+            if key not in self.done:
+                self.tracker.terminate(run_id, status)
+
+
+def runs_here(request: RunRequest) -> bool:
+    """Whether every trial runs on this machine: the serial executor, or Ray started locally."""
+    return request.executor == "serial" or not (request.address or os.environ.get("RAY_ADDRESS"))
+
+
+def check_where(request: RunRequest) -> tuple[str, float | None]:
+    """The absolute tracking URI and the GPUs per trial, or UserError; writes nothing.
+
+    Every check that needs no data: the device, the resources, the results folder,
+    then the servers (the tracking store answers, Ray listens at ``--address``),
+    each within seconds (:mod:`removal_bench.running.preflight`).
+    """
+    from removal_bench.running import preflight
+
+    validate_request(request)
+    local = runs_here(request)
+    preflight.device(request.device, local=local)
+    gpus = request.gpus_per_trial
+    if gpus is None:
+        import torch
+
+        # None on a CUDA machine: each trial asks for its dataset's gpu_share (removal_bench.running.executors.trial_resources).
+        gpus = None if torch.cuda.is_available() and request.device in ("auto", "cuda") else 0.0
+    if request.executor == "ray" and local:
+        preflight.local_resources(request.cpus_per_trial, 1.0 if gpus is None else gpus)
+    preflight.writable_folder(results_folder(request), "--results-dir")
+    if request.data_root:
+        preflight.readable_folder(request.data_root, "--data-root")
+    if request.storage_path and "://" not in request.storage_path:
+        preflight.writable_folder(request.storage_path, "--storage-path")
+    tracking_uri = preflight.tracking_uri(request.tracking_uri, write=True)
+    if request.executor == "ray":
+        preflight.ray_address(request.address)
+    return tracking_uri, gpus
+
+
+def results_folder(request: RunRequest) -> Path:
+    return Path(request.results_dir or Path("results") / request.experiment).expanduser().resolve()
+
+
+def drive(planned: list[PlannedTrial], request: RunRequest, tracker, gpus: float | None, asha=None) -> DriverListener:
+    """Execute ``planned`` under the tracker's open parent run and close it; returns the listener.
+
+    Every trial ends with a closed run: FINISHED, FAILED, stopped early, or
+    (when this process is interrupted) KILLED, after which the interruption propagates.
+    """
+    from removal_bench.running.executors import RayOptions, run_ray, run_serial
+
+    from removal_bench.running.artifacts import MODEL_FILE
+
+    artifacts: dict[str, list[Path]] = {}
+    staging = Path(tempfile.mkdtemp(prefix="bench-artifacts-")) if request.save_embeddings or request.log_models else None
+    for trial in planned if staging else []:
+        for wanted, name, config_field in ((request.save_embeddings, "embeddings.npz", "embeddings_path"),
+                                           (request.log_models, MODEL_FILE, "model_path")):
+            if wanted:
+                trial.config[config_field] = str(staging / trial.key / name)
+                artifacts.setdefault(trial.key, []).append(staging / trial.key / name)
+    # Trainings that methods share (vanilla, LEACE, INLP: removal_bench.running.trial.reuse_path) are kept here for the
+    # invocation. Only where every trial runs on this machine: a cluster's nodes would each need the folder.
+    reuse = None
+    if runs_here(request):
+        reuse = Path(tempfile.mkdtemp(prefix="bench-reuse-"))
+        for trial in planned:
+            trial.config["reuse_dir"] = str(reuse)
+    listener = DriverListener(tracker, planned, artifacts, stream=Discard() if request.quiet else sys.stderr)
+    configs = [p.config for p in planned]
+    try:
+        if request.executor == "serial":
+            run_serial(configs, listener)
+        else:
+            run_ray(configs, listener, RayOptions(
+                address=request.address, cpus_per_trial=request.cpus_per_trial, gpus_per_trial=gpus,
+                max_concurrent=request.max_concurrent, storage_path=request.storage_path,
+                name=f"bench-{request.experiment}-{tracker.parent_id[:8]}", asha=asha,
+            ))
+    except BaseException:
+        if not tracker.unavailable:  # else the store cannot take these writes either: resume reruns those trials
+            listener.abandon()
+            tracker.finish_parent("KILLED")
+        raise
+    finally:
+        if reuse:
+            shutil.rmtree(reuse, ignore_errors=True)
+    missing = [key for key in listener.by_key if key not in listener.done]
+    for key in missing:  # a trial the executor never ran to an end
+        listener.finished(key, {"status": "FAILED", "error": "the executor ended without a result"})
+    tracker.finish_parent("FINISHED")
+    if staging:
+        shutil.rmtree(staging, ignore_errors=True)
+    return listener
+
+
+def invocation_params(planned: list[PlannedTrial], request: RunRequest) -> dict[str, Any]:
+    return {
+        "methods": ",".join(sorted({p.config["method"] for p in planned})),
+        "datasets": ",".join(sorted({p.config["dataset"] for p in planned})),
+        "seeds": request.seeds, "trials": len(planned), "executor": request.executor,
+    }
+
+
+def where_text(request: RunRequest) -> str:
+    return "in this process" if request.executor == "serial" else f"on Ray ({request.address or 'local'})"
+
+
+
+
+def execute(request: RunRequest) -> Finished:
+    """Run the request's trials; the report is the caller's (``reporting.publish.publish_report``)."""
+    from removal_bench.running.tracking import Tracker, load_runs
+
+    planned = plan(request)
+    tracking_uri, gpus = check_where(request)
+    prepare_data(planned)
+
+    tracker = Tracker(tracking_uri, request.experiment,
+                      resume="run the same command again once MLflow answers (bench run reruns every trial)")
+    parent = tracker.start_parent(f"run-{time.strftime('%Y%m%d-%H%M%S')}", invocation_params(planned, request))
+    if not request.quiet:
+        print(f"{len(planned)} trials {where_text(request)}; MLflow {tracking_uri}, experiment {request.experiment!r}, run {parent}",
+              file=sys.stderr, flush=True)
+    listener = drive(planned, request, tracker, gpus)
+
+    statuses = list(listener.done.values())
+    return Finished(load_runs(tracking_uri, request.experiment, parent_id=parent), tracking_uri, parent,
+                    0 if any(status == "FINISHED" for status in statuses) else 1)

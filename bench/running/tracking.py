@@ -1,0 +1,434 @@
+"""MLflow tracking: one parent run per invocation, one child run per trial.
+
+Only the driver writes (the trials report to it), which is what a local SQLite
+store needs. Reports are built from what the store holds
+(:func:`load_runs`), never from the driver's memory.
+
+Child runs carry:
+- params: method, dataset, seed, epochs, batch_size, encoder, ``hp.<name>``, ``data.<name>``;
+- tags: ``bench.config_hash`` (the trial's identity), ``bench.config_key`` (its
+  configuration: the identity without the seed), ``bench.label``, ``bench.method``,
+  ``bench.dataset``, ``bench.seed``, package versions, git commit when known,
+  ``bench.error`` for a FAILED trial, ``bench.stopped_early`` for a trial that a
+  sweep's scheduler ended early (status KILLED);
+- metrics: per epoch (step = epoch) and final; ``train_reused`` 1 when the trial loaded an
+  identical training kept earlier in the invocation (``removal_bench.running.trial.reuse_path``: vanilla, LEACE
+  and INLP share one per dataset, recipe and seed), its ``train_seconds`` that training's.
+
+A trial is *complete* when it has a FINISHED run or one stopped early by the
+scheduler: a resumed sweep skips exactly those (:func:`completed_hashes`).
+Runs left RUNNING by a killed driver, or KILLED by an interrupted one, are not.
+
+When the store stops answering (a server restarted mid-sweep, a locked SQLite
+file), every read and write is retried for ``BENCH_TRACKING_RETRY_SECONDS``
+(default 120) and MLflow's own HTTP retries are turned off, so that the wait is
+bounded by that figure; past it the command stops with one line
+(:class:`TrackingUnavailable`) saying how to resume.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from removal_bench.core.errors import UserError
+
+PACKAGES = ("torch", "numpy", "scikit-learn", "ray", "mlflow", "concept-erasure")
+RETRY_SECONDS_VARIABLE = "BENCH_TRACKING_RETRY_SECONDS"
+DEFAULT_RETRY_SECONDS = 120.0
+# MLflow errors that another try cannot fix (anything else is taken for an outage).
+PERMANENT_ERRORS = {
+    "INVALID_PARAMETER_VALUE", "RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST", "BAD_REQUEST",
+    "INVALID_STATE", "PERMISSION_DENIED", "UNAUTHENTICATED", "FEATURE_DISABLED", "NOT_IMPLEMENTED",
+    "ENDPOINT_NOT_FOUND",
+}
+
+
+class TrackingUnavailable(UserError):
+    """The tracking store did not answer within the retry window."""
+
+
+def retry_seconds() -> float:
+    text = os.environ.get(RETRY_SECONDS_VARIABLE)
+    if text is None:
+        return DEFAULT_RETRY_SECONDS
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not math.isfinite(value) or value < 0:
+        raise UserError(f"{RETRY_SECONDS_VARIABLE} must be a number of seconds, at least 0, got {text!r}")
+    return value
+
+
+def is_transient(error: Exception, tracking_uri: str = "") -> bool:
+    """Whether ``error`` looks like an outage of the store (worth another try) rather than a refusal.
+
+    A local SQLite file is out only while another writer holds its lock; a server
+    is out while it does not answer or answers with an error of its own.
+    """
+    from mlflow.exceptions import MlflowException
+
+    if tracking_uri.startswith("sqlite:"):
+        text = str(error).lower()
+        return "database is locked" in text or "database is busy" in text
+    if isinstance(error, MlflowException):
+        return error.error_code not in PERMANENT_ERRORS
+    module = type(error).__module__ or ""
+    return isinstance(error, OSError) or module.startswith(("requests", "urllib3", "sqlalchemy", "sqlite3"))
+
+
+class Retrying:
+    """Calls into MLflow, retried while the store is out, for at most the retry window per outage."""
+
+    def __init__(self, tracking_uri: str, resume: str = "run the same command again once MLflow answers"):
+        self.tracking_uri = tracking_uri
+        self.resume = resume
+        self.window = retry_seconds()
+        self.unavailable = False  # set once a call gave up: later calls fail at once
+
+    def __call__(self, function, *args, **kwargs):
+        from mlflow.exceptions import MlflowException
+
+        deadline, delay = None, 0.5
+        while True:
+            try:
+                return function(*args, **kwargs)
+            except Exception as error:
+                if not is_transient(error, self.tracking_uri):
+                    if isinstance(error, MlflowException):
+                        raise UserError(f"MLflow at {self.tracking_uri} refused a request: {_one_line(error)}") from None
+                    raise
+                reason = _one_line(error)
+            now = time.monotonic()
+            if deadline is None:
+                deadline = now + self.window
+                if not self.unavailable and self.window > 0:
+                    print(f"bench: MLflow at {self.tracking_uri} does not answer ({reason[:160]}); "
+                          f"retrying for up to {self.window:g} s ({RETRY_SECONDS_VARIABLE})", file=sys.stderr, flush=True)
+            if self.unavailable or now >= deadline:
+                self.unavailable = True
+                raise TrackingUnavailable(
+                    f"MLflow at {self.tracking_uri} did not answer for {self.window:g} s ({reason[:200]}); {self.resume}"
+                )
+            try:
+                time.sleep(min(delay, max(deadline - now, 0.0)))
+            except KeyboardInterrupt:
+                self.unavailable = True  # Ctrl-C during an outage: no more waiting to close runs
+                raise
+            delay = min(delay * 2, 5.0)
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())[:300]
+
+
+def default_tracking_uri() -> str:
+    """A SQLite file ``mlflow.db`` in the working directory, as an absolute URI."""
+    return sqlite_uri(Path.cwd() / "mlflow.db")
+
+
+def sqlite_uri(path: Path) -> str:
+    return "sqlite:///" + str(Path(path).resolve())
+
+
+def normalise_tracking_uri(uri: str | None) -> str:
+    """Absolute URIs only: a relative SQLite path would change meaning with the working directory."""
+    if not uri:
+        return default_tracking_uri()
+    if uri.startswith("sqlite:///"):
+        return sqlite_uri(Path(uri[len("sqlite:///") :]))
+    if uri.startswith(("http://", "https://", "databricks", "postgresql", "mysql")):
+        return uri
+    if uri.startswith("file:") or "://" not in uri:
+        raise UserError(
+            f"tracking URI {uri!r} is a file store, which MLflow no longer accepts; "
+            "use sqlite:///path/to/mlflow.db or http://host:port"
+        )
+    return uri
+
+
+def provenance_tags() -> dict[str, str]:
+    """Package versions and the git commit, computed once per process (they do not change during a run)."""
+    if not _PROVENANCE:
+        _PROVENANCE.update({f"version.{k}": v for k, v in package_versions().items()})
+        commit = git_commit()
+        if commit:
+            _PROVENANCE["bench.git_commit"] = commit
+    return dict(_PROVENANCE)
+
+
+_PROVENANCE: dict[str, str] = {}
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def git_commit() -> str | None:
+    try:
+        here = Path(__file__).resolve().parent
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def _quiet_mlflow() -> None:
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    # MLflow's own retries wait minutes on a server that is down; Retrying bounds the wait instead.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
+    import mlflow  # noqa: F401  (configures its loggers on import; quieten them after)
+
+    for name in ("mlflow", "alembic", "sqlalchemy"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _numeric(metrics: dict[str, Any]) -> dict[str, float]:
+    out = {}
+    for key, value in metrics.items():
+        if isinstance(value, bool):
+            value = float(value)
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            out[key] = float(value)
+    return out
+
+
+def recipe_params(config: dict[str, Any]) -> dict[str, Any]:
+    """The trial's training recipe as ``recipe.<field>`` params (removal_bench.core.recipes)."""
+    from removal_bench.core.recipes import Recipe
+
+    return Recipe.from_dict(config["recipe"]).as_params() if config.get("recipe") else {}
+
+
+class Tracker:
+    """The driver's handle on MLflow for one invocation."""
+
+    def __init__(self, tracking_uri: str, experiment: str, resume: str = "run the same command again once MLflow answers"):
+        _quiet_mlflow()
+        import mlflow
+        from mlflow import MlflowClient
+
+        self.tracking_uri = tracking_uri
+        self.call = Retrying(tracking_uri, resume)
+        mlflow.set_tracking_uri(tracking_uri)
+        self.client = MlflowClient(tracking_uri)
+        found = self.call(self.client.get_experiment_by_name, experiment)
+        if found is None:
+            artifact_location = None
+            if tracking_uri.startswith("sqlite:///"):
+                db = Path(tracking_uri[len("sqlite:///") :])
+                artifact_location = (db.parent / "mlartifacts" / experiment).as_uri()
+            self.experiment_id = self.call(self.client.create_experiment, experiment, artifact_location=artifact_location)
+        else:
+            if found.lifecycle_stage != "active":
+                raise UserError(f"MLflow experiment {experiment!r} is deleted; restore it or pick another --experiment")
+            self.experiment_id = found.experiment_id
+        self.experiment = experiment
+        self.parent_id: str | None = None
+        self.recorded = 0  # trials whose end is in the store
+
+    @property
+    def unavailable(self) -> bool:
+        return self.call.unavailable
+
+    def terminate(self, run_id: str, status: str) -> None:
+        self.call(self.client.set_terminated, run_id, status=status)
+
+    def start_parent(self, name: str, params: dict[str, Any]) -> str:
+        tags = {"bench.kind": "invocation", **provenance_tags()}
+        run = self.call(self.client.create_run, self.experiment_id, tags=tags, run_name=name)
+        self.parent_id = run.info.run_id
+        self._log(self.parent_id, params=params)
+        return self.parent_id
+
+    def finish_parent(self, status: str = "FINISHED") -> None:
+        if self.parent_id:
+            self.terminate(self.parent_id, status)
+
+    def start_child(self, config: dict[str, Any], config_hash: str, config_key: str, label: str) -> str:
+        tags = {
+            "mlflow.parentRunId": self.parent_id,
+            "bench.kind": "trial",
+            "bench.config_hash": config_hash,
+            "bench.config_key": config_key,
+            "bench.label": label,
+            "bench.method": config["method"],
+            "bench.dataset": config["dataset"],
+            "bench.seed": str(config["seed"]),
+            **provenance_tags(),
+        }
+        run_name = f"{label}/{config['dataset']}/seed{config['seed']}"
+        run = self.call(self.client.create_run, self.experiment_id, tags=tags, run_name=run_name)
+        params = {
+            "method": config["method"],
+            "dataset": config["dataset"],
+            "seed": config["seed"],
+            "epochs": config["epochs"] if config["epochs"] is not None else "default",
+            "batch_size": config["batch_size"] if config["batch_size"] is not None else "default",
+            "encoder": config["encoder"] or "default",
+            **{f"hp.{k}": v for k, v in config["hparams"].items()},
+            **{f"data.{k}": v for k, v in config["dataset_options"].items()},
+            **recipe_params(config),
+        }
+        self._log(run.info.run_id, params=params)
+        from removal_bench.running.artifacts import dataset_input  # the UI's "Datasets used": name, options, file checksums
+
+        self.call(self.client.log_inputs, run.info.run_id, datasets=[dataset_input(config)])
+        return run.info.run_id
+
+    def log_epoch(self, run_id: str, metrics: dict[str, Any]) -> None:
+        step = int(metrics.get("epoch", 0))
+        values = {k: v for k, v in _numeric(metrics).items() if k != "epoch"}
+        self._log(run_id, metrics=values, step=step)
+
+    def finish_child(self, run_id: str, result: dict[str, Any], artifacts: list[Path] = ()) -> None:
+        status = result.get("status", "FAILED")
+        final_step = int(result.get("epochs", 0) or 0)
+        self._log(run_id, metrics=_numeric({k: v for k, v in result.items() if k != "status"}), step=final_step)
+        tags = {k: str(v) for k, v in result.items() if isinstance(v, str) and k not in ("status", "traceback")}
+        if "error" in result:
+            tags["bench.error"] = result["error"][:4000]
+            tags.pop("error", None)
+        self._log(run_id, tags=tags)
+        if result.get("traceback"):
+            self.call(self.client.log_text, run_id, result["traceback"], "traceback.txt")
+        for path in artifacts:
+            if Path(path).exists():
+                self.call(self.client.log_artifact, run_id, str(path))
+        self.terminate(run_id, status)
+        self.recorded += 1
+
+    def stop_child(self, run_id: str, reason: str) -> None:
+        """A trial that the scheduler ended early: KILLED, with the reason in ``bench.stopped_early``."""
+        self._log(run_id, tags={"bench.stopped_early": reason})
+        self.terminate(run_id, "KILLED")
+        self.recorded += 1
+
+    def _log(self, run_id: str, metrics=None, params=None, tags=None, step: int = 0) -> None:
+        from mlflow.entities import Metric, Param, RunTag
+
+        now = int(time.time() * 1000)
+        self.call(
+            self.client.log_batch,
+            run_id,
+            metrics=[Metric(k, v, now, step) for k, v in (metrics or {}).items()],
+            params=[Param(k, str(v)[:6000]) for k, v in (params or {}).items()],
+            tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()],
+        )
+
+
+def load_runs(tracking_uri: str, experiment: str | list[str], parent_id: str | None = None, kind: str = "trial"):
+    """Runs of one or more experiments, as a DataFrame: trial runs (``kind="trial"``) or invocations
+    (``kind="invocation"``), of one invocation when ``parent_id`` is given."""
+    _quiet_mlflow()
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    filters = [f"tags.`bench.kind` = '{kind}'"]
+    if parent_id:
+        filters.append(f"tags.`mlflow.parentRunId` = '{parent_id}'")
+    names = [experiment] if isinstance(experiment, str) else list(experiment)
+    return Retrying(tracking_uri)(
+        mlflow.search_runs, experiment_names=names, filter_string=" and ".join(filters), max_results=100000
+    )
+
+
+def require_experiment(tracking_uri: str, experiment: str) -> None:
+    """UserError unless the store holds an active experiment of that name."""
+    _quiet_mlflow()
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        found = Retrying(tracking_uri)(MlflowClient(tracking_uri).get_experiment_by_name, experiment)
+    except MlflowException as error:
+        raise UserError(f"cannot read MLflow at {tracking_uri}: {' '.join(str(error).split())[:300]}") from None
+    if found is None or found.lifecycle_stage != "active":
+        raise UserError(f"MLflow at {tracking_uri} has no experiment {experiment!r}")
+
+
+def is_complete(frame):
+    """Per run: FINISHED, or ended early by a sweep's scheduler (a decision, not an accident)."""
+    stopped = frame["tags.bench.stopped_early"].notna() if "tags.bench.stopped_early" in frame.columns else False
+    return (frame["status"] == "FINISHED") | ((frame["status"] == "KILLED") & stopped)
+
+
+def completed_hashes(tracking_uri: str, experiment: str) -> dict[str, str]:
+    """Config hash -> run id of every trial of the experiment that is complete (see :func:`is_complete`)."""
+    _quiet_mlflow()
+    from mlflow import MlflowClient
+
+    if Retrying(tracking_uri)(MlflowClient(tracking_uri).get_experiment_by_name, experiment) is None:
+        return {}
+    frame = load_runs(tracking_uri, experiment)
+    if frame.empty:
+        return {}
+    done = frame[is_complete(frame)].sort_values("start_time")
+    return dict(zip(done["tags.bench.config_hash"], done["run_id"]))
+
+
+# --------------------------------------------------------------------------- one run per trial
+
+# Preference when a trial has several runs: a result beats a decision to stop,
+# which beats a failure, which beats a run that never ended (RUNNING after a
+# killed driver, KILLED by an interrupted one).
+_FINISHED, _STOPPED, _FAILED, _UNFINISHED = 3, 2, 1, 0
+
+
+
+def _column(frame, name):
+    return frame[name] if name in frame.columns else None
+
+
+
+def outcome(frame):
+    """Per run: 3 FINISHED, 2 stopped early by the scheduler, 1 FAILED, 0 never ended."""
+    stopped = _column(frame, "tags.bench.stopped_early")
+    is_stopped = (frame["status"] == "KILLED") & (stopped.notna() if stopped is not None else False)
+    values = np.where(frame["status"] == "FINISHED", _FINISHED,
+                      np.where(is_stopped, _STOPPED, np.where(frame["status"] == "FAILED", _FAILED, _UNFINISHED)))
+    return values
+
+
+
+def deduplicate(frame):
+    """One run per trial (config hash): FINISHED over stopped over FAILED over unfinished, then the latest."""
+    if frame.empty:
+        return frame
+    frame = frame.copy()
+    frame["_outcome"] = outcome(frame)
+    frame = frame.sort_values(["_outcome", "start_time"])
+    return frame.drop_duplicates("tags.bench.config_hash", keep="last").drop(columns="_outcome")
+
+
+# --------------------------------------------------------------------------- the parent run's report
+
+
+def log_report(tracking_uri: str, parent_id: str, paths: list[Path], folder: str = "report") -> None:
+    """Attach the report's files (tables and plots) to the invocation's parent run, under ``folder/``."""
+    from mlflow import MlflowClient
+
+    client, call = MlflowClient(tracking_uri), Retrying(tracking_uri)
+    for path in paths:
+        if Path(path).is_file():
+            call(client.log_artifact, parent_id, str(path), folder)

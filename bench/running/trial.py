@@ -1,0 +1,549 @@
+"""One trial: train one method on one dataset with one seed, then measure it.
+
+:func:`run_trial` is a plain function of a plain config dict. It runs with or
+without Ray, on CPU or GPU: the Ray executor, the serial executor, the tests
+and the GPU benchmark scripts all call it directly. :func:`execute_trial`
+wraps it so that a trial that raises or diverges ends as a FAILED result with
+its reason instead of an exception.
+
+The config (see :func:`make_config`)::
+
+    method, dataset        registry names
+    dataset_options        resolved dataset options (all of them, defaults included)
+    hparams                resolved hyperparameters of the method
+    seed                   training seed (data splits are fixed by the dataset's data_seed)
+    recipe                 the resolved training recipe (removal_bench.core.recipes.Recipe.as_dict(): optimiser,
+                           schedule, epochs, batch size, encoder, augmentation); its citation is
+                           not part of the identity
+    epochs, batch_size     the recipe's (None: the dataset spec's), kept as keys for readers
+    encoder                the recipe's (None: the dataset spec's)
+    device                 "auto", "cpu", "cuda", "cuda:1", ...
+    data_root              folder holding the datasets' files
+    threads                torch / BLAS threads for this trial (None: leave as is)
+    embeddings_path        where to write embeddings.npz (None: don't)
+    model_path             where to write the model file (removal_bench.running.artifacts; None: don't)
+    epoch_leakage          also measure ``val_leakage_epoch`` after every epoch (see
+                           :func:`epoch_leakage`; a sweep's leakage guard turns it on)
+    probe_sizes            also measure the best attacker family's leakage from 25% and 50% of
+                           ``probe`` (default True; :func:`probe_size_leakage`)
+    reuse_dir              a folder where trainings shared by methods that declare ``trains_as``
+                           are kept and reused within one invocation (:func:`reuse_path`; None: off)
+
+Only the first group is the trial's identity: :func:`config_hash` hashes it.
+Device, data root, threads and output paths do not change what is computed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+import traceback
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+import removal_bench.datasets as dataset_registry
+import removal_bench.methods as method_registry
+from removal_bench.core.errors import UserError
+from removal_bench.core.params import resolve
+from removal_bench.core.recipes import Recipe, resolve_recipe
+from removal_bench.core.encoders import ENCODERS, NormalisedInput, build_encoder, load_weights
+
+IDENTITY_KEYS = ("method", "dataset", "dataset_options", "hparams", "seed", "recipe")
+EVAL_BATCH = 4096
+
+Reporter = Callable[[dict[str, Any]], None]
+
+
+class TrialDiverged(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+def make_config(
+    method: str,
+    dataset: str,
+    dataset_options: dict[str, Any] | None = None,
+    hparams: dict[str, Any] | None = None,
+    seed: int = 0,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    encoder: str | None = None,
+    device: str = "auto",
+    data_root: str | Path | None = None,
+    threads: int | None = None,
+    embeddings_path: str | None = None,
+    recipe: str = "dataset",
+    train: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Validate names and values once, at the boundary, and return a resolved config.
+
+    ``dataset_options``, ``hparams`` and ``train`` (recipe fields) may hold strings
+    (from the command line); unknown names or bad values raise UserError. ``recipe``
+    says whose recipe to start from: ``dataset`` (the dataset's reference) or
+    ``reference`` (the method's own paper's for this dataset, where it declares one).
+    ``epochs``, ``batch_size`` and ``encoder`` are overrides of the recipe's.
+    """
+    method_cls = method_registry.get_method(method)
+    dataset_cls = dataset_registry.get_dataset(dataset)
+    if encoder is not None and encoder not in ENCODERS:
+        raise UserError(f"unknown encoder {encoder!r} (valid: {', '.join(sorted(ENCODERS))})")
+    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+        if value is not None and (not isinstance(value, int) or value < (0 if name == "epochs" else 2)):
+            raise UserError(f"{name} must be a whole number >= {0 if name == 'epochs' else 2}, got {value!r}")
+    options = resolve(dataset, dataset_cls.options, dataset_options or {})
+    overrides = dict(train or {})
+    for name, value in (("epochs", epochs), ("batch_size", batch_size), ("encoder", encoder)):
+        if value is not None:
+            overrides[name] = value
+    resolved = resolve_recipe(method_cls, dataset_cls, options, recipe, overrides)
+    return {
+        "method": method,
+        "dataset": dataset,
+        "dataset_options": options,
+        "hparams": resolve(method, method_cls.hparams, hparams or {}),
+        "seed": int(seed),
+        "recipe": resolved.as_dict(),
+        "epochs": resolved.epochs,
+        "batch_size": resolved.batch_size,
+        "encoder": resolved.encoder,
+        "device": device,
+        "data_root": str(Path(data_root).expanduser().resolve()) if data_root else str(dataset_registry.default_data_root()),
+        "threads": threads,
+        "embeddings_path": embeddings_path,
+    }
+
+
+def _digest(identity: dict[str, Any]) -> str:
+    """16 hex digits of the canonical JSON of ``identity``, its recipe's citation left out."""
+    if isinstance(identity.get("recipe"), dict):  # a citation's wording changes nothing that is computed
+        identity = {**identity, "recipe": {k: v for k, v in identity["recipe"].items() if k != "citation"}}
+    canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """A trial's identity: the hash of its canonical identity fields (16 hex digits)."""
+    return _digest({key: config.get(key) for key in IDENTITY_KEYS})
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@lru_cache(maxsize=4)
+def _load(dataset: str, options_json: str, data_root: str) -> dataset_registry.Data:
+    return dataset_registry.get_dataset(dataset)().load(json.loads(options_json), Path(data_root))
+
+
+def load_data(config: dict[str, Any]) -> dataset_registry.Data:
+    """The trial's data, cached per process (serial runs reuse it across methods and seeds)."""
+    options_json = json.dumps(config["dataset_options"], sort_keys=True)
+    return _load(config["dataset"], options_json, config["data_root"])
+
+
+@dataclass
+class Embedded:
+    """What evaluation needs of one split, as numpy arrays."""
+
+    z: np.ndarray
+    probabilities: np.ndarray
+    private_logits: np.ndarray | None
+    y: np.ndarray
+    s: np.ndarray
+
+
+@torch.no_grad()
+def embed_split(method: method_registry.Method, split: dataset_registry.Split) -> Embedded:
+    zs, probabilities, heads = [], [], []
+    for start in range(0, len(split), EVAL_BATCH):
+        z = method.embed(split.x[start : start + EVAL_BATCH])
+        zs.append(z.float())
+        probabilities.append(torch.softmax(method.task_logits(z).float(), dim=1))
+        head = method.private_logits(z)
+        if head is not None:
+            heads.append(head.float())
+    return Embedded(
+        z=torch.cat(zs).cpu().numpy(),
+        probabilities=torch.cat(probabilities).cpu().numpy(),
+        private_logits=torch.cat(heads).cpu().numpy() if heads else None,
+        y=split.y.cpu().numpy(),
+        s=split.s.cpu().numpy(),
+    )
+
+
+@torch.no_grad()
+def validation_figures(method: method_registry.Method, split: dataset_registry.Split) -> tuple[torch.Tensor, torch.Tensor]:
+    """Task accuracy and mean task cross-entropy (IRENE's plateau figure) as 0-d tensors on the device."""
+    correct = torch.zeros((), device=split.y.device)
+    loss = torch.zeros((), device=split.y.device)
+    for start in range(0, len(split), EVAL_BATCH):
+        logits = method(split.x[start : start + EVAL_BATCH]).float()
+        target = split.y[start : start + EVAL_BATCH]
+        correct += (logits.argmax(dim=1) == target).sum()
+        loss += torch.nn.functional.cross_entropy(logits, target, reduction="sum")
+    return correct / len(split), loss / len(split)
+
+
+def horizontal_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Each image of the batch mirrored left-right with probability 1/2 (torchvision's RandomHorizontalFlip)."""
+    flip = (torch.rand(len(x), generator=generator) < 0.5).to(x.device)
+    return torch.where(flip.view(-1, *([1] * (x.dim() - 1))), x.flip(-1), x)
+
+
+EPOCH_PROBE_ROWS = 4000
+
+
+def is_post_hoc(method: method_registry.Method) -> bool:
+    """Whether the method erases after training (its bottleneck during training is not the evaluated one)."""
+    return type(method).fit_post_hoc is not method_registry.Method.fit_post_hoc
+
+
+def epoch_leakage(
+    method: method_registry.Method, probe: dataset_registry.Split, val: dataset_registry.Split, num_private: int, seed: int
+) -> float:
+    """A cheap mid-training leakage estimate: ``val`` balanced accuracy of one linear probe of ``s``.
+
+    One logistic regression (C = 1, standardised features) fitted on at most
+    EPOCH_PROBE_ROWS rows of ``probe`` and scored on ``val``: a single fit, no
+    hold-out choice, no non-linear attacker, so it is a lower bound on the
+    protocol's ``val_leakage`` and is used only to steer a sweep's scheduler,
+    never reported as leakage. It runs in eval mode without gradients and draws
+    no torch random numbers, so it leaves training unchanged.
+    """
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from removal_bench.measuring.metrics import balanced_accuracy
+
+    was_training = method.training
+    method.eval()
+    probe_e, val_e = embed_split(method, probe), embed_split(method, val)
+    method.train(was_training)
+    z, s = probe_e.z, probe_e.s
+    if len(s) > EPOCH_PROBE_ROWS:
+        keep = np.random.default_rng([seed, 2]).choice(len(s), EPOCH_PROBE_ROWS, replace=False)
+        z, s = z[keep], s[keep]
+    if not (np.isfinite(z).all() and np.isfinite(val_e.z).all()):
+        return float("nan")
+    if np.unique(s).size < 2:
+        return 1.0 / num_private
+    scaler = StandardScaler().fit(z)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = LogisticRegression(C=1.0, max_iter=200).fit(scaler.transform(z), s)
+    return float(balanced_accuracy(val_e.s, model.predict(scaler.transform(val_e.z))))
+
+
+PROBE_FRACTIONS = (0.25, 0.5)
+
+
+def probe_size_leakage(
+    probe: Embedded, val: Embedded, test: Embedded, num_private: int, seed: int, attacker: str,
+    fractions: tuple[float, ...] = PROBE_FRACTIONS,
+) -> dict[str, float]:
+    """Leakage when the attacker learns ``s`` from only part of ``probe``: ``leak_probe25``, ``leak_probe50``.
+
+    The attacker family that was best on the whole probe (``attacker``: the
+    trial's ``leakage_attacker``), refitted on nested random parts of ``probe``
+    (the first 25%, 50% of one permutation seeded by the trial's seed) and
+    scored on ``test``, so ``leakage`` is the 100% point of the same curve: how
+    much data recovering ``s`` takes, not only whether it can be recovered.
+    One family rather than all three keeps this at about a third of an
+    evaluation's attacker time (all three doubled the attackers' cost).
+    """
+    import warnings
+
+    from removal_bench.measuring.attackers import measure_leakage
+
+    order = np.random.default_rng([seed, 3]).permutation(len(probe.s))
+    out = {}
+    for fraction in fractions:
+        keep = order[: max(2, int(round(fraction * len(order))))]
+        with warnings.catch_warnings():  # a small part of a small probe is below the MLP's batch size: it says so
+            warnings.filterwarnings("ignore", message="Got `batch_size` less than 1 or larger than sample size")
+            found = measure_leakage(probe.z[keep], probe.s[keep], val.z, val.s, test.z, test.s, num_private, seed=seed,
+                                    attackers=(attacker,))
+        out[f"leak_probe{round(fraction * 100)}"] = found.leakage
+    return out
+
+
+def _set_seed(seed: int) -> torch.Generator:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    return torch.Generator().manual_seed(seed)
+
+
+@dataclass
+class Trained:
+    """What training leaves besides the weights: its time, length and per-epoch figures."""
+
+    seconds: float
+    epochs: int
+    stopped_early: bool
+    steps: int
+    final_lr: float
+    history: list[dict[str, Any]]
+    reused: bool = False
+
+
+def train_method(
+    method: method_registry.Method, data: dataset_registry.Data, train: dataset_registry.Split,
+    val: dataset_registry.Split, recipe: Recipe, config: dict[str, Any], schedulers: list, generator: torch.Generator,
+    autocast, epochs: int, steps: int, batch_size: int, device: torch.device, report: Reporter | None,
+) -> Trained:
+    """The training loop: ``epochs`` epochs of ``steps`` batches, the recipe's schedule, a report after every epoch."""
+    per_step = recipe.schedule_unit == "step"
+    n = len(train)
+    history: list[dict[str, Any]] = []
+    start = time.perf_counter()
+    trained_epochs, stopped_early, done_steps = 0, False, 0
+    for epoch in range(epochs):
+        method.train()
+        learning_rate = method.optimizer.param_groups[0]["lr"]  # the rate this epoch starts with
+        order = torch.randperm(n, generator=generator).to(device)
+        sums: dict[str, torch.Tensor] = {}
+        epoch_steps = steps if not recipe.max_steps else min(steps, recipe.max_steps - done_steps)
+        for step in range(epoch_steps):
+            index = order[step * batch_size : (step + 1) * batch_size]
+            x = train.x[index]
+            if recipe.augmentation == "hflip":
+                x = horizontal_flip(x, generator)
+            with autocast:
+                terms = method.update(x, train.y[index], train.s[index])
+            for key, value in terms.items():
+                sums[key] = sums[key] + value if key in sums else value
+            if per_step:
+                for scheduler in schedulers:
+                    scheduler.step()
+        done_steps += epoch_steps
+        trained_epochs = epoch + 1
+        method.end_epoch(epoch)
+        method.eval()
+        means = {("train_" + key if not key.startswith("train_") else key): (value / max(epoch_steps, 1)).item()
+                 for key, value in sums.items()}
+        bad = {key: value for key, value in means.items() if not math.isfinite(value)}
+        if bad:
+            key, value = next(iter(bad.items()))
+            raise TrialDiverged(f"{key} became {value} in epoch {epoch + 1}")
+        val_accuracy, val_loss = (figure.item() for figure in validation_figures(method, val))
+        epoch_metrics = {"epoch": epoch + 1, **means, "val_accuracy": val_accuracy, "val_loss": val_loss, "lr": learning_rate}
+        if not per_step:
+            monitored = val_loss if recipe.monitor == "val_loss" else val_accuracy
+            for scheduler in schedulers:
+                if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                    scheduler.step(monitored)
+                else:
+                    scheduler.step()
+        if config.get("epoch_leakage") and not is_post_hoc(method):
+            epoch_metrics["val_leakage_epoch"] = epoch_leakage(method, data.probe.to(device), val, data.spec.num_private, config["seed"])
+        history.append(epoch_metrics)
+        if report is not None:
+            report(epoch_metrics)
+        if recipe.should_stop(method.optimizer):  # IRENE's CelebA rule: the rate fell below min_lr
+            stopped_early = epoch + 1 < epochs
+            break
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return Trained(time.perf_counter() - start, trained_epochs, stopped_early, done_steps,
+                   method.optimizer.param_groups[0]["lr"], history)
+
+
+# -- reusing a training: vanilla, LEACE and INLP train alike ------------------------------------
+
+def training_key(config: dict[str, Any], trains_as: str, device: torch.device) -> str:
+    """What decides a training's result when the method declares ``trains_as``: not its hyperparameters."""
+    return _digest({"trains_as": trains_as, "dataset": config["dataset"], "dataset_options": config["dataset_options"],
+                    "recipe": config.get("recipe"), "seed": config["seed"], "device": device.type})
+
+
+def reuse_path(config: dict[str, Any], method_cls: type, device: torch.device) -> Path | None:
+    """Where this trial's training is kept for the next trial that trains alike (None: no reuse).
+
+    A method whose training does not depend on its hyperparameters declares
+    ``trains_as`` (vanilla, LEACE and INLP: ``"vanilla"``; the post-hoc methods'
+    hyperparameters act after training). Within one invocation (``reuse_dir``, a
+    folder the driver makes and removes), the first of them to train a dataset,
+    recipe and seed keeps its weights, per-epoch figures and random state there;
+    the others load them instead of training again, so an INLP strength curve
+    trains once per seed, not once per strength. Off when ``epoch_leakage`` is on
+    (vanilla reports it per epoch, the post-hoc methods do not).
+    """
+    trains_as = method_registry.training_identity(method_cls)
+    if not config.get("reuse_dir") or not trains_as or config.get("epoch_leakage"):
+        return None
+    return Path(config["reuse_dir"]) / f"{training_key(config, trains_as, device)}.pt"
+
+
+def _random_state(device: torch.device) -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def save_training(path: Path, method: method_registry.Method, trained: Trained, device: torch.device) -> None:
+    """Keep a finished training for :func:`replay_training` (written whole, then renamed into place)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+    torch.save({"encoder": method.encoder.state_dict(), "classifier": method.classifier.state_dict(),
+                "trained": trained, "random": _random_state(device)}, partial)
+    partial.replace(path)
+
+
+def replay_training(path: Path, method: method_registry.Method, device: torch.device, report: Reporter | None) -> Trained | None:
+    """Load a kept training into ``method``, report its epochs again and restore its random state; None if none is kept."""
+    if not path.exists():
+        return None
+    kept = torch.load(path, map_location=device, weights_only=False)  # written by this invocation: trusted
+    method.encoder.load_state_dict(kept["encoder"])
+    method.classifier.load_state_dict(kept["classifier"])
+    trained: Trained = kept["trained"]
+    for epoch_metrics in trained.history:
+        if report is not None:
+            report(dict(epoch_metrics))
+    torch.set_rng_state(kept["random"]["torch"])
+    np.random.set_state(kept["random"]["numpy"])
+    if "cuda" in kept["random"]:
+        torch.cuda.set_rng_state(kept["random"]["cuda"], device)
+    return replace(trained, reused=True)
+
+
+def run_trial(config: dict[str, Any], report: Reporter | None = None) -> dict[str, Any]:
+    """Train and evaluate one trial; return its final metrics.
+
+    ``report`` (if given) receives a dict of metrics after every epoch
+    (``epoch``, ``train_loss`` and the method's other loss terms, ``val_accuracy``).
+    Raises TrialDiverged when the loss stops being finite.
+    """
+    from removal_bench.measuring.attackers import measure_leakage
+    from removal_bench.measuring.metrics import balanced_accuracy, task_metrics
+
+    if config.get("threads"):
+        torch.set_num_threads(int(config["threads"]))
+    device = resolve_device(config["device"])
+    data = load_data(config)
+    spec = data.spec
+    recipe = Recipe.from_dict(config["recipe"]) if config.get("recipe") else Recipe()
+    epochs = spec.epochs if recipe.epochs is None else recipe.epochs
+    batch_size = spec.batch_size if recipe.batch_size is None else recipe.batch_size
+    encoder_name = recipe.encoder or spec.encoder
+
+    generator = _set_seed(config["seed"])
+    train, val = data.train.to(device), data.val.to(device)
+    encoder = build_encoder(encoder_name, spec.input_shape)
+    if spec.encoder_weights:
+        load_weights(encoder, spec.encoder_weights)
+    fast_images = device.type == "cuda" and encoder_name == "resnet18"
+    if spec.pixel_mean is not None:
+        encoder = NormalisedInput(encoder, spec.pixel_mean, spec.pixel_std, channels_last=fast_images)
+    n = len(train)
+    steps = n // batch_size + (1 if n % batch_size >= 2 else 0)  # a batch of one breaks batch norm
+    if recipe.max_steps:  # FFB counts training in optimiser steps: as many epochs as they take, the last one cut
+        epochs = math.ceil(recipe.max_steps / steps)
+    method_cls = method_registry.get_method(config["method"])
+    method = method_cls(
+        encoder, spec.num_classes, spec.num_private, config["hparams"], max(epochs, 1), recipe=recipe, steps_per_epoch=steps,
+    ).to(device)
+    if fast_images:  # channels_last + bf16 autocast: 2.4x the fp32 img/s on an H200 (docs/DEVELOPING.md)
+        method = method.to(memory_format=torch.channels_last)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=fast_images) if device.type == "cuda" else nullcontext()
+    schedule_length = epochs * steps if recipe.schedule_unit == "step" else epochs
+    schedulers = [recipe.build_scheduler(optimizer, schedule_length) for optimizer in method.scheduled_optimizers()]
+    schedulers = [scheduler for scheduler in schedulers if scheduler is not None]
+
+    reuse = reuse_path(config, method_cls, device)
+    trained = replay_training(reuse, method, device, report) if reuse else None
+    if trained is None:
+        trained = train_method(method, data, train, val, recipe, config, schedulers, generator, autocast,
+                               epochs, steps, batch_size, device, report)
+        if reuse:
+            save_training(reuse, method, trained, device)
+
+    method.eval()
+    method.fit_post_hoc(train.x, train.y, train.s)
+    evaluation_start = time.perf_counter()
+    embedded = {name: embed_split(method, split.to(device)) for name, split in data.splits().items() if name != "train"}
+    val_e, probe, test = embedded["val"], embedded["probe"], embedded["test"]
+    for name, part in embedded.items():
+        if not np.isfinite(part.z).all():
+            raise TrialDiverged(f"the bottleneck holds NaN or infinite values on {name}")
+
+    metrics: dict[str, Any] = {}
+    metrics.update(task_metrics(test.probabilities, test.y, test.s).as_metrics())
+    metrics["val_accuracy"] = float((val_e.probabilities.argmax(1) == val_e.y).mean())
+    # What always predicting the most frequent test class scores: the hypervolume's reference accuracy.
+    metrics["majority_accuracy"] = float(np.bincount(test.y).max() / len(test.y))
+    leakage = measure_leakage(probe.z, probe.s, val_e.z, val_e.s, test.z, test.s, spec.num_private, seed=config["seed"])
+    metrics.update(leakage.as_metrics())
+    metrics["leakage_attacker"] = leakage.best
+    floor = measure_leakage(
+        probe.probabilities, probe.s, val_e.probabilities, val_e.s, test.probabilities, test.s,
+        spec.num_private, seed=config["seed"],
+    )
+    metrics.update(floor.as_metrics(prefix="floor_"))
+    if config.get("probe_sizes", True):
+        probe_start = time.perf_counter()
+        metrics.update(probe_size_leakage(probe, val_e, test, spec.num_private, config["seed"], leakage.best))
+        metrics["probe_sizes_seconds"] = time.perf_counter() - probe_start
+    if test.private_logits is not None:
+        metrics["head_acc"] = balanced_accuracy(test.s, test.private_logits.argmax(1))
+    metrics["train_seconds"] = trained.seconds
+    trained_samples = min(trained.steps * batch_size, trained.epochs * n)
+    metrics["samples_per_second"] = trained_samples / trained.seconds if trained.seconds > 0 else 0.0
+    metrics["eval_seconds"] = time.perf_counter() - evaluation_start
+    metrics["epochs"] = trained.epochs
+    metrics["planned_epochs"] = epochs
+    metrics["stopped_early"] = int(trained.stopped_early)
+    metrics["final_lr"] = trained.final_lr
+    metrics["train_reused"] = int(trained.reused)
+    metrics["num_classes"] = spec.num_classes
+    metrics["num_private"] = spec.num_private
+    metrics["batch_size"] = batch_size
+    metrics["encoder"] = encoder_name
+    metrics["bottleneck_dim"] = int(probe.z.shape[1])
+
+    if config.get("embeddings_path"):
+        path = Path(config["embeddings_path"])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".partial.npz")
+        np.savez_compressed(
+            partial,
+            z_probe=probe.z, y_probe=probe.y, s_probe=probe.s,
+            z_val=val_e.z, y_val=val_e.y, s_val=val_e.s,
+            z_test=test.z, y_test=test.y, s_test=test.s,
+            num_private=spec.num_private, seed=config["seed"],
+        )
+        partial.replace(path)
+    if config.get("model_path"):  # removal_bench.running.artifacts: state dict plus the config that rebuilds it
+        from removal_bench.running.artifacts import save_model
+
+        save_model(config["model_path"], method, config, encoder_name, spec.input_shape)
+    return metrics
+
+
+def execute_trial(config: dict[str, Any], report: Reporter | None = None) -> dict[str, Any]:
+    """Run a trial and never raise: the result says ``status`` FINISHED or FAILED (with ``error``)."""
+    try:
+        metrics = run_trial(config, report)
+    except TrialDiverged as error:
+        return {"status": "FAILED", "error": f"diverged: {error}"}
+    except Exception as error:  # a trial's bug must not stop the other trials
+        return {
+            "status": "FAILED",
+            "error": f"{type(error).__name__}: {error}",
+            "traceback": traceback.format_exc(),
+        }
+    return {"status": "FINISHED", **metrics}
