@@ -63,6 +63,8 @@ class AdversarialDebiasing(Method):
         "equalized_odds": Param(False, "the adversary also sees the true y (equalised odds)"),
     }
     strength = {"alpha": (0.003, 10.0)}
+    curve_note = ("the predictor's step drops its component along the adversary's gradient at every alpha, "
+                  "alpha 0 included: the projection changes the training whatever the strength")
 
     def build(self) -> None:
         features = self.num_classes * (self.num_classes if self.hp["equalized_odds"] else 1)

@@ -52,6 +52,13 @@ class Method(nn.Module):
     # "no removal" to "task destroyed": ``bench sweep --curve`` walks them log-spaced, several in step.
     # Empty: the method has no strength (vanilla, LEACE) and its curve is one point.
     strength: ClassVar[dict[str, tuple[float, float]]] = {}
+    # Hyperparameters a strength curve holds at other values than the defaults, so that its weakest point
+    # trains like vanilla (IRENE: the task at full weight, alpha 1; its paper's alpha 0.5 halves the task's
+    # learning rate at every strength). ``--set`` still overrides them. PROTOCOL.md, "Strength curves".
+    curve_fixed: ClassVar[dict[str, Any]] = {}
+    # Why the curve's weakest point does not train like vanilla, where it does not by the method's design
+    # (the leaderboard prints it beside the curves); empty: it does, within seed noise (tests/test_curves.py).
+    curve_note: ClassVar[str] = ""
     # Methods whose training does not depend on their hyperparameters and is the same as another's name it
     # (vanilla, LEACE, INLP: "vanilla"): within one invocation a training is then run once per dataset,
     # recipe and seed and reused (removal_bench.running.trial.reuse_path). None: every trial trains. It holds only for

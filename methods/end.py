@@ -69,7 +69,7 @@ class EnD(Method):
         "alpha": Param(0.1, "weight of the disentangling term", space=LogUniform(0.01, 50.0), low=0.0),
         "beta": Param(0.1, "weight of the entangling term (maximised)", space=LogUniform(0.01, 50.0), low=0.0),
     }
-    strength = {"alpha": (0.01, 100.0), "beta": (0.01, 100.0)}  # tied: both terms grow together
+    strength = {"alpha": (1e-3, 100.0), "beta": (1e-3, 100.0)}  # tied: both terms grow together
     reference_recipes = {"biased_mnist": END_BIASED_MNIST}
 
     def update(self, x: torch.Tensor, y: torch.Tensor, s: torch.Tensor) -> dict[str, torch.Tensor]:

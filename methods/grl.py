@@ -51,7 +51,7 @@ class GradientReversalMethod(Method):
         "adversary_hidden": Param(64, "width of the adversary's hidden layer", low=1),
         "max_grad_norm": Param(5.0, "gradient clipping norm (0 disables)", low=0.0),
     }
-    strength = {"lambda": (0.01, 10.0)}
+    strength = {"lambda": (1e-4, 10.0)}  # lambda 0.01 already removes a third of vanilla's leakage on synthetic
 
     def build(self) -> None:
         hidden = self.hp["adversary_hidden"]

@@ -116,7 +116,7 @@ class HsicPenalty(Method):
         "estimator": Param("unbiased", "unbiased: Song et al.'s HSIC_1 (ReBias); biased: tr(KHLH)/(n-1)^2",
                            choices=("unbiased", "biased")),
     }
-    strength = {"lambda": (0.1, 1000.0)}
+    strength = {"lambda": (0.01, 1000.0)}
     reference_recipes = {"biased_mnist": REBIAS_BIASED_MNIST}
 
     def update(self, x: torch.Tensor, y: torch.Tensor, s: torch.Tensor) -> dict[str, torch.Tensor]:

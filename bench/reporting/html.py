@@ -79,6 +79,35 @@ def _standing(standing) -> str:
     )
 
 
+def _overview(found) -> str:
+    """The table that opens the page: methods x datasets, tied rank and hypervolume interval per cell."""
+    from removal_bench.reporting import standings
+
+    headers, body = standings.overview(found)
+    notes = "".join(f"<li>{_escape(dataset)}: {_escape('; '.join(standing.reliability.flags))}</li>"
+                    for dataset, standing in found.items() if standing.reliability.flagged)
+    return ('<section id="overview"><h2>Overview</h2><p>Per dataset, each method\'s tied rank and its hypervolume '
+            "with the 95% bootstrap interval; methods in order of their mean rank.</p>"
+            f"{_table(headers, body)}" + (f'<ul class="note">{notes}</ul>' if notes else "") + "</section>")
+
+
+def _head_figure(dataset: str, rows: list[summaries.Row]) -> str:
+    """The head-versus-attacker picture as an embedded PNG (the page stays one self-contained file)."""
+    import base64
+    import tempfile
+
+    from removal_bench.reporting.plots import HEAD_CAPTION, head_plot
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "heads.png"
+        if not head_plot(rows, path, f"{dataset}: own head vs fresh attackers"):
+            return ""
+        encoded = base64.b64encode(path.read_bytes()).decode("ascii")
+    return (f'<h3>Own head against fresh attackers</h3><figure class="head-plot"><img alt="{_escape(dataset)}: '
+            f'each method\'s own head against the fresh attackers" src="data:image/png;base64,{encoded}" '
+            f'style="max-width:100%"><figcaption>{_escape(HEAD_CAPTION)}</figcaption></figure>')
+
+
 def _configurations(rows: list[summaries.Row]) -> str:
     headers = ["", "configuration", "seeds"] + [tables.HEADERS[m] for m in tables.TABLE_METRICS] + ["attackers", "notes"]
     body = []
@@ -109,6 +138,9 @@ def page(by_dataset: dict[str, list[summaries.Row]], experiments: list[str], max
             f"<p>{_escape(summaries.dataset_setting(dataset, rows)[0].replace('**', ''))}</p>"
             f"{_standing(found[dataset])}"
             f'<h3>Pareto plot</h3><figure class="front-plot" data-dataset="{anchor}"></figure>'
+            + "".join(f'<p class="note">{_escape(method)}: curve does not start at vanilla: {_escape(note)}.</p>'
+                      for method, note in tables.curve_notes(rows).items())
+            + f"{_head_figure(dataset, rows)}"
             f"<details><summary>Every configuration ({len(rows)})</summary>{_configurations(rows)}</details></section>"
         )
     starts = [r.first_start for rows in by_dataset.values() for r in rows if math.isfinite(r.first_start)]
@@ -139,7 +171,7 @@ def page(by_dataset: dict[str, list[summaries.Row]], experiments: list[str], max
         "attacker (chosen on val) on the frozen bottleneck. In the plots, hover a point for its configuration, "
         "seeds and attackers; click a method in the legend to hide it.</p>"
         f"<nav>{navigation}</nav>"
-        + "".join(sections) + provenance
+        + _overview(found) + "".join(sections) + provenance
         + '<div id="tooltip" role="tooltip" hidden></div>'
         f'<script type="application/json" id="bench-data">{data}</script>'
         f"<script>{SCRIPT}</script></body></html>\n"

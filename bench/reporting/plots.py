@@ -89,3 +89,99 @@ def front_plot(rows, path: Path, title: str, legend_notes: dict[str, str] | None
         axes.legend(fontsize=7.5, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, frameon=False)
     figure.text(0.01, -0.01, "\n".join(textwrap.wrap(CAPTION, 150)), fontsize=6.5, va="top", ha="left")
     _publish(figure, path)
+
+
+HEAD_CAPTION = (
+    "Per in-training method, against its strength (log scale): its own head's or adversary's test accuracy at "
+    "predicting s (solid) and the fresh attackers' leakage on the frozen bottleneck (dashed), both normalised "
+    "(0 = chance, 1 = s fully recovered); bars: ± 1 standard error over seeds. Where the solid line falls to 0 "
+    "while the dashed one stays up, the method fools its own head and the attribute is still there for a fresh "
+    "attacker."
+)
+
+
+def _normalised(accuracy: float, classes: float) -> float:
+    if not (math.isfinite(accuracy) and math.isfinite(classes)) or classes < 2:
+        return math.nan
+    return (accuracy - 1 / classes) / (1 - 1 / classes)
+
+
+def strength_axis(method: str, rows) -> str | None:
+    """The hyperparameter a method's curve walks: its declared strength (the first, for tied ones), else the one
+    with most distinct values among its rows (a plugin not installed here)."""
+    from removal_bench.methods import REGISTRY
+
+    declared = getattr(REGISTRY.get(method), "strength", {}) or {}
+    for name in declared:
+        return name
+    counts = {}
+    for row in rows:
+        for name, value in row.hparams.items():
+            counts.setdefault(name, set()).add(value)
+    varied = [(len(values), name) for name, values in counts.items() if len(values) > 1]
+    return max(varied)[1] if varied else None
+
+
+def head_series(rows) -> dict[str, list[tuple[float, tuple[float, float], tuple[float, float]]]]:
+    """Per method with a head: (strength, (head norm, se), (leak norm, se)) by strength; methods without a
+    head (vanilla, LEACE, INLP) or without a strength are left out."""
+    series = {}
+    for method in sorted({r.method for r in rows}):
+        own = [r for r in rows if r.method == method and math.isfinite(r.mean("head_acc"))]
+        axis = strength_axis(method, own) if own else None
+        if axis is None:
+            continue
+        points = []
+        for row in own:
+            try:
+                x = float(row.hparams[axis])
+            except (KeyError, ValueError):
+                continue
+            classes = row.mean("num_private")
+            head, head_error = row.stats.get("head_acc", (math.nan, math.nan))
+            scale = 1 / (1 - 1 / classes) if math.isfinite(classes) and classes >= 2 else math.nan
+            leak = row.stats.get("leakage_norm", (math.nan, math.nan))
+            points.append((x, (_normalised(head, classes), head_error * scale), leak))
+        if len(points) >= 2 and all(p[0] > 0 for p in points):
+            series[method] = sorted(points)
+    return series
+
+
+def head_plot(rows, path: Path, title: str) -> bool:
+    """Write the head-versus-attacker picture of one dataset to ``path``; False (nothing written) when no method
+    there has a head and a strength curve."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series = head_series(rows)
+    if not series:
+        return False
+    columns = min(3, len(series))
+    lines = math.ceil(len(series) / columns)
+    figure, axes = plt.subplots(lines, columns, figsize=(3.4 * columns, 2.6 * lines + 0.9), dpi=110,
+                                squeeze=False, sharey=True)
+    for index, (method, points) in enumerate(series.items()):
+        axis = axes[index // columns][index % columns]
+        xs = [p[0] for p in points]
+        for which, style, label in ((1, "-", "own head"), (2, "--", "fresh attackers")):
+            means = [p[which][0] for p in points]
+            errors = [p[which][1] if math.isfinite(p[which][1]) else 0.0 for p in points]
+            axis.errorbar(xs, means, yerr=errors, linestyle=style, marker="o", markersize=3, capsize=2, label=label,
+                          color="tab:red" if which == 1 else "tab:blue")
+        axis.set_xscale("log")
+        axis.set_ylim(-0.1, 1.05)
+        axis.axhline(0, color="grey", linewidth=0.6)
+        axis.set_title(method, fontsize=9)
+        axis.set_xlabel(strength_axis(method, []) or "strength", fontsize=8)
+        axis.tick_params(labelsize=7)
+    for index in range(len(series), lines * columns):
+        axes[index // columns][index % columns].set_visible(False)
+    axes[0][0].set_ylabel("normalised accuracy at s", fontsize=8)
+    axes[0][0].legend(fontsize=7, loc="best")
+    figure.suptitle(title, fontsize=10)
+    figure.text(0.01, -0.02, "\n".join(textwrap.wrap(HEAD_CAPTION, 150)), fontsize=6.5, va="top")
+    figure.tight_layout()
+    _publish(figure, path)
+    return True

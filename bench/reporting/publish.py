@@ -8,7 +8,7 @@ from typing import Iterable, TextIO
 from removal_bench.reporting import standings, summaries
 from removal_bench.reporting.documents import print_json, report_document
 from removal_bench.reporting.files import write_text
-from removal_bench.reporting.plots import front_plot
+from removal_bench.reporting.plots import front_plot, head_plot
 from removal_bench.reporting.summaries import Row
 from removal_bench.running.runner import results_folder
 from removal_bench.running.tracking import log_report
@@ -66,6 +66,16 @@ def print_report(by_dataset: dict[str, list[Row]], stream, max_leakage: float | 
         print(standings.ranking_table(standing, "simple_outline"), file=stream)
         print(standings.budget_table(standing, "simple_outline"), file=stream)
     print("\n" + explain(max_leakage) + " " + standings.explain(replicates), file=stream)
+
+
+def write_head_plots(by_dataset: dict[str, list[Row]], folder: Path) -> dict[str, Path]:
+    """The leaderboard's head-versus-attacker pictures, one PNG per dataset where some method has a head."""
+    written = {}
+    for dataset, rows in sorted(by_dataset.items()):
+        path = folder / f"{dataset}-heads.png"
+        if head_plot(rows, path, f"{dataset}: own head vs fresh attackers"):
+            written[dataset] = path
+    return written
 
 
 def write_plots(by_dataset: dict[str, list[Row]], folder: Path, max_leakage: float | None = None,

@@ -173,6 +173,36 @@ def rank_cells(standing: DatasetStanding) -> dict[str, str]:
     return {m.method: "-" if m.rank is None else f"{m.rank}{'=' if counts[m.rank] > 1 else ''}" for m in standing.methods}
 
 
+def overview(found: dict[str, DatasetStanding]) -> tuple[list[str], list[list[str]]]:
+    """Methods as rows, datasets as columns: each cell the tied rank and the hypervolume's 95% interval; each
+    dataset's header carries its reliability flag. Methods in order of their mean rank over the datasets where
+    they ran (a method missing from a dataset gets ``-`` there)."""
+    datasets = list(found)
+    ranks = {dataset: rank_cells(standing) for dataset, standing in found.items()}
+    cells: dict[str, dict[str, str]] = {}
+    order: dict[str, list[int]] = {}
+    for dataset, standing in found.items():
+        for method in standing.methods:
+            cells.setdefault(method.method, {})[dataset] = (
+                f"{ranks[dataset][method.method]} · {_figure_cell(method.hypervolume, 3)}")
+            if method.rank is not None:
+                order.setdefault(method.method, []).append(method.rank)
+    methods = sorted(cells, key=lambda m: (sum(order.get(m, [99])) / len(order.get(m, [99])), m))
+    headers = ["method"] + [dataset + (" (flagged)" if found[dataset].reliability.flagged else "") for dataset in datasets]
+    body = [[method] + [cells[method].get(dataset, "-") for dataset in datasets] for method in methods]
+    return headers, body
+
+
+def overview_table(found: dict[str, DatasetStanding], tablefmt: str = "github") -> str:
+    from tabulate import tabulate
+
+    headers, body = overview(found)
+    notes = [f"- {dataset} (flagged): {'; '.join(standing.reliability.flags)}."
+             for dataset, standing in found.items() if standing.reliability.flagged]
+    return tabulate(body, headers=headers, tablefmt=tablefmt, disable_numparse=True) + (
+        "\n\n" + "\n".join(notes) if notes else "")
+
+
 def ranking_table(standing: DatasetStanding, tablefmt: str = "github") -> str:
     from tabulate import tabulate
 

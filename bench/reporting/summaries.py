@@ -28,7 +28,7 @@ from removal_bench.running.tracking import _FAILED, _FINISHED, _STOPPED, _UNFINI
 
 CSV_METRICS = (
     "accuracy", "balanced_accuracy", "val_accuracy", "leakage", "leakage_norm", "mi_bits", "val_leakage",
-    "leak_linear", "leak_mlp", "leak_gbdt", "leak_probe25", "leak_probe50", "floor_leakage", "head_acc", "dp_gap", "eo_gap",
+    "leak_linear", "leak_mlp", "leak_gbdt", "leak_probe25", "leak_probe50", "floor_leakage", "head_acc", "head_predicts_y", "dp_gap", "eo_gap",
     "train_seconds", "samples_per_second", "num_classes", "num_private", "majority_accuracy",
 )
 

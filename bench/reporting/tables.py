@@ -9,7 +9,7 @@ from removal_bench.reporting import standings
 from removal_bench.reporting.cells import _cell, _date, _number, seeds_cell
 from removal_bench.reporting.summaries import CSV_METRICS, MethodSummary, Row, dataset_setting
 
-TABLE_METRICS = ("accuracy", "leakage", "leakage_norm", "mi_bits", "floor_leakage", "head_acc")
+TABLE_METRICS = ("accuracy", "leakage", "leakage_norm", "mi_bits", "floor_leakage", "head_acc", "head_predicts_y")
 
 
 HEADERS = {
@@ -19,6 +19,7 @@ HEADERS = {
     "mi_bits": "MI bits",
     "floor_leakage": "floor",
     "head_acc": "head acc",
+    "head_predicts_y": "head=y",
     "val_accuracy": "val acc",
     "val_leakage": "val leakage",
 }
@@ -212,7 +213,7 @@ def provenance_text(found: Provenance) -> str:
 
 def leaderboard_text(by_dataset: dict[str, list[Row]], experiments: list[str], max_leakage: float | None, generated: str,
                      provenance: Provenance | None = None, plots: dict[str, str] | None = None,
-                     found: dict | None = None) -> str:
+                     found: dict | None = None, head_plots: dict[str, str] | None = None) -> str:
     """``results/LEADERBOARD.md``: per dataset, the reliability line, the plot (``plots``: dataset -> relative
     path), methods ranked by hypervolume with intervals and tied ranks, the budget table, attacker strength,
     pairwise win probabilities and every configuration; first the provenance and a summary of the datasets."""
@@ -233,6 +234,10 @@ def leaderboard_text(by_dataset: dict[str, list[Row]], experiments: list[str], m
         "mean ± standard error over its seeds. `trials` counts every run behind the row (all configurations "
         "and seeds of the method on the dataset); `commit` and `date` are those of these runs.",
     ]
+    lines += ["", "## Overview", "",
+              "Per dataset (columns), each method's tied rank and its hypervolume with the 95% bootstrap interval; "
+              "methods in order of their mean rank. Sections below give each dataset's setting, budgets, attackers "
+              "and every configuration.", "", standings.overview_table(found)]
     if provenance is not None:
         lines += ["", "## Provenance", "", provenance_text(provenance)]
     summary = []
@@ -257,10 +262,31 @@ def leaderboard_text(by_dataset: dict[str, list[Row]], experiments: list[str], m
         if plots and dataset in plots:
             lines += [f"![{dataset}: fronts per method]({plots[dataset]})", "",
                       "*" + _plot_caption() + "*", ""]
+        notes = curve_notes(rows)
+        if notes:
+            lines += ["*Curves that do not start at vanilla, by the method's design (docs/PROTOCOL.md): "
+                      + "; ".join(f"{method}: {note}" for method, note in notes.items()) + ".*", ""]
+        if head_plots and dataset in head_plots:
+            lines += [f"![{dataset}: each method's own head against the fresh attackers]({head_plots[dataset]})", "",
+                      "*" + _head_caption() + "*", ""]
         lines += [standings.standing_markdown(standing), "",
                   f"<details><summary>Every configuration ({len(rows)})</summary>\n\n{table(rows, 'github')}\n\n</details>"]
     lines += ["", "## Reading it", "", standings.explain(replicates), "", explain(max_leakage)]
     return "\n".join(lines) + "\n"
+
+
+def curve_notes(rows: list[Row]) -> dict[str, str]:
+    """Per method among ``rows`` that declares one: why its curve's weakest point is not vanilla."""
+    from removal_bench.methods import REGISTRY
+
+    return {method: REGISTRY[method].curve_note for method in sorted({r.method for r in rows})
+            if getattr(REGISTRY.get(method), "curve_note", "")}
+
+
+def _head_caption() -> str:
+    from removal_bench.reporting.plots import HEAD_CAPTION
+
+    return HEAD_CAPTION
 
 
 def _plot_caption() -> str:

@@ -135,16 +135,19 @@ def strength_values(method: str, points: int) -> list[dict[str, Any]]:
 def curve_configurations(
     method: str, overrides: dict[str, list[str]], points: int, recipe_overrides: dict[str, list[str]] | None = None,
 ) -> list[dict[str, Any]]:
-    """The method's strength curve crossed with the axes ``--set`` (several values) and ``--train`` add."""
+    """The method's strength curve crossed with the axes ``--set`` (several values) and ``--train`` add; the
+    other hyperparameters at their defaults, or at the method's ``curve_fixed`` values (IRENE: alpha 1)."""
     strengths = getattr(method_registry.get_method(method), "strength", {})
     clash = sorted(set(overrides) & set(strengths))
     if clash:
         raise UserError(f"--curve sets {method}.{clash[0]} itself (its strength); do not --set it")
     space = search_space(method, overrides)
+    fixed = getattr(method_registry.get_method(method), "curve_fixed", {})
     axes: dict[str, list[Any]] = {}
     for name, param in space.items():
         several = name in overrides and len(overrides[name]) > 1
-        axes[name] = list(param.space.values) if several else [param.default]
+        default = fixed[name] if name in fixed and name not in overrides else param.default
+        axes[name] = list(param.space.values) if several else [default]
     for name, values in (recipe_overrides or {}).items():
         axes[RECIPE_PREFIX + name] = list(values)
     curve = strength_values(method, points) or [{}]

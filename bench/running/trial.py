@@ -499,7 +499,13 @@ def run_trial(config: dict[str, Any], report: Reporter | None = None) -> dict[st
         metrics.update(probe_size_leakage(probe, val_e, test, spec.num_private, config["seed"], leakage.best))
         metrics["probe_sizes_seconds"] = time.perf_counter() - probe_start
     if test.private_logits is not None:
-        metrics["head_acc"] = balanced_accuracy(test.s, test.private_logits.argmax(1))
+        head_prediction = test.private_logits.argmax(1)
+        metrics["head_acc"] = balanced_accuracy(test.s, head_prediction)
+        if spec.num_classes > 2 and test.private_logits.shape[1] == spec.num_classes:
+            # Where s and y share a label space of more than two classes (a colour per digit), how often the
+            # head's guess of s is the task label instead: a head trained on biased batches can learn the colour
+            # through the digit, so a head near chance on unbiased data is no proof of removal (PROTOCOL.md).
+            metrics["head_predicts_y"] = float(np.mean(head_prediction == test.y))
     metrics["train_seconds"] = trained.seconds
     trained_samples = min(trained.steps * batch_size, trained.epochs * n)
     metrics["samples_per_second"] = trained_samples / trained.seconds if trained.seconds > 0 else 0.0
