@@ -93,6 +93,7 @@ def images(arguments: argparse.Namespace) -> None:
 
 from removal_bench.benchmarks.gpu import add_gpu_commands  # noqa: E402  (torch only)
 from removal_bench.benchmarks.cpu import add_cpu_commands  # noqa: E402
+from removal_bench.benchmarks.curves import add_curve_commands  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -109,6 +110,7 @@ def main(argv: list[str] | None = None) -> None:
     image_parser.set_defaults(handler=images)
     add_gpu_commands(commands)
     add_cpu_commands(commands)
+    add_curve_commands(commands)
     arguments = parser.parse_args(argv)
     arguments.handler(arguments)
 
