@@ -12,6 +12,7 @@ from typing import Sequence
 
 from removal_bench.commands import attack as attack_command
 from removal_bench.commands import data as data_command
+from removal_bench.commands import export as export_command
 from removal_bench.commands import reproduce as reproduce_command
 from removal_bench.commands import sweep as sweep_command
 from removal_bench.commands.arguments import Parser, add_run_arguments, run_fields
@@ -71,7 +72,7 @@ def build_parser() -> Parser:
     listing.add_argument("--methods", action="append", help="also list these plugin methods, each MODULE:CLASS")
     listing.add_argument("--datasets", action="append", help="also list these plugin datasets, each MODULE:CLASS")
     listing.set_defaults(handler=command_list)
-    for module in (data_command, sweep_command, attack_command, reproduce_command):  # each adds its subcommands
+    for module in (data_command, sweep_command, attack_command, reproduce_command, export_command):  # each adds its subcommands
         module.add_commands(commands)
     return parser
 
