@@ -88,13 +88,13 @@ def _check_common(kind: str, cls: Any, where: str) -> None:
     if not inspect.isclass(cls) or not issubclass(cls, base) or cls is base:
         what = type(cls).__name__ if not inspect.isclass(cls) else f"class {cls.__qualname__}"
         raise _fail(kind, where, f"is not a subclass of {base.__module__}.{base.__name__} (it is a {what})")
-    name = vars(cls).get("name", getattr(cls, "name", ""))
+    name = vars(cls).get("name", "")  # its own: a subclass of vanilla does not inherit the name "vanilla"
     if not isinstance(name, str) or not NAME.fullmatch(name):
         raise _fail(kind, where, f"has no usable name ({name!r}): set the class attribute name to letters, digits, "
                                  "'_' or '-', starting with a letter")
-    description = getattr(cls, "description", "")
+    description = vars(cls).get("description", "")  # its own, likewise
     if not isinstance(description, str) or not description.strip():
-        raise _fail(kind, where, "has no description: set the class attribute description to one line")
+        raise _fail(kind, where, "has no description of its own: set the class attribute description to one line")
     declared = cls.hparams if kind == "method" else cls.options
     label = "hparams" if kind == "method" else "options"
     if not isinstance(declared, dict):
