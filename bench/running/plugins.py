@@ -71,6 +71,8 @@ def is_import_path(text: str) -> bool:
 def split_dataset_text(text: str) -> tuple[str, list[str]]:
     """``pkg.mod:Data:rho=0.9`` -> (``pkg.mod:Data``, [``rho=0.9``]); ``adult:private=sex`` -> (``adult``, [...])."""
     parts = text.split(":")
+    if parts[0].strip() in dataset_registry.REGISTRY:  # a registered name: what follows are options (``adult:rho``)
+        return parts[0], parts[1:]
     if len(parts) > 1 and "=" not in parts[1] and "=" not in parts[0]:
         return f"{parts[0]}:{parts[1]}", parts[2:]
     return parts[0], parts[1:]
