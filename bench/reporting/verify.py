@@ -38,6 +38,7 @@ class Checked:
     verdict: str  # identical, within, differs, failed, not rebuildable
     differences: list[str] = field(default_factory=list)
     largest: float = 0.0
+    notes: list[str] = field(default_factory=list)  # e.g. a plugin whose source is not the one the row ran
 
 
 def rebuild(record: dict[str, Any], data_root: str | None, device: str) -> dict[str, Any]:
@@ -76,10 +77,18 @@ def check(record: dict[str, Any], data_root: str | None, device: str, tolerance:
         config = rebuild(record, data_root, device)
     except (ValueError, KeyError, TypeError, UserError) as error:
         return Checked(record["run_id"], where, "not rebuildable", [str(error)])
+    from removal_bench.running.plugins import record_of
+
+    notes = []
+    for kind, fields in (record.get("plugins") or {}).items():
+        here = record_of(kind, record.get(kind)) or {}
+        if fields.get("source_sha256") and here.get("source_sha256") != fields["source_sha256"]:
+            notes.append(f"the {kind} plugin's source here is not the one the trial ran (SHA-256 "
+                         f"{here.get('source_sha256', '?')[:12]} against {fields['source_sha256'][:12]})")
     result = execute_trial(config)
     if result.get("status") != "FINISHED":
-        return Checked(record["run_id"], where, "failed", [str(result.get("error", "?"))[:300]])
-    found = Checked(record["run_id"], where, "identical")
+        return Checked(record["run_id"], where, "failed", [str(result.get("error", "?"))[:300]], notes=notes)
+    found = Checked(record["run_id"], where, "identical", notes=notes)
     for name in FIGURES:
         old, new = record.get("metrics", {}).get(name), result.get(name)
         if old is None or not isinstance(new, (int, float)):
@@ -125,6 +134,8 @@ def execute_verify(paths: list[str], sample: int, sample_seed: int, tolerance: f
             else:
                 detail = ""
             print(f"{found.verdict:>15}  {found.where}  [run {found.run_id}]{detail}", file=stream, flush=True)
+            for note in found.notes:
+                print(f"{'note':>15}  {note}", file=stream, flush=True)
     good = sum(r.verdict in ("identical", "within") for r in results)
     if not quiet:
         print(f"{good} of {len(results)} sampled trials came back within tolerance {tolerance:g} "

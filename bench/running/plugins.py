@@ -317,8 +317,10 @@ def ensure_loaded(config: dict[str, Any]) -> None:
         if record["origin"] == "entry point":
             load_entry_points()
         else:
-            found, module = _import(kind, record["spec"], repr(record["spec"]), record.get("path", ""))
-            _register(kind, found, dict(record), repr(record["spec"]))
+            found, module = _import(kind, record["spec"], repr(record["spec"]), record.get("path") or _working_folder())
+            # what is loaded here (its source hash may differ from the record's: bench verify says so)
+            loaded = {**record, "source_sha256": source_sha256(found)} if inspect.isclass(found) else dict(record)
+            _register(kind, found, loaded, repr(record["spec"]))
 
 
 def tags(config: dict[str, Any]) -> dict[str, str]:
