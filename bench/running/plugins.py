@@ -12,7 +12,7 @@ A researcher benchmarks a method of their own without forking this repository, i
   includes them.
 - **Import paths.** ``--methods my_package.module:MyMethod`` (``--datasets`` likewise, options after
   it: ``my_package.data:MyData:rho=0.9``) imports the class for this invocation. The working folder
-  is on the import path, as for ``python -m``, so a ``my_method.py`` beside the user works too.
+  is on the import path (last, after the installed packages), so a ``my_method.py`` beside the user works too.
 
 Either way the class is checked before any trial (:func:`check_method`, :func:`check_dataset`): it
 must derive from :class:`removal_bench.methods.base.Method` (or ``Dataset``), have a plain ``name``
@@ -187,8 +187,8 @@ def _register(kind: str, cls: type, record: dict[str, str], where: str) -> None:
 def _import(kind: str, spec: str, where: str, path: str = ""):
     module_name, _, attribute = spec.partition(":")
     module_name, attribute = module_name.strip(), attribute.strip()
-    if path and path not in sys.path:
-        sys.path.insert(0, path)
+    if path and path not in sys.path:  # last: an installed module of the same name wins over a stray file
+        sys.path.append(path)
     registry = _registry(kind)
     before = dict(registry)
     try:
