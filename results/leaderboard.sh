@@ -53,3 +53,7 @@ if [ "$RESULTS" = results ]; then  # results/LEADERBOARD.md and results/leaderbo
 else  # a smoke run: Markdown only, beside its other files
     "$BENCH" leaderboard --experiment "$EXPERIMENT" --tracking-uri "$TRACKING_URI" --output "$RESULTS/LEADERBOARD.md" --quiet
 fi
+
+# The portable table of every trial (bench export): what `bench leaderboard --from` rebuilds the leaderboard
+# from and what `bench leaderboard --with` ranks a new method against; committed beside the leaderboard.
+"$BENCH" export --experiment "$EXPERIMENT" --tracking-uri "$TRACKING_URI" --output "$RESULTS/$EXPERIMENT/trials.jsonl" --quiet

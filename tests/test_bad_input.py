@@ -184,7 +184,34 @@ NAMES_AND_DATA = [
     ("launch", [], "invalid choice"),
 ]
 
-TABLE = SERVERS_AND_STORES + DEVICES_FOLDERS_NUMBERS + NAMES_AND_DATA
+# Plugins (tests/plugin_samples.py, tests/plugin_broken.py) and trial tables (bench export, verify, leaderboard --from).
+PLUGINS_AND_TABLES = [
+    ("run", ["--methods", "tests.plugin_samples:NotAMethod"], "is not a subclass of removal_bench.methods.base.Method"),
+    ("run", ["--methods", "vanilla,tests.plugin_samples:NoUpdate"], "does not implement update(x, y, s)"),
+    ("run", ["--methods", "tests.plugin_samples:TakesIrene"], "takes the name 'irene', which the built-in method"),
+    ("run", ["--methods", "tests.plugin_samples:StrengthNotDeclared"], "declares strength 'gamma', which is not among"),
+    ("run", ["--methods", "tests.plugin_samples:HtmlName"], "has no usable name ('<b>bold</b>')"),
+    ("run", ["--methods", "tests.plugin_samples:NoDescription"], "has no description"),
+    ("run", ["--methods", "tests.plugin_samples:Missing"], "has no attribute 'Missing'"),
+    ("run", ["--methods", "no_such_module_anywhere:Method"], "failed to import: ModuleNotFoundError"),
+    ("sweep", ["--curve", "--methods", "tests.plugin_broken:Anything"], "failed to import: RuntimeError: this plugin is broken"),
+    ("run", ["--datasets", "tests.plugin_samples:NoLoad"], "does not implement load(options, data_root)"),
+    ("run", ["--datasets", "tests.plugin_samples:TakesAdult:x=1"], "takes the name 'adult', which the built-in dataset"),
+    ("run", ["--datasets", "tests.plugin_samples:NoUpdate"], "is not a subclass of removal_bench.datasets.base.Dataset"),
+    ("list", ["--methods", "tests.plugin_samples:NoUpdate"], "does not implement update"),
+    ("leaderboard", ["--from", "{aux}/missing.jsonl"], "does not exist (bench export writes one)"),
+    ("leaderboard", ["--from", "{aux}/plain_file"], "line 1 is not JSON"),
+    ("leaderboard", ["--from", "{aux}/plain_file", "--experiment", "x"], "--from reads the trial table instead of MLflow"),
+    ("leaderboard", ["--with", "{aux}/missing.jsonl", "--tracking-uri", "{store}"], "does not exist"),
+    ("verify", ["{aux}/plain_file"], "line 1 is not JSON"),
+    ("verify", ["{aux}/missing.jsonl", "--sample", "2"], "does not exist"),
+    ("verify", ["{aux}/missing.jsonl", "--sample", "0"], "must be at least 1"),
+    ("export", ["--experiment", "nope", "--tracking-uri", "{store}"], "has no experiment 'nope'"),
+    ("export", ["--experiment", "empty", "--tracking-uri", "{store}"], "holds no trial runs"),
+    ("export", ["--experiment", "a,b", "--output", "x.jsonl"], "--output names one file"),
+]
+
+TABLE = SERVERS_AND_STORES + DEVICES_FOLDERS_NUMBERS + NAMES_AND_DATA + PLUGINS_AND_TABLES
 
 
 def fill(text: str, places: dict[str, str]) -> str:

@@ -12,6 +12,7 @@ from typing import Sequence
 
 from removal_bench.commands import attack as attack_command
 from removal_bench.commands import data as data_command
+from removal_bench.commands import export as export_command
 from removal_bench.commands import reproduce as reproduce_command
 from removal_bench.commands import sweep as sweep_command
 from removal_bench.commands.arguments import Parser, add_run_arguments, run_fields
@@ -32,10 +33,17 @@ def command_list(args: argparse.Namespace) -> int:
     import removal_bench.datasets as dataset_registry
     import removal_bench.methods as method_registry
     from removal_bench.core.encoders import ENCODERS
+    from removal_bench.running import plugins
+    from removal_bench.running.runner import split_names
 
+    plugins.load_entry_points()  # installed plugins; import paths given with --methods / --datasets
+    plugins.resolve_methods(split_names(args.methods))
+    for text in split_names(args.datasets):
+        plugins.resolve_dataset_text(text)
     print("methods:")
     for name, cls in sorted(method_registry.REGISTRY.items()):
         print(f"  {name:<12} {cls.description}")
+        print(f"      from {plugins.describe('method', name)}")
         for hp, param in cls.hparams.items():
             print(f"      {hp:<18} {param.describe()}{'  ' + param.help if param.help else ''}")
         if cls.strength:
@@ -46,6 +54,7 @@ def command_list(args: argparse.Namespace) -> int:
     for name, cls in sorted(dataset_registry.REGISTRY.items()):
         needs = "  (reads files from the data root)" if cls.needs_data() else ""
         print(f"  {name:<15} {cls.description}{needs}")
+        print(f"      from {plugins.describe('dataset', name)}")
         for option, param in cls.options.items():
             print(f"      {option:<18} {param.describe()}{'  ' + param.help if param.help else ''}")
         print(f"      recipe: {cls.recipe_for({k: p.default for k, p in cls.options.items()}).describe()}")
@@ -59,9 +68,11 @@ def build_parser() -> Parser:
     run = commands.add_parser("run", help="train every method on every dataset and seed; print Pareto tables")
     add_run_arguments(run)
     run.set_defaults(handler=command_run)
-    listing = commands.add_parser("list", help="methods and datasets, with their options")
+    listing = commands.add_parser("list", help="methods and datasets, with their options and where they come from")
+    listing.add_argument("--methods", action="append", help="also list these plugin methods, each MODULE:CLASS")
+    listing.add_argument("--datasets", action="append", help="also list these plugin datasets, each MODULE:CLASS")
     listing.set_defaults(handler=command_list)
-    for module in (data_command, sweep_command, attack_command, reproduce_command):  # each adds its subcommands
+    for module in (data_command, sweep_command, attack_command, reproduce_command, export_command):  # each adds its subcommands
         module.add_commands(commands)
     return parser
 

@@ -77,6 +77,12 @@ def add_commands(subparsers) -> None:
                                         "with --format html)")
     board.add_argument("--format", dest="formats", default="markdown",
                        help="markdown (default), html (one self-contained page with interactive plots), or markdown,html")
+    board.add_argument("--from", dest="from_files", action="append", metavar="FILE",
+                       help="build from trial table(s) written by bench export instead of MLflow (repeatable)")
+    board.add_argument("--with", dest="with_files", action="append", metavar="FILE",
+                       help="rank the runs together with these trial tables' trials (the committed ones: "
+                            "results/*/trials.jsonl), on the runs' datasets, where the protocol matches; "
+                            "files go to results/<experiment>/ (repeatable)")
     add_output_arguments(board)
     board.set_defaults(handler=command_leaderboard)
 
@@ -125,4 +131,5 @@ def command_leaderboard(args: argparse.Namespace) -> int:
 
     return execute_leaderboard(experiments, args.tracking_uri, args.max_leakage, args.output,
                                formats=parse_leaderboard_formats(args.formats), quiet=args.quiet, json_output=args.json_output,
-                               command=command_text(getattr(args, "command_line", None)))
+                               command=command_text(getattr(args, "command_line", None)),
+                               from_files=args.from_files, with_files=args.with_files)

@@ -9,6 +9,10 @@ from removal_bench.core.errors import UserError
 T = TypeVar("T")
 
 
+class NameTaken(ValueError):
+    """A class asked for a name that another class of the registry holds (a plugin taking ``irene``)."""
+
+
 class Registry(dict, Generic[T]):
     """``name -> class``; :meth:`register` is a class decorator, :meth:`lookup` a checked get."""
 
@@ -18,8 +22,13 @@ class Registry(dict, Generic[T]):
 
     def register(self, cls: type[T]) -> type[T]:
         """Class decorator: add ``cls`` under ``cls.name``."""
-        if not cls.name or cls.name in self:
-            raise ValueError(f"{self.kind} name {cls.name!r} is empty or taken")
+        if not cls.name:
+            raise ValueError(f"{self.kind} class {cls.__qualname__} has an empty name")
+        if cls.name in self and self[cls.name] is not cls:
+            held = self[cls.name]
+            raise NameTaken(f"{self.kind} name {cls.name!r} is taken by {held.__module__}.{held.__qualname__}")
+        if cls.name in self:  # the same class again (a module imported twice): nothing to do
+            return cls
         self[cls.name] = cls
         return cls
 

@@ -37,7 +37,11 @@ def declared_seeds(tracking_uri: str, experiments: list[str]) -> dict[str, list[
     """Per dataset, the seeds 0..N-1 that the invocations (parent runs) running it asked for."""
     from removal_bench.running.tracking import load_runs
 
-    parents = load_runs(tracking_uri, experiments, kind="invocation")
+    return declared_seeds_of(load_runs(tracking_uri, experiments, kind="invocation"))
+
+
+def declared_seeds_of(parents) -> dict[str, list[str]]:
+    """:func:`declared_seeds` from a frame of invocation runs (MLflow's, or a trial table's)."""
     seeds: dict[str, set[str]] = {}
     if parents.empty or "params.datasets" not in parents.columns or "params.seeds" not in parents.columns:
         return {}
@@ -124,8 +128,9 @@ def _described(parent) -> str:
     return text + (f" (search {search})" if isinstance(search, str) else "") + "  # rebuilt from the run's params"
 
 
-def provenance(tracking_uri: str, experiments: list[str], frame, command: str = "") -> tables.Provenance:
-    """Commands, trials, wall time and commits of the runs behind a leaderboard, from MLflow."""
+def provenance(tracking_uri: str | None, experiments: list[str], frame, command: str = "", parents=None) -> tables.Provenance:
+    """Commands, trials, wall time and commits of the runs behind a leaderboard, from MLflow (or from
+    ``parents``, the invocation runs of a trial table)."""
     from removal_bench.running.tracking import load_runs
 
     from removal_bench.running.sweep import command_text, portable_command
@@ -141,7 +146,8 @@ def provenance(tracking_uri: str, experiments: list[str], frame, command: str = 
     ends = [summaries._milliseconds(v) for v in trials["end_time"]] if "end_time" in trials.columns else []
     found.first_start = min((s for s in starts if math.isfinite(s)), default=math.nan)
     found.last_end = max((e for e in ends if math.isfinite(e)), default=math.nan)
-    parents = load_runs(tracking_uri, experiments, kind="invocation")
+    if parents is None:
+        parents = load_runs(tracking_uri, experiments, kind="invocation")
     if not parents.empty:
         parents = parents.sort_values("start_time")
         found.invocations = len(parents)
@@ -166,8 +172,16 @@ def execute_leaderboard(
     quiet: bool = False,
     json_output: bool = False,
     command: str = "",
+    from_files: list[str] | None = None,
+    with_files: list[str] | None = None,
 ) -> int:
-    """``formats``: markdown (``results/LEADERBOARD.md``) and/or html (``results/leaderboard.html``, :mod:`removal_bench.reporting.html`)."""
+    """``formats``: markdown (``results/LEADERBOARD.md``) and/or html (``results/leaderboard.html``, :mod:`removal_bench.reporting.html`).
+
+    ``from_files``: build from these trial tables (``bench export``; :mod:`removal_bench.reporting.export`) instead
+    of MLflow. ``with_files``: rank the runs (from MLflow or ``from_files``) together with these tables' trials,
+    on the datasets of the runs, where the protocol matches (else a UserError naming the difference); the
+    files then go to ``results/<experiment>/`` unless ``--output`` says otherwise."""
+    from removal_bench.reporting import export
     from removal_bench.running import preflight
     from removal_bench.running.tracking import _quiet_mlflow, load_runs, require_experiment
 
@@ -175,21 +189,43 @@ def execute_leaderboard(
     check_max_leakage(max_leakage)
     from removal_bench.reporting import html as html_report
 
-    paths = {name: preflight.writable_file(target, "--output").resolve()
-             for name, target in html_report.leaderboard_targets(formats, output).items()}
-    uri = preflight.tracking_uri(tracking_uri, write=False)
-    _quiet_mlflow()
-    if experiments:
-        for name in experiments:
-            require_experiment(uri, name)
+    if from_files and (experiments or tracking_uri):
+        raise UserError("--from reads the trial table instead of MLflow: --experiment and --tracking-uri go without it")
+    records = export.read_lines(from_files) if from_files else None
+    committed = export.read_lines(with_files) if with_files else None
+    targets = html_report.leaderboard_targets(formats, output)
+    if committed is not None and not output:  # never over the committed leaderboard
+        folder = Path("results") / ((experiments or export.experiments_of(records or []) or ["with"])[0])
+        targets = {name: folder / path.name for name, path in targets.items()}
+    paths = {name: preflight.writable_file(target, "--output").resolve() for name, target in targets.items()}
+    uri = None
+    if records is not None:
+        frame, parents = export.read_frames(records)
+        experiments = export.experiments_of(records)
     else:
-        experiments = bench_experiments(uri)
-        if not experiments:
-            raise UserError(f"MLflow at {uri} holds no bench trial runs")
-    frame = load_runs(uri, experiments)
-    if frame.empty:
-        raise UserError(f"experiment(s) {', '.join(experiments)} at {uri} hold no trial runs")
-    by_dataset = summaries.summarise(frame, expected_seeds=declared_seeds(uri, experiments))
+        uri = preflight.tracking_uri(tracking_uri, write=False)
+        _quiet_mlflow()
+        if experiments:
+            for name in experiments:
+                require_experiment(uri, name)
+        else:
+            experiments = bench_experiments(uri)
+            if not experiments:
+                raise UserError(f"MLflow at {uri} holds no bench trial runs")
+        frame = load_runs(uri, experiments)
+        if frame.empty:
+            raise UserError(f"experiment(s) {', '.join(experiments)} at {uri} hold no trial runs")
+        parents = load_runs(uri, experiments, kind="invocation")
+    if committed is not None:
+        import pandas as pd
+
+        theirs, their_parents = export.read_frames(committed)
+        export.comparable(frame, theirs)
+        theirs = theirs[theirs["tags.bench.dataset"].isin(set(frame["tags.bench.dataset"]))]
+        frame = pd.concat([frame, theirs], ignore_index=True)
+        parents = pd.concat([parents, their_parents], ignore_index=True)
+        experiments = list(dict.fromkeys([*experiments, *export.experiments_of(committed)]))
+    by_dataset = summaries.summarise(frame, expected_seeds=declared_seeds_of(parents))
     generated = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     from removal_bench.reporting.standings import of_datasets
 
@@ -202,7 +238,7 @@ def execute_leaderboard(
         head_plots = {dataset: f"{folder.name}/{path.name}"
                       for dataset, path in publish.write_head_plots(by_dataset, folder).items()}
     text = tables.leaderboard_text(by_dataset, experiments, max_leakage, generated,
-                                   provenance=provenance(uri, experiments, frame, command), plots=plots, found=found,
+                                   provenance=provenance(uri, experiments, frame, command, parents), plots=plots, found=found,
                                    head_plots=head_plots)
     if "markdown" in paths:
         files.write_text(paths["markdown"], text)

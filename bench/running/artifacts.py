@@ -142,6 +142,9 @@ def rebuild(payload: dict[str, Any], device: str | torch.device = "cpu") -> nn.M
     import removal_bench.methods as method_registry
     from removal_bench.core.encoders import NormalisedInput, build_encoder
 
+    from removal_bench.running.plugins import ensure_loaded
+
+    ensure_loaded(payload.get("config", {}))  # a plugin method's class, loaded as the trial loaded it
     device = torch.device(device)
     build = payload["build"]
     encoder = build_encoder(build["encoder"], tuple(build["input_shape"]))

@@ -190,14 +190,26 @@ def validate_request(request: RunRequest) -> None:
         raise UserError("--experiment must not be empty")
 
 
-def plan(request: RunRequest) -> list[PlannedTrial]:
-    """Every (method, configuration, dataset, seed) of the request, validated."""
+def plugin_names(request) -> tuple[list[str], list[str]]:
+    """The request's method names and dataset texts, with installed plugins loaded (entry points) and
+    import paths (``pkg.module:Class``) replaced by the names of the classes they load
+    (:mod:`removal_bench.running.plugins`); a bad plugin or an unknown name is a UserError."""
+    from removal_bench.running import plugins
+
+    plugins.load_entry_points()
     methods = split_names(request.methods) if request.methods else sorted(method_registry.REGISTRY)
     if methods == ["all"]:
         methods = sorted(method_registry.REGISTRY)
+    methods = plugins.resolve_methods(methods)
     for name in methods:
         method_registry.get_method(name)
-    dataset_texts = split_names(request.datasets) if request.datasets else default_datasets()
+    texts = split_names(request.datasets) if request.datasets else default_datasets()
+    return methods, [plugins.resolve_dataset_text(text) for text in texts]
+
+
+def plan(request: RunRequest) -> list[PlannedTrial]:
+    """Every (method, configuration, dataset, seed) of the request, validated."""
+    methods, dataset_texts = plugin_names(request)
     validate_request(request)
     overrides = parse_sets(request.sets, methods)
     check_source(request.recipe)

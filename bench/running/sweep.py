@@ -56,6 +56,7 @@ from removal_bench.core.params import Choice, Param, resolve, sample
 from removal_bench.core.recipes import check_source
 from removal_bench.running.runner import (
     PlannedTrial,
+    plugin_names,
     RunRequest,
     check_where,
     configuration_key,
@@ -212,14 +213,9 @@ def validate(request: SweepRequest) -> None:
 def plan_sweep(request: SweepRequest) -> list[PlannedTrial]:
     """Every (dataset, method, configuration, seed) of the sweep, validated, without repeats."""
     validate(request)
-    methods = split_names(request.methods) if request.methods else sorted(method_registry.REGISTRY)
-    if methods == ["all"]:
-        methods = sorted(method_registry.REGISTRY)
-    for name in methods:
-        method_registry.get_method(name)
+    methods, dataset_texts = plugin_names(request)  # installed plugins and import paths (removal_bench.running.plugins)
     if len(set(methods)) != len(methods):
         raise UserError("--methods names a method twice")
-    dataset_texts = split_names(request.datasets) if request.datasets else default_datasets()
     overrides = parse_sets(request.sets, methods)
     check_source(request.recipe)
     training = train_overrides(request.train, methods)

@@ -157,6 +157,14 @@ def normalise_tracking_uri(uri: str | None) -> str:
     return uri
 
 
+def trial_tags(config: dict[str, Any]) -> dict[str, str]:
+    """A trial's own provenance: its protocol fingerprint and identity (``removal_bench.running.protocol``) and
+    its plugins' package, version and source hash (``removal_bench.running.plugins``)."""
+    from removal_bench.running import plugins, protocol
+
+    return {**protocol.tags(config), **plugins.tags(config)}
+
+
 def provenance_tags() -> dict[str, str]:
     """Package versions and the git commit, computed once per process (they do not change during a run)."""
     if not _PROVENANCE:
@@ -276,6 +284,7 @@ class Tracker:
             "bench.dataset": config["dataset"],
             "bench.seed": str(config["seed"]),
             **provenance_tags(),
+            **trial_tags(config),
         }
         run_name = f"{label}/{config['dataset']}/seed{config['seed']}"
         run = self.call(self.client.create_run, self.experiment_id, tags=tags, run_name=run_name)

@@ -56,6 +56,7 @@ from removal_bench.core.errors import UserError
 from removal_bench.core.params import resolve
 from removal_bench.core.recipes import Recipe, resolve_recipe
 from removal_bench.core.encoders import ENCODERS, NormalisedInput, build_encoder, load_weights
+from removal_bench.running.plugins import ensure_loaded as ensure_plugins, records_for as plugin_records
 
 IDENTITY_KEYS = ("method", "dataset", "dataset_options", "hparams", "seed", "recipe")
 EVAL_BATCH = 4096
@@ -118,6 +119,8 @@ def make_config(
         "data_root": str(Path(data_root).expanduser().resolve()) if data_root else str(dataset_registry.default_data_root()),
         "threads": threads,
         "embeddings_path": embeddings_path,
+        # where a plugin method or dataset comes from (removal_bench.running.plugins): not part of the identity
+        "plugins": plugin_records(method, dataset),
     }
 
 
@@ -431,6 +434,7 @@ def run_trial(config: dict[str, Any], report: Reporter | None = None) -> dict[st
     from removal_bench.measuring.attackers import measure_leakage
     from removal_bench.measuring.metrics import balanced_accuracy, task_metrics
 
+    ensure_plugins(config)  # a Ray worker (or bench verify) registers the trial's plugins first
     if config.get("threads"):
         torch.set_num_threads(int(config["threads"]))
     device = resolve_device(config["device"])
@@ -520,6 +524,7 @@ def run_trial(config: dict[str, Any], report: Reporter | None = None) -> dict[st
     metrics["batch_size"] = batch_size
     metrics["encoder"] = encoder_name
     metrics["bottleneck_dim"] = int(probe.z.shape[1])
+    metrics["torch_threads"] = torch.get_num_threads()  # what bench verify must match for bit-identical figures
 
     if config.get("embeddings_path"):
         path = Path(config["embeddings_path"])

@@ -1,0 +1,57 @@
+"""The `bench export` and `bench verify` subcommands (found by :mod:`removal_bench.commands.cli`): a portable
+table of every trial (:mod:`removal_bench.reporting.export`) and a check of its figures
+(:mod:`removal_bench.reporting.verify`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_commands(subparsers) -> None:
+    from removal_bench.commands.arguments import non_negative_float, non_negative_int, positive_int
+
+    export = subparsers.add_parser(
+        "export", help="write every trial of an experiment to a portable table (JSON lines): identity and figures",
+        description="One file per experiment, results/<experiment>/trials.jsonl: one line per trial (identity, "
+                    "provenance, protocol fingerprint, every final metric) and one per invocation. "
+                    "bench leaderboard --from FILE rebuilds the leaderboard from it without MLflow.",
+    )
+    export.add_argument("--experiment", action="append", required=True,
+                        help="MLflow experiment(s), comma-separated or repeated; each gets its own file")
+    export.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///<cwd>/mlflow.db)")
+    export.add_argument("--output", help="the file, for one experiment (default results/<experiment>/trials.jsonl)")
+    export.add_argument("--quiet", action="store_true", help="print nothing")
+    export.set_defaults(handler=command_export)
+
+    verify = subparsers.add_parser(
+        "verify", help="re-run a sample of a trial table's trials from their identity and compare the figures",
+        description="Rebuild each sampled trial from its identity (its config hash must match), run it here "
+                    "without MLflow and compare every figure; exit status 0 when all come back within the "
+                    "tolerance (default 0: bit-identical, which holds on the same machine, thread count and "
+                    "package versions), 1 otherwise.",
+    )
+    verify.add_argument("files", nargs="+", metavar="FILE", help="trial table(s) written by bench export")
+    verify.add_argument("--sample", type=positive_int, default=3, help="trials to re-run (default 3)")
+    verify.add_argument("--sample-seed", type=non_negative_int, default=0, help="seed of the sample's draw (default 0)")
+    verify.add_argument("--tolerance", type=non_negative_float, default=0.0,
+                        help="largest absolute difference accepted per figure (default 0: bit-identical)")
+    verify.add_argument("--data-root", help="folder holding dataset folders (default $BENCH_DATA_ROOT or ~/.cache/removal-bench)")
+    verify.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N")
+    verify.add_argument("--quiet", action="store_true", help="print nothing; the exit status says")
+    verify.set_defaults(handler=command_verify)
+
+
+def command_export(args: argparse.Namespace) -> int:
+    from removal_bench.reporting.export import execute_export
+    from removal_bench.running.runner import split_names
+
+    execute_export(split_names(args.experiment), args.tracking_uri, args.output, quiet=args.quiet, stream=sys.stdout)
+    return 0
+
+
+def command_verify(args: argparse.Namespace) -> int:
+    from removal_bench.reporting.verify import execute_verify
+
+    return execute_verify(args.files, args.sample, args.sample_seed, args.tolerance, args.data_root, args.device,
+                          stream=sys.stdout, quiet=args.quiet)

@@ -1,0 +1,86 @@
+"""A trial's protocol fingerprint and identity, logged as tags so that runs can be compared and re-run.
+
+Two trials are comparable on a leaderboard when they were measured the same way: the same dataset
+with the same options, the same training recipe, the same attackers with the same settings and the
+same metric definitions. :func:`protocol_parts` spells that out for one trial and :func:`fingerprint`
+hashes it; the tracker logs both (``bench.protocol``, ``bench.protocol_parts``). The attackers' part
+is every upper-case setting of :mod:`removal_bench.measuring.attackers` (families, C grid, MLP and
+GBDT settings, hold-out), so changing an attacker changes the fingerprint without anyone having to
+remember to; :data:`METRIC_DEFINITIONS` is bumped by hand when a metric's definition changes (what
+leakage, the floor or the hypervolume's reference mean). Seeds and the strengths walked are a
+property of a set of trials, not of one: ``bench leaderboard --with`` compares them per dataset
+(:mod:`removal_bench.reporting.export`).
+
+``bench.identity`` is the canonical JSON of the trial's identity (``removal_bench.running.trial.IDENTITY_KEYS``):
+what ``bench verify`` rebuilds the trial from, checked against ``bench.config_hash``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+# Bump when what a metric means changes (docs/PROTOCOL.md): runs on either side then no longer rank together.
+# 2026-11-28: hypervolume reference at the majority class's test rate; leak_probe25/50 refit the best family.
+METRIC_DEFINITIONS = "2026-11-28"
+
+
+def attacker_settings() -> dict[str, Any]:
+    """Every upper-case setting of the attackers' module (families and their hyperparameters)."""
+    from removal_bench.measuring import attackers
+
+    out = {}
+    for name, value in sorted(vars(attackers).items()):
+        if name.isupper() and isinstance(value, (int, float, str, tuple, bool)):
+            out[name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def protocol_parts(config: dict[str, Any]) -> dict[str, Any]:
+    """What makes a trial's figures comparable with another's (see the module's docstring)."""
+    recipe = {k: v for k, v in (config.get("recipe") or {}).items() if k != "citation"}
+    return {
+        "dataset": config["dataset"],
+        "dataset_options": config.get("dataset_options", {}),
+        "recipe": recipe,
+        "attackers": attacker_settings(),
+        "probe_sizes": bool(config.get("probe_sizes", True)),
+        "metrics": METRIC_DEFINITIONS,
+    }
+
+
+def canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def fingerprint(parts: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical(parts).encode()).hexdigest()[:16]
+
+
+def identity(config: dict[str, Any]) -> dict[str, Any]:
+    from removal_bench.running.trial import IDENTITY_KEYS
+
+    return {key: config.get(key) for key in IDENTITY_KEYS}
+
+
+def tags(config: dict[str, Any]) -> dict[str, str]:
+    """``bench.protocol``, ``bench.protocol_parts``, ``bench.identity`` and ``bench.threads`` of a trial."""
+    parts = protocol_parts(config)
+    out = {"bench.protocol": fingerprint(parts), "bench.protocol_parts": canonical(parts),
+           "bench.identity": canonical(identity(config))}
+    if config.get("threads"):
+        out["bench.threads"] = str(config["threads"])
+    return out
+
+
+def differences(mine: dict[str, Any], theirs: dict[str, Any], prefix: str = "") -> list[str]:
+    """Where two protocol parts disagree, as ``path: mine != theirs`` lines (the refusal's words)."""
+    out = []
+    for key in sorted(set(mine) | set(theirs)):
+        a, b = mine.get(key, "(absent)"), theirs.get(key, "(absent)")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key} {a} here, {b} in the file")
+    return out

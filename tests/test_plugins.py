@@ -1,0 +1,243 @@
+"""Plugins, trial tables and ranking against them, end to end through the console script.
+
+A method given by import path (a file in the working folder, the example package's method) runs on a
+real local Ray (its workers must import it too) and a SQLite MLflow; built-in methods run in another
+experiment standing in for the committed runs. Then: its provenance tags, ``bench export``, the
+leaderboard rebuilt from the table byte for byte (but the generation time and command),
+``--with`` ranking and its refusals, ``bench verify``, and a hostile plugin's text in the HTML page.
+The installed package (entry point, fresh venv) is ``test_example_package_installs_and_runs_its_curve``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import bench_command, quiet_env
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "covariance-penalty"
+SYNTHETIC = "synthetic:n_train=300:n_eval=300"
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+
+def bench(args: list[str], cwd: Path, timeout: float = 600, extra_path: str = "") -> subprocess.CompletedProcess:
+    env = quiet_env()
+    if extra_path:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (env.get("PYTHONPATH", ""), extra_path) if p)
+    return subprocess.run(bench_command() + args, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def ok(done: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def trial_runs(folder: Path, experiment: str):
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
+    return mlflow.search_runs(experiment_names=[experiment], filter_string="tags.`bench.kind` = 'trial'")
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    """A working folder with a plugin file, experiment ``mine`` (the plugin and vanilla, on Ray) and
+    ``committed`` (vanilla and IRENE, serial), 2 seeds, 1 epoch, the same protocol; ``committed`` exported."""
+    folder = tmp_path_factory.mktemp("plugins")
+    shutil.copy(EXAMPLE / "src" / "covariance_penalty" / "__init__.py", folder / "my_removal.py")
+    common = ["--datasets", SYNTHETIC, "--seeds", "2", "--epochs", "1", "--quiet"]
+    ok(bench(["run", "--methods", "vanilla,my_removal:CovariancePenalty", "--experiment", "mine",
+              "--cpus-per-trial", "1", *common], folder))
+    ok(bench(["run", "--methods", "vanilla,irene", "--experiment", "committed", "--executor", "serial", *common], folder))
+    ok(bench(["export", "--experiment", "committed"], folder))
+    return folder
+
+
+def test_a_plugin_by_import_path_runs_on_ray_and_records_its_provenance(work):
+    runs = trial_runs(work, "mine")
+    assert set(runs["status"]) == {"FINISHED"}, runs[["status", "tags.bench.error"]]
+    plugin = runs[runs["tags.bench.method"] == "cov_penalty"]
+    assert len(plugin) == 2
+    source = hashlib.sha256((work / "my_removal.py").read_bytes()).hexdigest()
+    assert set(plugin["tags.plugin.method.source_sha256"]) == {source}
+    assert set(plugin["tags.plugin.method.spec"]) == {"my_removal:CovariancePenalty"}
+    assert set(plugin["tags.plugin.method.origin"]) == {"import path"}
+    builtin = runs[runs["tags.bench.method"] == "vanilla"]
+    assert builtin["tags.plugin.method.package"].isna().all()  # built-ins carry no plugin tags
+    assert runs["tags.bench.protocol"].nunique() == 1  # one protocol for both methods
+
+
+def test_export_has_one_line_per_trial_with_identity_and_exact_figures(work):
+    lines = [json.loads(line) for line in (work / "results" / "committed" / "trials.jsonl").read_text().splitlines()]
+    trials = [line for line in lines if line["kind"] == "trial"]
+    assert len(trials) == 4 and sum(line["kind"] == "invocation" for line in lines) == 1
+    runs = trial_runs(work, "committed").set_index("run_id")
+    for line in trials:
+        run = runs.loc[line["run_id"]]
+        assert line["config_hash"] == run["tags.bench.config_hash"]
+        assert line["identity"]["method"] == line["method"] and line["identity"]["seed"] == int(line["seed"])
+        assert line["protocol"] == run["tags.bench.protocol"] and line["commit"] == run.get("tags.bench.git_commit")
+        assert line["versions"]["torch"] and line["dataset_options"]["n_train"] == "300"
+        for name in ("accuracy", "leakage", "leak_gbdt", "val_leakage"):
+            assert line["metrics"][name] == run[f"metrics.{name}"]  # every bit: JSON keeps the double
+
+
+def _without_generation(text: str) -> str:
+    text = re.sub(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", "TIME", text)
+    return "\n".join(line for line in text.splitlines() if not line.startswith("- This file: "))
+
+
+def test_leaderboard_from_the_table_is_the_leaderboard_from_mlflow(work, tmp_path):
+    from_mlflow, from_table = tmp_path / "mlflow", tmp_path / "table"
+    for folder in (from_mlflow, from_table):
+        folder.mkdir()
+        shutil.copy(work / "mlflow.db", folder / "mlflow.db")
+    table = work / "results" / "committed" / "trials.jsonl"
+    ok(bench(["leaderboard", "--experiment", "committed", "--format", "markdown,html", "--quiet"], from_mlflow))
+    (from_table / "mlflow.db").unlink()  # no store at all
+    ok(bench(["leaderboard", "--from", str(table), "--format", "markdown,html", "--quiet"], from_table))
+    assert not (from_table / "mlflow.db").exists()
+    for name in ("LEADERBOARD.md", "leaderboard.html"):
+        mine, theirs = (from_mlflow / "results" / name).read_text(), (from_table / "results" / name).read_text()
+        assert "irene" in mine and "vanilla" in mine
+        assert _without_generation(mine) == _without_generation(theirs), name
+    plots = sorted(p.name for p in (from_table / "results" / "leaderboard-plots").iterdir())
+    assert plots == ["synthetic.png"]
+
+
+def test_with_ranks_the_new_method_beside_the_table_where_the_protocol_matches(work):
+    table = work / "results" / "committed" / "trials.jsonl"
+    done = ok(bench(["leaderboard", "--experiment", "mine", "--with", str(table), "--format", "markdown,html",
+                     "--json"], work))
+    document = json.loads(done.stdout)
+    methods = {m["method"] for m in document["datasets"]["synthetic"]["methods"]}
+    assert methods == {"vanilla", "irene", "cov_penalty"}, methods
+    text = (work / "results" / "mine" / "LEADERBOARD.md").read_text()
+    assert "cov_penalty" in text and "irene" in text
+    assert not (work / "results" / "LEADERBOARD.md").exists()  # the committed leaderboard is not overwritten
+
+
+def test_with_refuses_a_different_protocol_naming_the_difference(work):
+    table = work / "results" / "committed" / "trials.jsonl"
+    ok(bench(["run", "--methods", "vanilla", "--datasets", "synthetic:n_train=400:n_eval=300", "--seeds", "2",
+              "--epochs", "1", "--experiment", "bigger", "--executor", "serial", "--quiet"], work))
+    done = bench(["leaderboard", "--experiment", "bigger", "--with", str(table)], work)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "cannot rank on synthetic: the protocol differs: dataset_options.n_train 400 here, 300 in the file" in done.stderr
+    ok(bench(["run", "--methods", "vanilla", "--datasets", SYNTHETIC, "--seeds", "1", "--epochs", "1",
+              "--experiment", "oneseed", "--executor", "serial", "--quiet"], work))
+    done = bench(["leaderboard", "--experiment", "oneseed", "--with", str(table)], work)
+    assert done.returncode == 2 and "seeds 0 here, 0,1 in the trial table" in done.stderr, done.stderr
+    assert not (work / "results" / "bigger" / "LEADERBOARD.md").exists()
+
+
+def test_verify_reruns_a_sample_bit_identically_and_catches_a_changed_figure(work, tmp_path):
+    table = work / "results" / "committed" / "trials.jsonl"
+    done = ok(bench(["verify", str(table), "--sample", "2"], work))
+    assert "2 of 2 sampled trials came back within tolerance 0 (2 bit-identical)" in done.stdout, done.stdout
+    changed = tmp_path / "changed.jsonl"
+    lines = []
+    for line in table.read_text().splitlines():
+        record = json.loads(line)
+        if record["kind"] == "trial":
+            record["metrics"]["accuracy"] += 0.01
+        lines.append(json.dumps(record))
+    changed.write_text("\n".join(lines) + "\n")
+    done = bench(["verify", str(changed), "--sample", "1"], work)
+    assert done.returncode == 1 and "differs" in done.stdout and "accuracy" in done.stdout, done.stdout
+    assert ok(bench(["verify", str(changed), "--sample", "1", "--tolerance", "0.02"], work)).stdout.count("within") >= 1
+    record = json.loads(table.read_text().splitlines()[-1])
+    record["config_hash"] = "0" * 16
+    forged = tmp_path / "forged.jsonl"
+    forged.write_text(json.dumps(record) + "\n")
+    done = bench(["verify", str(forged)], work)
+    assert done.returncode == 1 and "not rebuildable" in done.stdout and "not to its config hash" in done.stdout
+
+
+def test_plugin_text_is_escaped_in_the_html_page(work):
+    hostile = '<script>document.title="pwned"</script>"\'&'
+    ok(bench(["run", "--methods", "tests.plugin_samples:Hostile", "--set", f"hostile.mode={hostile}",
+              "--datasets", SYNTHETIC, "--seeds", "1", "--epochs", "1", "--experiment", "hostile",
+              "--executor", "serial", "--quiet"], work, extra_path=str(ROOT)))
+    listing = ok(bench(["list", "--methods", "tests.plugin_samples:Hostile"], work, extra_path=str(ROOT))).stdout
+    assert "from (not installed), import path tests.plugin_samples:Hostile" in listing or "import path" in listing
+    ok(bench(["leaderboard", "--experiment", "hostile", "--format", "html", "--output", "hostile.html", "--quiet"], work))
+    page = (work / "hostile.html").read_text()
+    assert "hostile" in page
+    assert '<script>document.title="pwned"' not in page  # only our two script elements, never the plugin's
+    assert page.count("<script") == 2
+    assert "&lt;script&gt;document.title=&quot;pwned&quot;" in page  # shown as text
+    from tests.browser import Browser, find_chromium
+
+    if find_chromium():
+        browser = Browser(find_chromium())
+        try:
+            browser.open((work / "hostile.html").as_uri())
+            assert browser.evaluate("document.title") != "pwned"
+            assert browser.problems() == []
+        finally:
+            browser.close()
+
+
+def _site_packages(python: Path) -> Path:
+    out = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    return Path(out)
+
+
+def test_example_package_installs_and_runs_its_curve(tmp_path):
+    """The README's path: pip install the example into a fresh venv beside the project (real installs, the
+    dependencies lent by a .pth file), then bench list, bench run and bench sweep --curve find it by its entry
+    point, on Ray, and each trial records the package, its version and its source's hash."""
+    source = tmp_path / "project"
+    source.mkdir()
+    for name in ("bench", "methods", "datasets"):
+        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    example = tmp_path / "example"
+    shutil.copytree(EXAMPLE, example, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "build"))
+    env = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True)
+    python = env / "bin" / "python"
+    (_site_packages(python) / "_lent_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    installed = subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-build-isolation",
+         "--no-index", "--quiet", str(source), str(example)],
+        capture_output=True, text=True, cwd=tmp_path, timeout=600,
+    )
+    assert installed.returncode == 0, installed.stderr[-3000:]
+    work = tmp_path / "work"
+    work.mkdir()
+    environment = {k: v for k, v in quiet_env().items() if k != "PYTHONPATH"}
+
+    def run(args, timeout=600):
+        done = subprocess.run([str(env / "bin" / "bench"), *args], cwd=work, capture_output=True, text=True,
+                              timeout=timeout, env=environment)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done
+
+    listing = run(["list"]).stdout
+    block = listing[listing.index("  cov_penalty"):]
+    assert "from covariance-penalty 0.1.0, entry point covariance_penalty:CovariancePenalty" in block.splitlines()[1]
+    assert "strength (--curve): lam 0.01..1000" in block
+    run(["run", "--methods", "cov_penalty", "--datasets", SYNTHETIC, "--seeds", "1", "--epochs", "1", "--quiet"])
+    run(["sweep", "--curve", "--strengths", "2", "--methods", "cov_penalty", "--datasets", SYNTHETIC, "--seeds", "1",
+         "--epochs", "1", "--experiment", "curve", "--quiet"])
+    runs = trial_runs(work, "curve")
+    assert sorted(runs["params.hp.lam"].astype(float)) == [0.01, 1000.0]
+    assert set(runs["status"]) == {"FINISHED"}
+    installed_file = next(_site_packages(python).glob("covariance_penalty/__init__.py"))
+    assert set(runs["tags.plugin.method.package"]) == {"covariance-penalty"}
+    assert set(runs["tags.plugin.method.version"]) == {"0.1.0"}
+    assert set(runs["tags.plugin.method.source_sha256"]) == {hashlib.sha256(installed_file.read_bytes()).hexdigest()}
