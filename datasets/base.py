@@ -125,6 +125,17 @@ class Dataset:
         download = download and os.environ.get("BENCH_OFFLINE", "") in ("", "0")
         ensure_files(cls.folder(data_root), files, dataset=cls.name, download=download)
 
+    @classmethod
+    def prepare_for_run(cls, data_root: Path, options: dict[str, Any]) -> None:
+        """:meth:`prepare` for a run's dataset options. A subclass whose ``prepare`` takes no ``options``
+        (written before they existed, e.g. a plugin) is called as before, for every file."""
+        import inspect
+
+        if "options" in inspect.signature(cls.prepare).parameters:
+            cls.prepare(data_root, options=options)
+        else:
+            cls.prepare(data_root)
+
     def load(self, options: dict[str, Any], data_root: Path) -> Data:
         raise NotImplementedError
 

@@ -203,3 +203,30 @@ def test_a_run_on_a_missing_source_says_which_files_and_where(tmp_path, monkeypa
     message = str(caught.value)
     assert "\n" not in message and "missing" in message and "downloads are disabled" in message
     assert f"{RAW}train-images-idx3-ubyte.gz" in message and FASHION_RAW not in message
+
+
+def test_a_dataset_whose_prepare_takes_no_options_is_still_prepared_before_a_run(tmp_path):
+    """A dataset class written before ``prepare(options=...)`` (a plugin's) keeps working: called as before."""
+    from removal_bench.datasets.base import Dataset
+
+    calls = []
+
+    class Older(Dataset):
+        name = "older"
+
+        @classmethod
+        def prepare(cls, data_root, download=True):
+            calls.append((data_root, download))
+
+    Older.prepare_for_run(tmp_path, {"anything": 1})
+    assert calls == [(tmp_path, True)]
+
+    class Newer(Dataset):
+        name = "newer"
+
+        @classmethod
+        def prepare(cls, data_root, download=True, options=None):
+            calls.append(options)
+
+    Newer.prepare_for_run(tmp_path, {"source": "mnist"})
+    assert calls[-1] == {"source": "mnist"}
