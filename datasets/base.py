@@ -102,18 +102,39 @@ class Dataset:
         return Path(data_root).expanduser() / cls.name
 
     @classmethod
-    def prepare(cls, data_root: Path, download: bool = True) -> None:
-        """Make sure every data file is present and intact, downloading it if allowed.
+    def files_for(cls, options: dict[str, Any] | None) -> tuple[DataFile, ...]:
+        """The files a run with these dataset options reads (``None``: every file, as ``bench data``).
 
-        Raises UserError (naming the files and where to put them) when that fails.
-        Setting ``BENCH_OFFLINE=1`` turns downloads off.
+        Override when options choose among files (Biased-MNIST's ``source``)."""
+        return cls.files
+
+    @classmethod
+    def prepare(cls, data_root: Path, download: bool = True, options: dict[str, Any] | None = None) -> None:
+        """Make sure the data files are present and intact, downloading them if allowed.
+
+        With ``options`` (a run's dataset options), only the files those options
+        read (:meth:`files_for`); without, every file. Raises UserError (naming
+        the files and where to put them) when that fails. Setting
+        ``BENCH_OFFLINE=1`` turns downloads off.
         """
-        if not cls.files:
+        files = cls.files_for(options)
+        if not files:
             return
         import os
 
         download = download and os.environ.get("BENCH_OFFLINE", "") in ("", "0")
-        ensure_files(cls.folder(data_root), cls.files, dataset=cls.name, download=download)
+        ensure_files(cls.folder(data_root), files, dataset=cls.name, download=download)
+
+    @classmethod
+    def prepare_for_run(cls, data_root: Path, options: dict[str, Any]) -> None:
+        """:meth:`prepare` for a run's dataset options. A subclass whose ``prepare`` takes no ``options``
+        (written before they existed, e.g. a plugin) is called as before, for every file."""
+        import inspect
+
+        if "options" in inspect.signature(cls.prepare).parameters:
+            cls.prepare(data_root, options=options)
+        else:
+            cls.prepare(data_root)
 
     def load(self, options: dict[str, Any], data_root: Path) -> Data:
         raise NotImplementedError

@@ -2,24 +2,29 @@
 
 Source (option ``source``): ``mnist`` (default) or ``fashion_mnist``, the same
 protocol on Zalando's Fashion-MNIST (Xiao et al. 2017; ten garment classes,
-same sizes and format), read from ``<data root>/biased_mnist/FashionMNIST/raw/``
-(torchvision's layout) and downloaded from Zalando's own address. Debian's
-package of Fashion-MNIST recompressed the archives, so the ``.gz`` bytes differ
-from upstream's while the content is the same: Fashion-MNIST files are verified
-by the SHA-256 of their decompressed bytes (:data:`FASHION_SHA256`), which both
-copies share. Fashion-MNIST images are binarised like MNIST's, so a garment is
-its white silhouette on the coloured background.
+same sizes and format). Fashion-MNIST images are binarised like MNIST's, so a
+garment is its white silhouette on the coloured background.
 
-MNIST data: the four MNIST files in torchvision's layout,
-``<data root>/biased_mnist/MNIST/raw/`` (train-images-idx3-ubyte,
-train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte), each
-gzipped (``.gz``, what ``files`` declares, verified by SHA-256 and downloaded
-from torchvision's mirror) or plain (as torchvision extracts them; a plain file
-is read when its ``.gz`` is absent, and then is not verified). The idx format
-is read with numpy: a big-endian header (two zero bytes, type 0x08 = unsigned
-byte, the number of dimensions, each dimension as a 32-bit integer), then the
-bytes. The SHA-256 values are those of the original archives, as published by
-many independent projects (torchvision itself declares only MD5).
+Files, in torchvision's layout: ``<data root>/biased_mnist/MNIST/raw/`` and
+``<data root>/biased_mnist/FashionMNIST/raw/``, each holding
+train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte and
+t10k-labels-idx1-ubyte, gzipped (``.gz``) or plain (as torchvision extracts
+them; read when the ``.gz`` is absent). Both sources are verified by content
+(:class:`removal_bench.datasets.download.DataFile` ``content_sha256``): a file
+is present when its decompressed bytes match the original idx file's SHA-256
+(:data:`MNIST_SHA256`, :data:`FASHION_SHA256`), whoever compressed it:
+upstream's archives, Debian's repackaged Fashion-MNIST and the MNIST gzipped
+by ``gzip -n -9`` in ../shared/data all differ in their ``.gz`` bytes and hold
+the same content. A truncated or altered file is "corrupt". Downloads come
+from torchvision's MNIST mirror and checked against upstream's archive SHA-256
+(:data:`SHA256`, as many independent projects publish them; torchvision itself
+declares only MD5) and the content's; Fashion-MNIST from Zalando's own address,
+checked by content only (Zalando publishes MD5s of its archives, no SHA-256).
+A run checks and downloads only the source its options name
+(:meth:`BiasedMnist.files_for`); ``bench data check`` and ``bench data fetch``
+cover both. The idx format is read with numpy: a big-endian header (two zero
+bytes, type 0x08 = unsigned byte, the number of dimensions, each dimension as a
+32-bit integer), then the bytes.
 
 Colouring, as in ReBias's ``ColourBiasedMNIST`` (the code IRENE uses): the
 strokes are binarised (every non-zero pixel becomes white) and the background
@@ -71,9 +76,6 @@ that.
 from __future__ import annotations
 
 import gzip
-import hashlib
-import os
-import sys
 import zlib
 from pathlib import Path
 from typing import Any
@@ -86,7 +88,6 @@ from removal_bench.core.params import Param
 from removal_bench.core.recipes import IRENE_BIASED_MNIST
 from removal_bench.datasets.base import Data, DataFile, Dataset, DatasetSpec, Split, register
 from removal_bench.datasets.colored_digits import MAX_GREY, NUM_COLOURS, NUM_DIGITS, biased_colours, colourise
-from removal_bench.datasets.download import CORRUPT, MISSING, PRESENT, file_status
 
 MIRROR = "https://ossci-datasets.s3.amazonaws.com/mnist/"
 RAW = "MNIST/raw/"
@@ -101,6 +102,14 @@ SHA256 = {
     TRAIN_LABELS: "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
     TEST_IMAGES: "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
     TEST_LABELS: "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+}
+# SHA-256 of the decompressed idx files (../shared/data/README.md; there with the MD5s that many projects
+# publish for the uncompressed MNIST files, 6bbc9ace..., a25bea73..., 2646ac64..., 27ae3e4e...).
+MNIST_SHA256 = {
+    TRAIN_IMAGES: "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    TRAIN_LABELS: "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    TEST_IMAGES: "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    TEST_LABELS: "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
 }
 # SHA-256 of the decompressed idx files (../shared/data/README.md; upstream's and Debian's .gz agree on these).
 FASHION_SHA256 = {
@@ -171,68 +180,12 @@ def read_part(folder: Path, images_stem: str, labels_stem: str, raw: str = RAW) 
     return images, labels.astype(np.int64)
 
 
-def decompressed_sha256(path: Path) -> str:
-    """SHA-256 of a file's content, decompressed when its name ends in .gz (a broken archive hashes as '')."""
-    digest = hashlib.sha256()
-    try:
-        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as handle:
-            while chunk := handle.read(1 << 20):
-                digest.update(chunk)
-    except (OSError, EOFError, zlib.error):
-        return ""
-    return digest.hexdigest()
-
-
-def fashion_statuses(folder: Path) -> list[tuple[DataFile, str]]:
-    """Each Fashion-MNIST file (its .gz, or the plain file where only that exists), checked by decompressed SHA-256."""
-    out = []
-    for stem in STEMS:
-        gz, plain = folder / FASHION_RAW / f"{stem}.gz", folder / FASHION_RAW / stem
-        path = gz if gz.is_file() or not plain.is_file() else plain
-        name = str(path.relative_to(folder))
-        if not path.is_file():
-            out.append((DataFile(name, None, f"{FASHION_MIRROR}{stem}.gz"), MISSING))
-            continue
-        status = PRESENT if decompressed_sha256(path) == FASHION_SHA256[stem] else CORRUPT
-        out.append((DataFile(name, None, f"{FASHION_MIRROR}{stem}.gz"), status))
-    return out
-
-
-def ensure_fashion(folder: Path, download: bool) -> None:
-    """Fashion-MNIST present and intact, downloading missing files from Zalando's address if allowed.
-
-    A download whose decompressed content does not match is removed again; a
-    file the user put there is never touched (as :func:`removal_bench.datasets.download.ensure_files`).
-    """
-    from removal_bench.datasets.download import download_file
-
-    statuses = fashion_statuses(folder)
-    corrupt = [f.name for f, status in statuses if status == CORRUPT]
-    if corrupt:
-        raise UserError(
-            f"biased_mnist: {', '.join(corrupt)} in {folder} do not match Fashion-MNIST's SHA-256 (of the decompressed "
-            f"content; left untouched); move them away to download again from {FASHION_MIRROR}"
-        )
-    missing = [f for f, status in statuses if status == MISSING]
-    reason = "downloads are disabled"
-    for data_file in list(missing) if download else []:
-        destination = folder / data_file.name
-        try:
-            download_file(data_file.url, destination, None)
-        except UserError as error:
-            reason = f"download failed: {error}"
-            break
-        stem = destination.name.removesuffix(".gz")
-        if decompressed_sha256(destination) != FASHION_SHA256[stem]:
-            destination.unlink(missing_ok=True)
-            reason = f"the download of {data_file.url} does not hold Fashion-MNIST's content (removed)"
-            break
-        missing.remove(data_file)
-    if missing:
-        raise UserError(
-            f"biased_mnist: missing {', '.join(f.name for f in missing)} in {folder} ({reason}); download them from "
-            f"{FASHION_MIRROR} or pass --data-root pointing at a folder that holds biased_mnist/{FASHION_RAW}"
-        )
+def source_files(source: str) -> tuple[DataFile, ...]:
+    """One source's four files, checked by their decompressed content (and, for MNIST's downloads, upstream's archive)."""
+    if source == "fashion_mnist":
+        return tuple(DataFile(f"{FASHION_RAW}{stem}.gz", None, f"{FASHION_MIRROR}{stem}.gz", FASHION_SHA256[stem])
+                     for stem in STEMS)
+    return tuple(DataFile(f"{RAW}{stem}.gz", SHA256[stem], f"{MIRROR}{stem}.gz", MNIST_SHA256[stem]) for stem in STEMS)
 
 
 def balanced_colours(digits: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -271,76 +224,27 @@ class BiasedMnist(Dataset):
         "subsample": Param(1.0, "fraction of the training and test images kept (quick runs)", low=0.001, high=1.0),
         "data_seed": Param(0, "seed of the splits and of every colour draw"),
     }
-    files = tuple(
-        DataFile(f"{RAW}{stem}.gz", SHA256[stem], f"{MIRROR}{stem}.gz") for stem in STEMS
-    ) + tuple(
-        # Checked by decompressed content (see fashion_statuses), so no SHA-256 of the archive here.
-        DataFile(f"{FASHION_RAW}{stem}.gz", None, f"{FASHION_MIRROR}{stem}.gz") for stem in STEMS
-    )
+    files = source_files("mnist") + source_files("fashion_mnist")
 
     @classmethod
-    def mnist_files(cls) -> tuple[DataFile, ...]:
-        return tuple(f for f in cls.files if f.name.startswith(RAW))
-
-    @classmethod
-    def file_statuses(cls, data_root: Path) -> list[tuple[DataFile, str]]:
-        """Like ``file_status``, but a missing .gz whose plain (extracted) file exists counts as present;
-        Fashion-MNIST by the SHA-256 of its decompressed content."""
-        folder = cls.folder(data_root)
-        out = []
-        for data_file, status in file_status(folder, cls.mnist_files()):
-            plain = data_file.name.removesuffix(".gz")
-            if status == MISSING and (folder / plain).is_file():
-                out.append((DataFile(plain), PRESENT))
-            else:
-                out.append((data_file, status))
-        return out + fashion_statuses(folder)
+    def files_for(cls, options: dict[str, Any] | None) -> tuple[DataFile, ...]:
+        """The files of the source ``options`` name (all of them without options: ``bench data``)."""
+        if options is None:
+            return cls.files
+        prefix = SOURCES[options.get("source", cls.options["source"].default)]
+        return tuple(f for f in cls.files if f.name.startswith(prefix))
 
     @classmethod
     def prepare_source(cls, data_root: Path, source: str, download: bool = True) -> None:
         """One source's files present and intact, downloading what is missing if allowed."""
-        from removal_bench.datasets.download import ensure_files
-
-        download = download and os.environ.get("BENCH_OFFLINE", "") in ("", "0")  # as Dataset.prepare
-        folder = cls.folder(data_root)
-        if source == "fashion_mnist":
-            ensure_fashion(folder, download)
-            return
-
-        def extracted_only(data_file: DataFile) -> bool:
-            plain = folder / data_file.name.removesuffix(".gz")
-            return plain.is_file() and not (folder / data_file.name).is_file()
-
-        needed = [f for f in cls.mnist_files() if not extracted_only(f)]
-        ensure_files(folder, needed, dataset=cls.name, download=download)
-
-    @classmethod
-    def prepare(cls, data_root: Path, download: bool = True) -> None:
-        """Every source (``bench data fetch``), or, before a run, at least one.
-
-        The run path knows no options here; :meth:`load` then checks the source it
-        reads (before any trial starts, since the driver loads each dataset once).
-        A source that cannot be completed while another one is complete is named
-        on stderr rather than failing a run that does not need it.
-        """
-        errors, complete = [], []
-        for source in SOURCES:
-            try:
-                cls.prepare_source(data_root, source, download)
-                complete.append(source)
-            except UserError as error:
-                errors.append(str(error))
-        if errors and not complete:
-            raise UserError("; ".join(errors))
-        for error in errors:
-            print(f"bench: note: {error} (only needed for the other source)", file=sys.stderr)
+        cls.prepare(data_root, download=download, options={"source": source})
 
     def load(self, options: dict[str, Any], data_root: Path) -> Data:
         folder = self.folder(data_root)
         source = options["source"]
         raw = SOURCES[source]
         absent = [stem for stem in STEMS if not raw_path(folder, stem, raw).is_file()]
-        if absent:  # prepare() verified what is there; a source it could do without may still be missing
+        if absent:  # prepare(options) checks this source before a run; a direct load() may come without it
             fetch = "bench data fetch biased_mnist"
             raise UserError(
                 f"biased_mnist: source={source} needs {', '.join(absent)} (.gz or extracted) in {folder / raw}; "

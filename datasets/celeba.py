@@ -323,11 +323,11 @@ class CelebA(Dataset):
     files = (DataFile(ATTRIBUTE_FILE), DataFile(PARTITION_FILE))
 
     @classmethod
-    def prepare(cls, data_root: Path, download: bool = True) -> None:
+    def prepare(cls, data_root: Path, download: bool = True, options: dict[str, Any] | None = None) -> None:
         """The two lists must be there, and the image folder or a built cache; the error says where they come from."""
         folder = cls.folder(data_root)
         try:
-            super().prepare(data_root, download=download)
+            super().prepare(data_root, download=download, options=options)
         except UserError as error:
             raise UserError(f"{error}. {source_hint(folder)}") from None
         if not (folder / IMAGES).is_dir() and not any(folder.glob("images-*.json")):

@@ -11,10 +11,19 @@ with the file's size and modification time; a file whose size or time changed
 is hashed again. A folder without write permission (a read-only shared copy;
 respected even when running as root) gets no stamp; hashes are then remembered
 for the process only.
+
+Verified by content: a file declared as ``name.gz`` with ``content_sha256``
+(the SHA-256 of its decompressed bytes) is present when its content matches,
+whatever compressed it (upstream's archive, ``gzip -9`` of the same bytes, a
+distribution's repackaging), or when only the extracted ``name`` exists and
+hashes to the same. Its ``sha256`` (of upstream's archive) still checks each
+download. A truncated or altered archive is "corrupt". MNIST and Fashion-MNIST
+are declared so (:mod:`removal_bench.datasets.biased_mnist`).
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
@@ -22,6 +31,7 @@ import stat
 import tempfile
 import urllib.error
 import urllib.request
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -45,8 +55,15 @@ class DataFile:
     """A file a dataset reads, relative to its folder under the data root."""
 
     name: str
-    sha256: str | None = None
+    sha256: str | None = None  # of the file as downloaded (upstream's archive)
     url: str | None = None
+    # SHA-256 of the decompressed content of a ``.gz`` name: any compression of it, or the extracted file, is accepted
+    content_sha256: str | None = None
+
+    @property
+    def plain_name(self) -> str:
+        """The extracted file's name (``name`` without ``.gz``)."""
+        return self.name.removesuffix(".gz")
 
 
 def sha256_of(path: Path) -> str:
@@ -55,6 +72,18 @@ def sha256_of(path: Path) -> str:
     with open(path, "rb") as handle:
         while chunk := handle.read(CHUNK):
             digest.update(chunk)
+    return digest.hexdigest()
+
+
+def content_sha256_of(path: Path) -> str:
+    """SHA-256 of a file's content, decompressed when its name ends in .gz; '' for a broken archive."""
+    digest = hashlib.sha256()
+    try:
+        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as handle:
+            while chunk := handle.read(CHUNK):
+                digest.update(chunk)
+    except (OSError, EOFError, zlib.error):  # gzip.BadGzipFile is an OSError; truncation is an EOFError
+        return ""
     return digest.hexdigest()
 
 
@@ -90,33 +119,74 @@ def _remove_quietly(path: Path) -> None:
         pass
 
 
-def _remember(folder: Path, stamp: dict[str, dict], name: str, info: os.stat_result, sha: str) -> None:
-    _memory[(str((folder / name).resolve()), info.st_size, info.st_mtime_ns)] = sha
-    stamp[name] = {"size": info.st_size, "mtime_ns": info.st_mtime_ns, "sha256": sha}
+def _remember(
+    folder: Path, stamp: dict[str, dict], name: str, info: os.stat_result, sha: str, kind: str = "sha256"
+) -> None:
+    """Remember a file's hash (``kind``: "sha256" of its bytes, or "content_sha256" of its decompressed bytes)."""
+    _memory[(str((folder / name).resolve()), info.st_size, info.st_mtime_ns, kind)] = sha
+    entry = stamp.get(name)
+    if not (isinstance(entry, dict) and entry.get("size") == info.st_size and entry.get("mtime_ns") == info.st_mtime_ns):
+        entry = {"size": info.st_size, "mtime_ns": info.st_mtime_ns}
+    stamp[name] = {**entry, kind: sha}
 
 
-def _cached_sha(folder: Path, stamp: dict[str, dict], name: str, info: os.stat_result) -> str | None:
+def _cached_sha(
+    folder: Path, stamp: dict[str, dict], name: str, info: os.stat_result, kind: str = "sha256"
+) -> str | None:
     entry = stamp.get(name)
     if (
         isinstance(entry, dict)
         and entry.get("size") == info.st_size
         and entry.get("mtime_ns") == info.st_mtime_ns
-        and isinstance(entry.get("sha256"), str)
+        and isinstance(entry.get(kind), str)
     ):
-        return entry["sha256"]
-    return _memory.get((str((folder / name).resolve()), info.st_size, info.st_mtime_ns))
+        return entry[kind]
+    return _memory.get((str((folder / name).resolve()), info.st_size, info.st_mtime_ns, kind))
+
+
+def _hash(folder: Path, stamp: dict[str, dict], name: str, kind: str) -> tuple[str, bool]:
+    """A file's hash of ``kind`` (from the stamp or the process's memory when unchanged), and whether it was computed."""
+    info = (folder / name).stat()
+    sha = _cached_sha(folder, stamp, name, info, kind)
+    if sha is not None:
+        return sha, False
+    sha = content_sha256_of(folder / name) if kind == "content_sha256" else sha256_of(folder / name)
+    _remember(folder, stamp, name, info, sha, kind)
+    return sha, True
+
+
+def content_file(folder: Path, data_file: DataFile) -> str | None:
+    """The file that holds ``data_file``'s content: its own name, else the extracted one, else None."""
+    for name in (data_file.name, data_file.plain_name):
+        if (Path(folder) / name).is_file():
+            return name
+    return None
 
 
 def file_status(folder: Path, files: Sequence[DataFile]) -> list[tuple[DataFile, str]]:
     """Each file with its status: "present", "missing" or "corrupt" (SHA-256 mismatch).
 
-    A file without a declared SHA-256 is "present" whenever it exists.
+    A file without a declared SHA-256 is "present" whenever it exists. A file
+    with ``content_sha256`` is checked by its decompressed content, and found
+    under its extracted name too (it is then returned under that name).
     """
     folder = Path(folder)
     stamp = _read_stamp(folder)
     changed = False
     result: list[tuple[DataFile, str]] = []
     for data_file in files:
+        if data_file.content_sha256 is not None:
+            name = content_file(folder, data_file)
+            if name is None:
+                result.append((data_file, MISSING))
+                continue
+            kind = "content_sha256" if name.endswith(".gz") else "sha256"  # an extracted file is its content
+            sha, computed = _hash(folder, stamp, name, kind)
+            changed |= computed
+            status = PRESENT if sha == data_file.content_sha256.lower() else CORRUPT
+            shown = data_file if name == data_file.name else DataFile(name, None, data_file.url, data_file.content_sha256)
+            result.append((shown, status))
+            continue
         path = folder / data_file.name
         if not path.is_file():
             result.append((data_file, MISSING))
@@ -124,12 +194,8 @@ def file_status(folder: Path, files: Sequence[DataFile]) -> list[tuple[DataFile,
         if data_file.sha256 is None:
             result.append((data_file, PRESENT))
             continue
-        info = path.stat()
-        sha = _cached_sha(folder, stamp, data_file.name, info)
-        if sha is None:
-            sha = sha256_of(path)
-            _remember(folder, stamp, data_file.name, info, sha)
-            changed = True
+        sha, computed = _hash(folder, stamp, data_file.name, "sha256")
+        changed |= computed
         status = PRESENT if sha == data_file.sha256.lower() else CORRUPT
         result.append((data_file, status))
     if changed:
@@ -188,6 +254,16 @@ def _names(files: Sequence[DataFile]) -> str:
     return ", ".join(f.name for f in files)
 
 
+def _holds_content(folder: Path, data_file: DataFile) -> bool:
+    """A fresh download checked by its decompressed content (its archive SHA-256 may be unknown)."""
+    stamp = _read_stamp(folder)
+    sha, _ = _hash(folder, stamp, data_file.name, "content_sha256")
+    if sha == data_file.content_sha256.lower():
+        _write_stamp(folder, stamp)
+        return True
+    return False
+
+
 def ensure_files(
     folder: Path, files: Sequence[DataFile], dataset: str, download: bool = True
 ) -> None:
@@ -205,8 +281,10 @@ def ensure_files(
         sources = ", ".join(f.url for f in corrupt if f.url)
         fix = f"replace {pronoun} with the original" + (f" from {sources}" if sources else "")
         verb = "does" if len(corrupt) == 1 else "do"
+        what = ("the expected content (SHA-256 of the decompressed bytes; a truncated or altered file)"
+                if all(f.content_sha256 for f in corrupt) else "the expected SHA-256")
         raise UserError(
-            f"{dataset}: {_names(corrupt)} in {folder} {verb} not match the expected SHA-256 "
+            f"{dataset}: {_names(corrupt)} in {folder} {verb} not match {what} "
             f"(left untouched); move {pronoun} away to download again, or {fix}"
         )
     missing = [f for f, status in statuses if status == MISSING]
@@ -222,6 +300,10 @@ def ensure_files(
             except UserError as error:
                 # Most failures (no network, a moved host) hit every file: stop at the first.
                 reason = f"download failed: {_one_line(error)}"
+                break
+            if data_file.content_sha256 is not None and not _holds_content(folder, data_file):
+                _remove_quietly(folder / data_file.name)
+                reason = f"the download of {data_file.url} does not hold the expected content (removed)"
                 break
             missing.remove(data_file)
         if not missing:

@@ -45,3 +45,23 @@ def quiet_env() -> dict[str, str]:
     env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     env["PYTHONWARNINGS"] = "ignore"
     return env
+
+
+def declare_biased_mnist(monkeypatch, hashes: dict[str, str], source: str = "mnist", mirror: str | None = None) -> None:
+    """Make Biased-MNIST declare ``hashes`` (idx stem -> SHA-256 of the decompressed content) for ``source``'s
+    files, and ``mirror`` (a base URL ending in '/') as their download address: tests that write small idx files
+    in the real format check them as the real ones are checked. The archive SHA-256 is dropped (these archives
+    are the test's own)."""
+    from dataclasses import replace
+
+    from removal_bench.datasets.biased_mnist import SOURCES, BiasedMnist
+
+    prefix = SOURCES[source]
+    files = []
+    for data_file in BiasedMnist.files:
+        if data_file.name.startswith(prefix):
+            stem = data_file.plain_name.rsplit("/", 1)[-1]
+            url = f"{mirror}{stem}.gz" if mirror else data_file.url
+            data_file = replace(data_file, sha256=None, url=url, content_sha256=hashes[stem])
+        files.append(data_file)
+    monkeypatch.setattr(BiasedMnist, "files", tuple(files))

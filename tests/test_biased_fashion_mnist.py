@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import removal_bench.datasets.biased_mnist as module
 from removal_bench.core.errors import UserError
 from removal_bench.core.params import resolve
 from removal_bench.datasets.biased_mnist import FASHION_RAW, STEMS, BiasedMnist
-from tests.conftest import SHARED_DATA, serve_folder
+from removal_bench.datasets.download import file_status
+from tests.conftest import SHARED_DATA, declare_biased_mnist, serve_folder
 
 SIZES = {"train-images-idx3-ubyte": (60_000, 28, 28), "train-labels-idx1-ubyte": (60_000,),
          "t10k-images-idx3-ubyte": (10_000, 28, 28), "t10k-labels-idx1-ubyte": (10_000,)}
@@ -55,8 +55,8 @@ def full_size(tmp_path_factory):
 
 def test_fashion_source_loads_every_image_and_follows_the_protocol(full_size, monkeypatch):
     root, hashes = full_size
-    monkeypatch.setattr(module, "FASHION_SHA256", hashes)
-    BiasedMnist.prepare_source(root, "fashion_mnist", download=False)  # verified by decompressed content
+    declare_biased_mnist(monkeypatch, hashes, "fashion_mnist")
+    BiasedMnist.prepare(root, download=False, options=options())  # verified by decompressed content
     rho = 0.99
     data = BiasedMnist().load(options(split="reference", rho=rho), root)
     assert len(data.train) == 60_000 and len(data.test) == 10_000  # the references' split
@@ -76,10 +76,14 @@ def test_fashion_source_loads_every_image_and_follows_the_protocol(full_size, mo
 
 def test_fashion_files_are_checked_by_decompressed_content(full_size, monkeypatch):
     root, hashes = full_size
-    statuses = dict((f.name, s) for f, s in BiasedMnist.file_statuses(root) if f.name.startswith(FASHION_RAW))
+    def statuses_now():
+        pairs = file_status(BiasedMnist.folder(root), BiasedMnist.files)
+        return dict((f.name, s) for f, s in pairs if f.name.startswith(FASHION_RAW))
+
+    statuses = statuses_now()
     assert set(statuses.values()) == {"corrupt"}  # the real checksums: these are not Fashion-MNIST
-    monkeypatch.setattr(module, "FASHION_SHA256", hashes)
-    statuses = dict((f.name, s) for f, s in BiasedMnist.file_statuses(root) if f.name.startswith(FASHION_RAW))
+    declare_biased_mnist(monkeypatch, hashes, "fashion_mnist")
+    statuses = statuses_now()
     assert list(statuses) == [f"{FASHION_RAW}{stem}.gz" for stem in STEMS] and set(statuses.values()) == {"present"}
 
 
@@ -90,24 +94,24 @@ def test_fashion_download_from_upstream_keeps_only_the_right_content(tmp_path, m
     for stem, content in contents.items():  # recompressed: the .gz bytes are not what the hashes cover
         (served / f"{stem}.gz").write_bytes(gzip.compress(content, compresslevel=9))
     hashes = {stem: hashlib.sha256(content).hexdigest() for stem, content in contents.items()}
-    monkeypatch.setattr(module, "FASHION_SHA256", hashes)
     monkeypatch.delenv("BENCH_OFFLINE", raising=False)
     with serve_folder(served) as url:
-        monkeypatch.setattr(module, "FASHION_MIRROR", url + "/")
+        declare_biased_mnist(monkeypatch, hashes, "fashion_mnist", mirror=url + "/")
         BiasedMnist.prepare_source(tmp_path / "root", "fashion_mnist")
         data = BiasedMnist().load(options(split="reference"), tmp_path / "root")
         assert (len(data.train), len(data.test)) == (30, 10)
-        monkeypatch.setattr(module, "FASHION_SHA256", {**hashes, "t10k-labels-idx1-ubyte": "0" * 64})
+        declare_biased_mnist(monkeypatch, {**hashes, "t10k-labels-idx1-ubyte": "0" * 64}, "fashion_mnist", url + "/")
         target = tmp_path / "root" / "biased_mnist" / FASHION_RAW / "t10k-labels-idx1-ubyte.gz"
         target.unlink()
-        with pytest.raises(UserError, match="does not hold Fashion-MNIST's content"):
+        with pytest.raises(UserError, match="does not hold the expected content"):
             BiasedMnist.prepare_source(tmp_path / "root", "fashion_mnist")
         assert not target.exists()  # a wrong download is not left behind
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "biased_mnist" / "FashionMNIST").is_dir(), reason="no shared Fashion-MNIST")
 def test_real_fashion_mnist(monkeypatch):
-    statuses = [s for f, s in BiasedMnist.file_statuses(SHARED_DATA) if f.name.startswith(FASHION_RAW)]
+    statuses = [s for f, s in file_status(BiasedMnist.folder(SHARED_DATA), BiasedMnist.files)
+                if f.name.startswith(FASHION_RAW)]
     assert statuses == ["present"] * 4  # Debian's .gz, checked by the decompressed SHA-256 of the README
     data = BiasedMnist().load(options(split="reference", rho=0.999), SHARED_DATA)
     assert len(data.train) == 60_000 and len(data.test) == 10_000

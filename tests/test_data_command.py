@@ -12,7 +12,7 @@ from removal_bench.datasets.base import DataFile
 from removal_bench.datasets.biased_mnist import BiasedMnist
 from removal_bench.datasets.compas import Compas
 from removal_bench.datasets.german import German
-from tests.conftest import serve_folder
+from tests.conftest import declare_biased_mnist, serve_folder
 
 CONTENT = {"compas": b"compas bytes\n", "german": b"german bytes\n", "adult": b"adult bytes\n"}
 
@@ -77,11 +77,15 @@ def test_check_honours_bench_data_root(tmp_path, declared, monkeypatch, capsys):
     assert table(capsys.readouterr().out)[("german", "german.bin")] == ("present", str(tmp_path / "german"))
 
 
-def test_check_accepts_extracted_mnist_and_lists_the_celeba_image_folder(tmp_path, capsys):
+def test_check_accepts_extracted_mnist_and_lists_the_celeba_image_folder(tmp_path, monkeypatch, capsys):
     raw = tmp_path / "biased_mnist" / "MNIST" / "raw"
     raw.mkdir(parents=True)
-    for data_file in BiasedMnist.mnist_files():  # Fashion-MNIST's files are checked by content: absent here
-        (tmp_path / "biased_mnist" / data_file.name.removesuffix(".gz")).write_bytes(b"\0")
+    hashes = {}
+    for data_file in BiasedMnist.files_for({"source": "mnist"}):  # Fashion-MNIST's files: absent here
+        stem = data_file.plain_name.rsplit("/", 1)[-1]
+        (raw / stem).write_bytes(stem.encode())
+        hashes[stem] = sha(stem.encode())
+    declare_biased_mnist(monkeypatch, hashes)  # checked by content, as the real files
     assert main(["data", "check", "biased_mnist", "celeba", "--data-root", str(tmp_path)]) == 1
     rows = table(capsys.readouterr().out)
     assert rows[("biased_mnist", "MNIST/raw/train-images-idx3-ubyte")][0] == "present"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
 import json
 from pathlib import Path
 
@@ -19,7 +20,8 @@ from removal_bench.datasets.base import DataFile
 from removal_bench.datasets.biased_mnist import BiasedMnist
 from removal_bench.datasets.celeba import ATTRIBUTES, CelebA
 from removal_bench.datasets.colored_digits import NUM_COLOURS, PALETTE
-from tests.conftest import SHARED_DATA
+from removal_bench.datasets.download import file_status
+from tests.conftest import SHARED_DATA, declare_biased_mnist
 
 
 
@@ -365,7 +367,7 @@ def unverified_mnist(monkeypatch):
 
 def test_biased_mnist_shapes_labels_and_colouring(mnist_root, unverified_mnist):
     root, (train, test) = mnist_root
-    BiasedMnist.prepare(root, download=False)
+    BiasedMnist.prepare(root, download=False, options={"source": "mnist"})  # Fashion-MNIST is not needed
     data = load("biased_mnist", root)
     assert [len(data.splits()[name]) for name in SPLITS] == [5000, 1000, 500, 500]
     assert data.spec.input_shape == (3, 28, 28) and data.spec.encoder == "biased_mnist_cnn"
@@ -409,12 +411,19 @@ def test_biased_mnist_eval_splits_are_unbiased(mnist_root, unverified_mnist):
         assert abs((split.s == split.y).float().mean().item() - 0.1) < 0.03, name
 
 
-def test_biased_mnist_plain_and_gzipped_files_agree(tmp_path):
+def test_biased_mnist_plain_and_gzipped_files_agree(tmp_path, monkeypatch):
     write_mnist(tmp_path / "gz", 60, 20, gz=True)
     write_mnist(tmp_path / "plain", 60, 20, gz=False)
-    # Extracted files without their archives are enough: nothing is downloaded or verified.
-    BiasedMnist.prepare(tmp_path / "plain", download=False)
-    statuses = [pair for pair in BiasedMnist.file_statuses(tmp_path / "plain") if pair[0].name.startswith("MNIST/")]
+    with pytest.raises(UserError, match="train-images-idx3-ubyte.*decompressed"):
+        BiasedMnist.prepare(tmp_path / "plain", download=False, options={"source": "mnist"})  # not MNIST's content
+    raw = tmp_path / "plain" / "biased_mnist" / "MNIST" / "raw"
+    declare_biased_mnist(monkeypatch, {path.name: hashlib.sha256(path.read_bytes()).hexdigest()
+                                       for path in raw.iterdir() if not path.name.startswith(".")})
+    # Extracted files without their archives are enough, checked by content; so are the archives.
+    BiasedMnist.prepare(tmp_path / "plain", download=False, options={"source": "mnist"})
+    BiasedMnist.prepare(tmp_path / "gz", download=False, options={"source": "mnist"})
+    statuses = [pair for pair in file_status(BiasedMnist.folder(tmp_path / "plain"), BiasedMnist.files)
+                if pair[0].name.startswith("MNIST/")]
     assert [status for _, status in statuses] == ["present"] * 4
     assert all(not f.name.endswith(".gz") for f, _ in statuses)
     gz, plain = load("biased_mnist", tmp_path / "gz"), load("biased_mnist", tmp_path / "plain")
@@ -422,8 +431,6 @@ def test_biased_mnist_plain_and_gzipped_files_agree(tmp_path):
     for name in SPLITS:
         assert torch.equal(gz.splits()[name].x, plain.splits()[name].x)
         assert torch.equal(gz.splits()[name].s, plain.splits()[name].s)
-    with pytest.raises(UserError, match="train-images-idx3-ubyte.gz"):
-        BiasedMnist.prepare(tmp_path / "gz", download=False)  # fake archives fail the real SHA-256
 
 
 @pytest.mark.parametrize(

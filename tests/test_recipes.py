@@ -53,6 +53,62 @@ def test_plateau_cuts_the_rate_and_the_stop_rule_ends_training_early():
     assert metrics["final_lr"] == pytest.approx(1e-4)
 
 
+def counted_batches(monkeypatch):
+    """The size of every batch vanilla's optimiser steps on, in order."""
+    from removal_bench.methods.vanilla import Vanilla
+
+    sizes = []
+    update = Vanilla.update
+
+    def counting(self, x, y, s):
+        sizes.append(len(x))
+        return update(self, x, y, s)
+
+    monkeypatch.setattr(Vanilla, "update", counting)
+    return sizes
+
+
+def test_ffb_training_counts_steps_decays_per_step_and_drops_the_last_partial_batch(monkeypatch):
+    """FFB's loop (ahxt/fair_fairness_benchmark@394f020 src/ffb_tabular_erm.py l. 206-231): an infinite loader with
+    drop_last=True, cut after num_training_steps, StepLR stepped after every step. Scaled down: 400 rows, batch 32
+    (12 whole batches, 16 rows left over each pass), 30 steps, x0.1 every 10 steps."""
+    sizes = counted_batches(monkeypatch)
+    train = {"optimizer": "adam", "lr": "0.01", "schedule": "step", "step_size": "10", "gamma": "0.1",
+             "schedule_unit": "step", "max_steps": "30", "batch_size": "32"}
+    lrs, metrics = rates(make_config("vanilla", "synthetic", SMALL, train={**train, "drop_last": "true"}))
+    assert sizes == [32] * 30  # 30 optimiser steps, never a partial batch
+    assert metrics["epochs"] == 3  # 12 + 12 + 6 steps
+    assert lrs == pytest.approx([0.01, 0.001, 1e-4])  # the rate each epoch starts with: after 0, 12 and 24 steps
+    assert metrics["final_lr"] == pytest.approx(1e-5)  # after 30 steps: three decays
+    sizes.clear()
+    rates(make_config("vanilla", "synthetic", SMALL, train=train))  # kept: 13 batches a pass, the 13th of 16 rows
+    assert len(sizes) == 30 and sizes[12] == 16 and sizes.count(16) == 2
+
+
+def test_drop_last_enters_the_hash_only_when_set_and_a_batch_larger_than_the_data_is_refused():
+    plain = make_config("vanilla", "synthetic", SMALL)
+    assert "drop_last" in plain["recipe"] and plain["recipe"]["drop_last"] is False
+    explicit = make_config("vanilla", "synthetic", SMALL, train={"drop_last": "false"})
+    dropped = make_config("vanilla", "synthetic", SMALL, train={"drop_last": "true"})
+    assert config_hash(plain) == config_hash(explicit) != config_hash(dropped)
+    with pytest.raises(UserError, match="expected true or false"):
+        apply_overrides(Recipe(), {"drop_last": "maybe"})
+    with pytest.raises(UserError, match="no whole batch of 1000"):
+        run_trial(make_config("vanilla", "synthetic", SMALL, train={"drop_last": "true", "batch_size": "1000"}))
+
+
+def test_ffb_recipes_are_ffbs_code_and_its_table_7():
+    from removal_bench.core.encoders import FFBMLP
+    from removal_bench.datasets.ffb import RECIPES
+
+    assert {name: recipe.batch_size for name, recipe in RECIPES.items()} == {"adult": 1024, "compas": 32, "german": 32}
+    for recipe in RECIPES.values():
+        assert (recipe.optimizer, recipe.lr, recipe.schedule, recipe.step_size, recipe.gamma) == ("adam", 0.01, "step", 50, 0.1)
+        assert (recipe.schedule_unit, recipe.max_steps, recipe.drop_last, recipe.encoder) == ("step", 150, True, "ffb_mlp")
+    dropouts = [m.p for m in FFBMLP((10,)).modules() if isinstance(m, torch.nn.Dropout)]
+    assert dropouts == [0.5] * 3  # F.dropout without p (src/networks.py l. 77), not the 0.2 FFB stores
+
+
 def test_irene_recipes_are_the_reference_code():
     assert (IRENE_BIASED_MNIST.optimizer, IRENE_BIASED_MNIST.lr, IRENE_BIASED_MNIST.momentum,
             IRENE_BIASED_MNIST.weight_decay) == ("sgd", 0.1, 0.9, 1e-4)

@@ -126,7 +126,7 @@ def from_model(path: Path, data_root: str | None, device: str) -> Bottlenecks:
         raise UserError(f"cannot rebuild the logged model: {error}") from None
     root = Path(data_root).expanduser().resolve() if data_root else dataset_registry.default_data_root()
     dataset_cls = dataset_registry.get_dataset(config["dataset"])
-    dataset_cls.prepare(root)
+    dataset_cls.prepare_for_run(root, config["dataset_options"])
     data = load_data({**config, "data_root": str(root)})
     splits = {name: embed_split(method, getattr(data, name).to(torch_device)) for name in SPLITS}
     return Bottlenecks(

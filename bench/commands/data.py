@@ -1,13 +1,14 @@
 """``bench data check`` and ``bench data fetch``: the data files under a data root.
 
 ``check`` prints, for each dataset that reads files (or those named), each file's
-status (present, missing, or corrupt: its SHA-256 does not match) and the
+status (present, missing, or corrupt: its SHA-256, or for MNIST and
+Fashion-MNIST that of its decompressed content, does not match) and the
 folder it is looked for in; exit status 0 when every file is present, 1
 otherwise. ``fetch`` downloads a dataset's missing files and verifies them
 (as ``bench run`` would before its first trial).
 
-A dataset whose files need more than a list of names (plain or gzipped MNIST,
-CelebA's image folder) reports them through a ``file_statuses(data_root)``
+A dataset whose files need more than a list of names (CelebA's image folder)
+reports them through a ``file_statuses(data_root)``
 classmethod; the others are checked by :func:`removal_bench.datasets.download.file_status`.
 """
 

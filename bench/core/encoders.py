@@ -189,11 +189,15 @@ def load_weights(encoder: nn.Module, path: str) -> None:
 class FFBMLP(nn.Module):
     """FFB's tabular MLP (Han et al., ICLR 2024; ahxt/fair_fairness_benchmark@394f020 src/networks.py).
 
-    Linear layers of 512, 256 and 64 units, each followed by ReLU and dropout 0.2;
+    Linear layers of 512, 256 and 64 units, each followed by ReLU and dropout;
     the 64-d output is ``z`` (FFB's ``h``, on which its head reads). No batch norm.
+    Dropout is 0.5, the rate FFB's code applies: its ``MLP`` stores
+    ``p_dropout=0.2`` (networks.py l. 64, 68) but calls ``F.dropout(x,
+    training=self.training)`` without ``p`` (l. 77), so torch's default 0.5 is
+    what trains. Until issue 19 this encoder used the stored 0.2.
     """
 
-    def __init__(self, input_shape: tuple[int, ...], widths: tuple[int, ...] = (512, 256, 64), dropout: float = 0.2):
+    def __init__(self, input_shape: tuple[int, ...], widths: tuple[int, ...] = (512, 256, 64), dropout: float = 0.5):
         super().__init__()
         (in_dim,) = input_shape
         layers: list[nn.Module] = []

@@ -137,13 +137,8 @@ def missing_data(dataset: str, options: dict[str, Any], data_root: Path) -> list
     cls = registry.get_dataset(dataset)
     if not cls.needs_data():
         return []
-    custom = getattr(cls, "file_statuses", None)
-    statuses = custom(data_root) if custom is not None else file_status(cls.folder(data_root), cls.files)
-    if dataset == "biased_mnist":  # only the chosen source's files
-        from removal_bench.datasets.biased_mnist import SOURCES
-
-        prefix = SOURCES[options.get("source", "mnist")]
-        statuses = [(f, s) for f, s in statuses if f.name.startswith(prefix)]
+    custom = getattr(cls, "file_statuses", None)  # files beyond a list (CelebA's image folder)
+    statuses = custom(data_root) if custom is not None else file_status(cls.folder(data_root), cls.files_for(options))
     return [f.name for f, status in statuses if status != PRESENT]
 
 

@@ -252,7 +252,7 @@ def prepare_data(planned: list[PlannedTrial]) -> None:
         if marker in seen:
             continue
         seen.add(marker)
-        dataset_registry.get_dataset(config["dataset"]).prepare(Path(config["data_root"]))
+        dataset_registry.get_dataset(config["dataset"]).prepare_for_run(Path(config["data_root"]), config["dataset_options"])
         load_data(config)
 
 

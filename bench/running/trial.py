@@ -54,7 +54,7 @@ import removal_bench.datasets as dataset_registry
 import removal_bench.methods as method_registry
 from removal_bench.core.errors import UserError
 from removal_bench.core.params import resolve
-from removal_bench.core.recipes import Recipe, resolve_recipe
+from removal_bench.core.recipes import Recipe, identity_fields, resolve_recipe
 from removal_bench.core.encoders import ENCODERS, NormalisedInput, build_encoder, load_weights
 from removal_bench.running.plugins import ensure_loaded as ensure_plugins, records_for as plugin_records
 
@@ -127,7 +127,7 @@ def make_config(
 def _digest(identity: dict[str, Any]) -> str:
     """16 hex digits of the canonical JSON of ``identity``, its recipe's citation left out."""
     if isinstance(identity.get("recipe"), dict):  # a citation's wording changes nothing that is computed
-        identity = {**identity, "recipe": {k: v for k, v in identity["recipe"].items() if k != "citation"}}
+        identity = {**identity, "recipe": identity_fields(identity["recipe"])}
     canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
@@ -454,7 +454,9 @@ def run_trial(config: dict[str, Any], report: Reporter | None = None) -> dict[st
     if spec.pixel_mean is not None:
         encoder = NormalisedInput(encoder, spec.pixel_mean, spec.pixel_std, channels_last=fast_images)
     n = len(train)
-    steps = n // batch_size + (1 if n % batch_size >= 2 else 0)  # a batch of one breaks batch norm
+    steps = n // batch_size + (1 if n % batch_size >= 2 and not recipe.drop_last else 0)  # a batch of one breaks batch norm
+    if steps == 0:  # drop_last with fewer rows than one batch: FFB's infinite loader would never yield
+        raise UserError(f"{n} training rows make no whole batch of {batch_size} (recipe.drop_last): lower --batch-size")
     if recipe.max_steps:  # FFB counts training in optimiser steps: as many epochs as they take, the last one cut
         epochs = math.ceil(recipe.max_steps / steps)
     method_cls = method_registry.get_method(config["method"])
