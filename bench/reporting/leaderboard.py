@@ -202,7 +202,7 @@ def execute_leaderboard(
     text = tables.leaderboard_text(by_dataset, experiments, max_leakage, generated,
                                    provenance=provenance(uri, experiments, frame, command), plots=plots, found=found)
     if "markdown" in paths:
-        files.write_text(paths["markdown"], text)
+        files.write_text(paths["markdown"], text, "the leaderboard")
     if "html" in paths:
         html_report.write_page(paths["html"], by_dataset, experiments, max_leakage, generated, found)
     if json_output:
