@@ -242,13 +242,14 @@ def test_pre_flight_refuses_below_the_free_space_floor_and_the_plans_estimate(sm
 
 # --- SIGTERM -----------------------------------------------------------------------------------------
 
-def sigterm_then_resume(tmp_path: Path, executor: str) -> None:
+def sigterm_then_resume(tmp_path: Path, executor: str, while_running=lambda: None) -> None:
     uri, results = sqlite_uri(tmp_path / "mlflow.db"), tmp_path / "results"
     arguments = sweep_arguments("vanilla,irene", 2, uri, "preempted", results, executor)
     if executor == "ray":
         arguments += ["--max-concurrent", "1"]
     first = Bench(arguments, tmp_path)
     first.wait_for_line("[  1/4]")
+    while_running()
     first.process.send_signal(signal.SIGTERM)  # as a scheduler preempts a job
     sent = time.monotonic()
     assert first.finish(120) == 143, first.text[-3000:]
@@ -276,9 +277,13 @@ def test_sigterm_to_a_serial_sweep_closes_its_runs_killed_exits_143_and_the_same
 @pytest.mark.slow
 def test_sigterm_to_a_ray_sweep_stops_ray_exits_143_and_the_same_command_resumes(tmp_path):
     ray_dir = Path(tempfile.mkdtemp(prefix="r", dir="/tmp"))  # short: Ray's socket paths live under it
+
+    def ray_is_running() -> None:
+        assert subprocess.run(["pgrep", "-f", str(ray_dir)], capture_output=True, text=True).stdout.split()
+
     try:
         os.environ["RAY_TMPDIR"] = str(ray_dir)
-        sigterm_then_resume(tmp_path, "ray")
+        sigterm_then_resume(tmp_path, "ray", ray_is_running)
     finally:
         os.environ.pop("RAY_TMPDIR", None)
     deadline = time.monotonic() + 30  # the driver's local Ray (raylet, GCS, workers) went with it
