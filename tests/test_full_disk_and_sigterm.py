@@ -233,6 +233,20 @@ def test_pre_flight_refuses_below_the_free_space_floor_and_the_plans_estimate(sm
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "the MLflow store's folder " + str(disk) in lines[0] and "estimated for this plan" in lines[0]
 
+    if (SHARED_DATA / "german").exists():  # a data root counts when a dataset of the plan reads files from it
+        data = small_fs("2m")
+        shutil.copytree(SHARED_DATA / "german", data / "german")
+        monkeypatch.setenv("BENCH_MIN_FREE_MB", "5")  # more than the 2 MB disk has
+        german = [*base[:4], "german", *base[5:], "--data-root", str(data), "--tracking-uri", uri, "--results-dir", str(tmp_path / "r")]
+        assert main(german) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and "not enough free space for the data root " + str(data) in lines[0], lines
+        assert main([*base, "--data-root", str(data), "--tracking-uri", uri, "--results-dir", str(tmp_path / "r"),
+                     "--epochs", "0", "--quiet"]) == 0  # synthetic reads no file: the small data root does not matter
+        shutil.rmtree(tmp_path / "r")
+        (tmp_path / "mlflow.db").unlink()
+        shutil.rmtree(tmp_path / "mlartifacts", ignore_errors=True)
+
     monkeypatch.setenv("BENCH_MIN_FREE_MB", "lots")
     assert main([*base, "--tracking-uri", uri, "--results-dir", str(tmp_path / "r")]) == 2
     assert "BENCH_MIN_FREE_MB must be a number" in capsys.readouterr().err
@@ -349,3 +363,25 @@ def test_sigterm_while_the_leaderboard_is_written_leaves_the_previous_file_whole
     monkeypatch.setattr(disk, "publish", real_publish)
     assert main(["leaderboard", "--tracking-uri", uri, "--experiment", "board", "--output", str(board), "--quiet"]) == 0
     assert board.read_text().startswith("#") and leftovers(tmp_path) == []
+
+
+def test_sigterm_inside_a_bookkeeping_step_is_raised_when_the_step_is_done():
+    """A real SIGTERM while the driver records a run (created, not yet noted as open) waits for the record."""
+    from removal_bench.core import disk
+
+    done = []
+
+    @disk.termination_deferred
+    def record():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.2)  # the handler has run by now; the step goes on
+        done.append("recorded")
+
+    previous = disk.terminate_as_interrupt()
+    try:
+        with pytest.raises(disk.Terminated):
+            record()
+        assert done == ["recorded"] and not disk.termination_pending()
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN  # a second SIGTERM cannot cut the cleanup short
+    finally:
+        disk.restore_sigterm(previous)

@@ -180,16 +180,52 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM arrived: handled as Ctrl-C (runs closed KILLED), then exit status 143."""
 
 
+_deferring = 0  # how many termination_deferred sections are open
+_pending = False  # SIGTERM arrived inside one: raised when the outermost closes
+
+
 def _raise_terminated(signum, frame) -> None:
+    global _pending
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not interrupt the cleanup of the first
+    if _deferring:
+        _pending = True
+        return
     raise Terminated()
+
+
+def termination_pending() -> bool:
+    """Whether SIGTERM arrived inside a :func:`termination_deferred` section (a wait there should stop)."""
+    return _pending
+
+
+def termination_deferred(function):
+    """Decorate a bookkeeping step that must not be cut in two (an MLflow run created but not yet recorded
+    as open would be left RUNNING): SIGTERM inside it is raised when it returns."""
+    import functools
+
+    @functools.wraps(function)
+    def call(*args, **kwargs):
+        global _deferring, _pending
+        _deferring += 1
+        try:
+            result = function(*args, **kwargs)
+        finally:
+            _deferring -= 1
+        if _pending and not _deferring:
+            _pending = False
+            raise Terminated()
+        return result
+
+    return call
 
 
 def terminate_as_interrupt():
     """From now on SIGTERM raises :class:`Terminated` in the main thread (Ray's ``ray.init`` replaces it
     with ``sys.exit(15)``: call again after). Returns the handler it replaced (None off the main thread)."""
+    global _pending
     if threading.current_thread() is not threading.main_thread():
         return None
+    _pending = False
     return signal.signal(signal.SIGTERM, _raise_terminated)
 
 

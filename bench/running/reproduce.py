@@ -278,7 +278,7 @@ def execute_reproduce(request: ReproduceRequest, stream: TextIO | None = None) -
     run = run_request(request)
     runnable = [trial for row in rows if not row.missing for trial in row.trials]
     unique = list({trial.key: trial for trial in runnable}.values())
-    tracking_uri, gpus = check_where(run, len(unique))
+    tracking_uri, gpus = check_where(run, unique)
     started = time.perf_counter()
     if unique:
         prepare_data(unique)

@@ -20,7 +20,7 @@ from typing import Any, TextIO
 
 import removal_bench.datasets as dataset_registry
 import removal_bench.methods as method_registry
-from removal_bench.core.disk import DISK_FULL_KEY, DISK_FULL_WHAT_KEY, DiskFull, is_disk_full
+from removal_bench.core.disk import DISK_FULL_KEY, DISK_FULL_WHAT_KEY, DiskFull, is_disk_full, termination_deferred
 from removal_bench.core.errors import UserError
 from removal_bench.core.params import parse_assignments
 from removal_bench.core.recipes import check_source
@@ -264,6 +264,7 @@ class DriverListener:
         self.started_at: dict[str, float] = {}
         self.done: dict[str, str] = {}
 
+    @termination_deferred  # SIGTERM waits for the run's record to be consistent (then: KILLED by abandon)
     def started(self, key: str) -> None:
         if key in self.run_ids:  # a retried trial keeps its run
             return
@@ -271,11 +272,13 @@ class DriverListener:
         self.run_ids[key] = self.tracker.start_child(trial.config, key, trial.config_key, trial.label)
         self.started_at[key] = time.perf_counter()
 
+    @termination_deferred
     def epoch(self, key: str, metrics: dict[str, Any]) -> None:
         if key not in self.run_ids:
             self.started(key)
         self.tracker.log_epoch(self.run_ids[key], metrics)
 
+    @termination_deferred
     def finished(self, key: str, result: dict[str, Any]) -> None:
         if key in self.done:
             return
@@ -295,6 +298,7 @@ class DriverListener:
             summary = f"FAILED: {result.get('error', 'unknown error')[:200]}"
         print(f"[{len(self.done):>3}/{len(self.by_key)}] {where}: {summary}  [{seconds:.1f} s]", file=self.stream, flush=True)
 
+    @termination_deferred
     def stopped(self, key: str, reason: str) -> None:
         """The scheduler ended the trial early: a decision, so a resumed sweep does not rerun it."""
         if key in self.done:
@@ -319,7 +323,7 @@ def runs_here(request: RunRequest) -> bool:
     return request.executor == "serial" or not (request.address or os.environ.get("RAY_ADDRESS"))
 
 
-def check_where(request: RunRequest, trials: int = 0) -> tuple[str, float | None]:
+def check_where(request: RunRequest, planned: list[PlannedTrial] = ()) -> tuple[str, float | None]:
     """The absolute tracking URI and the GPUs per trial, or UserError; writes nothing.
 
     Every check that needs no data: the device, the resources, the results folder,
@@ -345,24 +349,31 @@ def check_where(request: RunRequest, trials: int = 0) -> tuple[str, float | None
     if request.storage_path and "://" not in request.storage_path:
         preflight.writable_folder(request.storage_path, "--storage-path")
     tracking_uri = preflight.tracking_uri(request.tracking_uri, write=True)
-    check_free_space(request, tracking_uri, trials)
+    check_free_space(request, tracking_uri, planned)
     if request.executor == "ray":
         preflight.ray_address(request.address)
     return tracking_uri, gpus
 
 
-def check_free_space(request: RunRequest, tracking_uri: str, trials: int = 0) -> None:
+def check_free_space(request: RunRequest, tracking_uri: str, planned: list[PlannedTrial] = ()) -> None:
     """UserError unless the folders this invocation writes have the floor (``BENCH_MIN_FREE_MB``) free,
     plus, for the tracking store's folder (where its artefacts go too) and the temporary folder (where
-    trials stage them), an estimate of what ``trials`` trials add."""
-    from removal_bench.core.disk import require_free
+    trials stage them), an estimate of what the ``planned`` trials add.
 
+    The data root counts only where something may be written to it: a dataset of the plan reads files
+    (downloads, caches) and the folder is writable (a read-only shared copy is never written)."""
+    from removal_bench.core.disk import nearest_existing, require_free
+
+    trials = len(planned)
     files = (MODEL_BYTES_PER_TRIAL if request.log_models else 0) + (EMBEDDING_BYTES_PER_TRIAL if request.save_embeddings else 0)
     places = [(results_folder(request), "the results folder", 0)]
     if tracking_uri.startswith("sqlite:///"):
         places.append((Path(tracking_uri[len("sqlite:///"):]).parent, "the MLflow store's folder",
                        trials * (STORE_BYTES_PER_TRIAL + files)))
-    places.append((request.data_root or dataset_registry.default_data_root(), "the data root", 0))
+    data_root = Path(request.data_root or dataset_registry.default_data_root()).expanduser()
+    reads_files = any(dataset_registry.get_dataset(p.config["dataset"]).needs_data() for p in planned)
+    if reads_files and os.access(nearest_existing(data_root), os.W_OK):
+        places.append((data_root, "the data root", 0))
     if files:
         places.append((tempfile.gettempdir(), "the temporary folder", trials * files))
     require_free(places)
@@ -456,7 +467,7 @@ def execute(request: RunRequest) -> Finished:
     from removal_bench.running.tracking import Tracker, load_runs
 
     planned = plan(request)
-    tracking_uri, gpus = check_where(request, len(planned))
+    tracking_uri, gpus = check_where(request, planned)
     prepare_data(planned)
 
     tracker = Tracker(tracking_uri, request.experiment,

@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from removal_bench.core.disk import DiskFull, full_disk_error, is_disk_full
+from removal_bench.core.disk import DiskFull, Terminated, full_disk_error, is_disk_full, termination_pending
 from removal_bench.core.errors import UserError
 
 PACKAGES = ("torch", "numpy", "scikit-learn", "ray", "mlflow", "concept-erasure")
@@ -124,7 +124,11 @@ class Retrying:
                     f"MLflow at {self.tracking_uri} did not answer for {self.window:g} s ({reason[:200]}); {self.resume}"
                 )
             try:
+                if termination_pending():  # SIGTERM during an outage: stop waiting now, not after the window
+                    raise Terminated()
                 time.sleep(min(delay, max(deadline - now, 0.0)))
+                if termination_pending():
+                    raise Terminated()
             except KeyboardInterrupt:
                 self.unavailable = True  # Ctrl-C during an outage: no more waiting to close runs
                 raise
