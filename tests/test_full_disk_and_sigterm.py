@@ -268,6 +268,28 @@ def test_pre_flight_refuses_below_the_free_space_floor_and_the_plans_estimate(sm
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "r").exists() and list(disk.iterdir()) == []
 
 
+def test_a_download_onto_a_full_data_root_is_one_line_and_leaves_no_partial_file(small_fs, tmp_path):
+    """A dataset file bigger than the data root's free space, from a real HTTP server on loopback."""
+    from removal_bench.core.disk import DiskFull
+    from removal_bench.datasets.download import download_file
+    from tests.conftest import serve_folder
+
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "adult.data").write_bytes(os.urandom(3 << 20))  # 3 MB onto a 1 MB disk
+    root = small_fs("1m")
+    (root / "adult").mkdir()
+    (root / "adult" / "adult.test").write_text("a file that was there before\n")
+    with serve_folder(served) as url:
+        with pytest.raises(DiskFull) as caught:
+            download_file(f"{url}/adult.data", root / "adult" / "adult.data", sha256=None)
+    line = str(caught.value)
+    assert line.startswith(f"no space left on device: cannot write {root / 'adult' / 'adult.data'} (downloading {url}/adult.data")
+    assert "\n" not in line
+    assert sorted(p.name for p in (root / "adult").iterdir()) == ["adult.test"]  # no partial file, the rest untouched
+    assert shutil.disk_usage(root).free > 900_000  # the partial bytes were given back
+
+
 # --- SIGTERM -----------------------------------------------------------------------------------------
 
 def sigterm_then_resume(tmp_path: Path, executor: str, while_running=lambda: None) -> None:
