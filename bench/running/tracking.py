@@ -23,7 +23,10 @@ When the store stops answering (a server restarted mid-sweep, a locked SQLite
 file), every read and write is retried for ``BENCH_TRACKING_RETRY_SECONDS``
 (default 120) and MLflow's own HTTP retries are turned off, so that the wait is
 bounded by that figure; past it the command stops with one line
-(:class:`TrackingUnavailable`) saying how to resume.
+(:class:`TrackingUnavailable`) saying how to resume. A full store (SQLite's "database or disk is
+full", or ``ENOSPC`` while an artefact is copied) is not retried: it raises
+:class:`removal_bench.core.disk.DiskFull` at once, naming the file, and MLflow's own log of it
+(with its SQLAlchemy traceback) is kept off the terminal (:data:`STORE_LOG`, :func:`save_store_log`).
 """
 
 from __future__ import annotations
