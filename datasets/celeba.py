@@ -91,6 +91,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from removal_bench.core.disk import full_disk_error, is_disk_full
 from removal_bench.core.errors import UserError
 from removal_bench.core.params import Param
 from removal_bench.core.recipes import IRENE_CELEBA
@@ -267,11 +268,14 @@ def build_cache(image_folder: Path, names: list[str], cache_folder: Path, manife
             json.dump(manifest, out, indent=1, sort_keys=True)
         os.chmod(temporary, FILE_MODE)
         os.replace(temporary, manifest_path)
-    except BaseException:
+    except BaseException as error:
         try:
             os.unlink(temporary)
         except OSError:
             pass
+        if is_disk_full(error):
+            raise full_disk_error(error, array_path, "the CelebA image cache; set the option cache_dir to a folder "
+                                  "with room") from None
         raise
 
 

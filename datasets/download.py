@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from removal_bench.core.disk import full_disk_error, is_disk_full
 from removal_bench.core.errors import UserError
 
 STAMP_NAME = ".verified.json"
@@ -233,6 +234,8 @@ def download_file(url: str, destination: Path, sha256: str | None, timeout: floa
             except urllib.error.URLError as error:
                 raise UserError(f"could not download {url}: {_one_line(error.reason)}") from None
             except (OSError, ValueError) as error:  # timeouts, resets, malformed URLs
+                if is_disk_full(error):  # the partial file is removed below
+                    raise full_disk_error(error, destination, f"downloading {url}") from None
                 raise UserError(f"could not download {url}: {_one_line(error)}") from None
         got = digest.hexdigest()
         if sha256 is not None and got != sha256.lower():
@@ -241,6 +244,11 @@ def download_file(url: str, destination: Path, sha256: str | None, timeout: floa
             )
         os.chmod(temporary, FILE_MODE)  # mkstemp creates files readable by their owner only
         os.replace(temporary, destination)
+    except OSError as error:  # closing the file flushes its last bytes: a full disk can show only there
+        _remove_quietly(temporary)
+        if is_disk_full(error):
+            raise full_disk_error(error, destination, f"downloading {url}") from None
+        raise
     except BaseException:
         _remove_quietly(temporary)
         raise

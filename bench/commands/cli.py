@@ -16,6 +16,7 @@ from removal_bench.commands import export as export_command
 from removal_bench.commands import reproduce as reproduce_command
 from removal_bench.commands import sweep as sweep_command
 from removal_bench.commands.arguments import Parser, add_run_arguments, run_fields
+from removal_bench.core.disk import TERMINATED_STATUS, Terminated, full_disk_error, is_disk_full, restore_sigterm, terminate_as_interrupt
 from removal_bench.core.errors import UserError
 
 
@@ -77,8 +78,18 @@ def build_parser() -> Parser:
     return parser
 
 
+def error_line(error: BaseException) -> str:
+    """The one line for a UserError or a full disk; names the file holding MLflow's own log of it, if any."""
+    text = str(error) if isinstance(error, UserError) else str(
+        full_disk_error(error, None, "a file of this command"))
+    tracking = sys.modules.get("removal_bench.running.tracking")
+    log = tracking.save_store_log() if tracking else None  # MLflow's store logged it with a traceback: kept off the terminal
+    return f"bench: error: {text}" + (f" (MLflow's log: {log})" if log else "")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    previous = terminate_as_interrupt()  # a scheduler's SIGTERM does what Ctrl-C does, then exit status 143
     try:
         args = parser.parse_args(argv)
         args.command_line = ["bench", *(sys.argv[1:] if argv is None else argv)]  # provenance (sweep, leaderboard)
@@ -87,8 +98,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         return args.handler(args)
     except UserError as error:
-        print(f"bench: error: {error}", file=sys.stderr)
+        print(error_line(error), file=sys.stderr)
         return 2
+    except Terminated:
+        print("bench: terminated (SIGTERM); open runs were closed KILLED, the same command resumes", file=sys.stderr)
+        return TERMINATED_STATUS
     except KeyboardInterrupt:
         print("bench: interrupted", file=sys.stderr)
         return 130
@@ -98,6 +112,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # Python's flush of stdout at exit would raise again
         return 141
+    except OSError as error:
+        if not is_disk_full(error):
+            raise
+        print(error_line(error), file=sys.stderr)  # a full disk where no writer of ours named it: still one line
+        return 2
+    finally:
+        restore_sigterm(previous)
 
 
 if __name__ == "__main__":

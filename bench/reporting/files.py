@@ -1,25 +1,18 @@
-"""Writing files atomically: a reader (or a full disk) never leaves half a file in place."""
+"""Writing files atomically: a reader (or a full disk, or SIGTERM) never leaves half a file in place.
+
+The work is :func:`removal_bench.core.disk.write_atomic`; a full disk raises
+:class:`removal_bench.core.disk.DiskFull` naming the file.
+"""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
+from removal_bench.core.disk import publish, write_atomic
 
-def publish(temporary: str, path: Path) -> None:
-    """Give a finished temporary file the usual permissions (mkstemp makes it 0600) and move it in place."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(temporary, 0o666 & ~umask)
-    os.replace(temporary, path)
+__all__ = ["publish", "write_text"]
 
 
-def write_text(path: Path, text: str) -> None:
-    """Write atomically: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(handle, "w") as stream:
-        stream.write(text)
-    publish(temporary, path)
-
+def write_text(path: Path, text: str, what: str = "a report file") -> None:
+    """Write atomically: a reader never sees half a file, a failure leaves no temporary file behind."""
+    write_atomic(path, text, what)

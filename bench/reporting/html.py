@@ -182,7 +182,7 @@ def write_page(path: Path, by_dataset: dict[str, list[summaries.Row]], experimen
                generated: str, found: dict | None = None) -> Path:
     from removal_bench.running.tracking import git_commit
 
-    files.write_text(path, page(by_dataset, experiments, max_leakage, generated, git_commit(), found))
+    files.write_text(path, page(by_dataset, experiments, max_leakage, generated, git_commit(), found), "the leaderboard page")
     return path
 
 

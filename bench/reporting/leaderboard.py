@@ -241,7 +241,7 @@ def execute_leaderboard(
                                    provenance=provenance(uri, experiments, frame, command, parents), plots=plots, found=found,
                                    head_plots=head_plots)
     if "markdown" in paths:
-        files.write_text(paths["markdown"], text)
+        files.write_text(paths["markdown"], text, "the leaderboard")
     if "html" in paths:
         html_report.write_page(paths["html"], by_dataset, experiments, max_leakage, generated, found)
     if json_output:

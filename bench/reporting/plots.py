@@ -31,12 +31,24 @@ def _publish(figure, path: Path) -> None:
 
     from removal_bench.reporting.files import publish
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(handle)
-    figure.savefig(temporary, bbox_inches="tight")
-    plt.close(figure)
-    publish(temporary, path)
+    from removal_bench.core.disk import full_disk_error, is_disk_full, remove_quietly
+
+    temporary = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
+        os.close(handle)
+        figure.savefig(temporary, bbox_inches="tight")
+        publish(temporary, path)
+        temporary = None
+    except OSError as error:  # a full disk: one line naming the plot, no half-written PNG left
+        if is_disk_full(error):
+            raise full_disk_error(error, path, "the trade-off plot") from None
+        raise
+    finally:
+        plt.close(figure)
+        if temporary is not None:
+            remove_quietly(temporary)
 
 
 def front_plot(rows, path: Path, title: str, legend_notes: dict[str, str] | None = None) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable, TextIO
 
+from removal_bench.core.disk import DiskFull
 from removal_bench.reporting import standings, summaries
 from removal_bench.reporting.documents import print_json, report_document
 from removal_bench.reporting.files import write_text
@@ -44,7 +45,7 @@ def write_results(
         }
         for name in formats:
             path, render = texts[name]
-            write_text(path, render())
+            write_text(path, render(), f"the {name} results table")
             written.append(path)
         plot(rows, folder / f"{dataset}.png", f"{title}: {dataset}", hypervolume_notes(standing))
         written.append(folder / f"{dataset}.png")
@@ -101,9 +102,14 @@ def publish_report(
     if not (request.quiet or request.json_output):
         print_report(by_dataset, stream, max_leakage, found)
     results_dir = results_folder(request)
-    written = write_results(by_dataset, results_dir, request.experiment, formats, max_leakage, found)
-    if parent_id:  # the MLflow UI shows the tables and plots on the invocation's run
-        log_report(tracking_uri, parent_id, written)
+    try:
+        written = write_results(by_dataset, results_dir, request.experiment, formats, max_leakage, found)
+        if parent_id:  # the MLflow UI shows the tables and plots on the invocation's run
+            log_report(tracking_uri, parent_id, written)
+    except DiskFull as error:  # the trials are safe in MLflow: say how to get the tables once there is room
+        raise error.with_hint(
+            f"the trials are in MLflow; free space, then bench report --experiment {request.experiment} "
+            f"--tracking-uri {tracking_uri} --results-dir {results_dir} rebuilds the tables") from None
     if request.json_output:
         print_json(report_document(
             by_dataset, max_leakage, found, experiment=request.experiment, tracking_uri=tracking_uri, parent_run_id=parent_id,

@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from removal_bench.core.disk import terminate_as_interrupt
 from removal_bench.core.errors import UserError
 from removal_bench.running.trial import config_hash, execute_trial
 
@@ -123,6 +124,9 @@ def run_ray(configs: list[dict[str, Any]], listener: Listener, options: RayOptio
                 reason += " (a cluster with token authentication needs RAY_AUTH_MODE=token and its token here)"
             raise UserError(f"cannot start or reach Ray at {where}: {reason}") from None
         started_here = True
+    # ray.init makes SIGTERM call sys.exit(15); a scheduler's SIGTERM must do what Ctrl-C does instead
+    # (KeyboardInterrupt out of fit(): open runs closed KILLED, Ray shut down below, exit status 143).
+    terminate_as_interrupt()
 
     failures: list[BaseException] = []  # what the listener raised (MLflow out for too long): fit() re-raises it
 

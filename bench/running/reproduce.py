@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence, TextIO
 
+from removal_bench.core.disk import DiskFull, write_atomic
 from removal_bench.core.errors import UserError
 
 PUBLISHED = Path(__file__).with_name("published.toml")
@@ -270,9 +271,9 @@ def execute_reproduce(request: ReproduceRequest, stream: TextIO | None = None) -
     tables = select_tables(request.tables, load_tables())
     rows = plan_rows(request, tables)
     run = run_request(request)
-    tracking_uri, gpus = check_where(run)
     runnable = [trial for row in rows if not row.missing for trial in row.trials]
     unique = list({trial.key: trial for trial in runnable}.values())
+    tracking_uri, gpus = check_where(run, unique)
     started = time.perf_counter()
     if unique:
         prepare_data(unique)
@@ -297,11 +298,12 @@ def execute_reproduce(request: ReproduceRequest, stream: TextIO | None = None) -
         frame = pd.DataFrame()
     seconds = time.perf_counter() - started
     output = Path(request.output or DEFAULT_OUTPUT).expanduser()
-    output.parent.mkdir(parents=True, exist_ok=True)
     text = render(rows, frame, request, tracking_uri, seconds)
-    partial = output.with_suffix(".partial")
-    partial.write_text(text)
-    partial.replace(output)
+    try:  # whole or not at all: a full disk or SIGTERM leaves the previous file (or none), never half of one
+        write_atomic(output, text, "the reproduction report")
+    except DiskFull as error:
+        raise error.with_hint(f"the runs are in MLflow; free space and run the same command again "
+                              f"(it runs nothing already complete) to write {output.name}") from None
     print(f"wrote {output}", file=stream)
     return 0 if unique else 1
 

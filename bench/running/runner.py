@@ -20,12 +20,20 @@ from typing import Any, TextIO
 
 import removal_bench.datasets as dataset_registry
 import removal_bench.methods as method_registry
+from removal_bench.core.disk import DISK_FULL_KEY, DISK_FULL_WHAT_KEY, DiskFull, is_disk_full, termination_deferred
 from removal_bench.core.errors import UserError
 from removal_bench.core.params import parse_assignments
 from removal_bench.core.recipes import check_source
 from removal_bench.running.trial import IDENTITY_KEYS, config_hash, make_config
 
 DEFAULT_EXPERIMENT = "default"
+DISK_FULL_HINT = ("finished trials are kept in MLflow; free space, then run the same command again "
+                  "(bench sweep and bench reproduce skip the trials already complete)")
+# What one trial adds to the free space needed, in bytes (measured: docs/DEVELOPING.md, "Full disks"):
+# its rows in the tracking store, and its files where --log-models / --save-embeddings keep them.
+STORE_BYTES_PER_TRIAL = 200_000
+MODEL_BYTES_PER_TRIAL = 5_000_000
+EMBEDDING_BYTES_PER_TRIAL = 5_000_000
 
 
 @dataclass
@@ -268,6 +276,7 @@ class DriverListener:
         self.started_at: dict[str, float] = {}
         self.done: dict[str, str] = {}
 
+    @termination_deferred  # SIGTERM waits for the run's record to be consistent (then: KILLED by abandon)
     def started(self, key: str) -> None:
         if key in self.run_ids:  # a retried trial keeps its run
             return
@@ -275,11 +284,13 @@ class DriverListener:
         self.run_ids[key] = self.tracker.start_child(trial.config, key, trial.config_key, trial.label)
         self.started_at[key] = time.perf_counter()
 
+    @termination_deferred
     def epoch(self, key: str, metrics: dict[str, Any]) -> None:
         if key not in self.run_ids:
             self.started(key)
         self.tracker.log_epoch(self.run_ids[key], metrics)
 
+    @termination_deferred
     def finished(self, key: str, result: dict[str, Any]) -> None:
         if key in self.done:
             return
@@ -288,6 +299,8 @@ class DriverListener:
         artifacts = list(self.artifacts.get(key, []))
         self.tracker.finish_child(self.run_ids[key], result, artifacts)
         self.done[key] = result.get("status", "FAILED")
+        if result.get(DISK_FULL_KEY):  # every later trial would fail the same way: stop the driver
+            raise DiskFull(result[DISK_FULL_KEY], result.get(DISK_FULL_WHAT_KEY, "a trial's files"))
         trial = self.by_key[key]
         seconds = time.perf_counter() - self.started_at.get(key, time.perf_counter())
         where = f"{trial.label} on {trial.config['dataset']}, seed {trial.config['seed']}"
@@ -297,6 +310,7 @@ class DriverListener:
             summary = f"FAILED: {result.get('error', 'unknown error')[:200]}"
         print(f"[{len(self.done):>3}/{len(self.by_key)}] {where}: {summary}  [{seconds:.1f} s]", file=self.stream, flush=True)
 
+    @termination_deferred
     def stopped(self, key: str, reason: str) -> None:
         """The scheduler ended the trial early: a decision, so a resumed sweep does not rerun it."""
         if key in self.done:
@@ -321,7 +335,7 @@ def runs_here(request: RunRequest) -> bool:
     return request.executor == "serial" or not (request.address or os.environ.get("RAY_ADDRESS"))
 
 
-def check_where(request: RunRequest) -> tuple[str, float | None]:
+def check_where(request: RunRequest, planned: list[PlannedTrial] = ()) -> tuple[str, float | None]:
     """The absolute tracking URI and the GPUs per trial, or UserError; writes nothing.
 
     Every check that needs no data: the device, the resources, the results folder,
@@ -347,9 +361,34 @@ def check_where(request: RunRequest) -> tuple[str, float | None]:
     if request.storage_path and "://" not in request.storage_path:
         preflight.writable_folder(request.storage_path, "--storage-path")
     tracking_uri = preflight.tracking_uri(request.tracking_uri, write=True)
+    check_free_space(request, tracking_uri, planned)
     if request.executor == "ray":
         preflight.ray_address(request.address)
     return tracking_uri, gpus
+
+
+def check_free_space(request: RunRequest, tracking_uri: str, planned: list[PlannedTrial] = ()) -> None:
+    """UserError unless the folders this invocation writes have the floor (``BENCH_MIN_FREE_MB``) free,
+    plus, for the tracking store's folder (where its artefacts go too) and the temporary folder (where
+    trials stage them), an estimate of what the ``planned`` trials add.
+
+    The data root counts only where something may be written to it: a dataset of the plan reads files
+    (downloads, caches) and the folder is writable (a read-only shared copy is never written)."""
+    from removal_bench.core.disk import nearest_existing, require_free
+
+    trials = len(planned)
+    files = (MODEL_BYTES_PER_TRIAL if request.log_models else 0) + (EMBEDDING_BYTES_PER_TRIAL if request.save_embeddings else 0)
+    places = [(results_folder(request), "the results folder", 0)]
+    if tracking_uri.startswith("sqlite:///"):
+        places.append((Path(tracking_uri[len("sqlite:///"):]).parent, "the MLflow store's folder",
+                       trials * (STORE_BYTES_PER_TRIAL + files)))
+    data_root = Path(request.data_root or dataset_registry.default_data_root()).expanduser()
+    reads_files = any(dataset_registry.get_dataset(p.config["dataset"]).needs_data() for p in planned)
+    if reads_files and os.access(nearest_existing(data_root), os.W_OK):
+        places.append((data_root, "the data root", 0))
+    if files:
+        places.append((tempfile.gettempdir(), "the temporary folder", trials * files))
+    require_free(places)
 
 
 def results_folder(request: RunRequest) -> Path:
@@ -392,20 +431,32 @@ def drive(planned: list[PlannedTrial], request: RunRequest, tracker, gpus: float
                 max_concurrent=request.max_concurrent, storage_path=request.storage_path,
                 name=f"bench-{request.experiment}-{tracker.parent_id[:8]}", asha=asha,
             ))
-    except BaseException:
+    except BaseException as error:
+        full = is_disk_full(error)
         if not tracker.unavailable:  # else the store cannot take these writes either: resume reruns those trials
-            listener.abandon()
-            tracker.finish_parent("KILLED")
+            try:  # interrupted (Ctrl-C, SIGTERM): KILLED; a full disk: FAILED
+                listener.abandon("FAILED" if full else "KILLED")
+                tracker.finish_parent("FAILED" if full else "KILLED")
+            except Exception:
+                if not full:
+                    raise
+                # a full store cannot close them either: left RUNNING, the resume reruns those trials
+        if staging:
+            shutil.rmtree(staging, ignore_errors=True)
+        if full and isinstance(error, DiskFull):
+            raise error.with_hint(DISK_FULL_HINT) from None
         raise
     finally:
         if reuse:
             shutil.rmtree(reuse, ignore_errors=True)
-    missing = [key for key in listener.by_key if key not in listener.done]
-    for key in missing:  # a trial the executor never ran to an end
-        listener.finished(key, {"status": "FAILED", "error": "the executor ended without a result"})
-    tracker.finish_parent("FINISHED")
-    if staging:
-        shutil.rmtree(staging, ignore_errors=True)
+    try:
+        missing = [key for key in listener.by_key if key not in listener.done]
+        for key in missing:  # a trial the executor never ran to an end
+            listener.finished(key, {"status": "FAILED", "error": "the executor ended without a result"})
+        tracker.finish_parent("FINISHED")
+    finally:
+        if staging:  # logged to MLflow by now, or lost with an interrupted run: either way not left in the temporary folder
+            shutil.rmtree(staging, ignore_errors=True)
     return listener
 
 
@@ -428,7 +479,7 @@ def execute(request: RunRequest) -> Finished:
     from removal_bench.running.tracking import Tracker, load_runs
 
     planned = plan(request)
-    tracking_uri, gpus = check_where(request)
+    tracking_uri, gpus = check_where(request, planned)
     prepare_data(planned)
 
     tracker = Tracker(tracking_uri, request.experiment,

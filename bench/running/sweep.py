@@ -322,7 +322,7 @@ def execute_sweep(request: SweepRequest) -> Finished:
     from removal_bench.running.tracking import Tracker, completed_hashes, deduplicate, load_runs
 
     planned = plan_sweep(request)
-    tracking_uri, gpus = check_where(request)
+    tracking_uri, gpus = check_where(request, planned)
     prepare_data(planned)
     asha = asha_options(request, planned) if request.scheduler == "asha" else None
     if asha is not None and asha.max_leakage is not None:

@@ -23,7 +23,10 @@ When the store stops answering (a server restarted mid-sweep, a locked SQLite
 file), every read and write is retried for ``BENCH_TRACKING_RETRY_SECONDS``
 (default 120) and MLflow's own HTTP retries are turned off, so that the wait is
 bounded by that figure; past it the command stops with one line
-(:class:`TrackingUnavailable`) saying how to resume.
+(:class:`TrackingUnavailable`) saying how to resume. A full store (SQLite's "database or disk is
+full", or ``ENOSPC`` while an artefact is copied) is not retried: it raises
+:class:`removal_bench.core.disk.DiskFull` at once, naming the file, and MLflow's own log of it
+(with its SQLAlchemy traceback) is kept off the terminal (:data:`STORE_LOG`, :func:`save_store_log`).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from removal_bench.core.disk import DiskFull, Terminated, full_disk_error, is_disk_full, termination_pending
 from removal_bench.core.errors import UserError
 
 PACKAGES = ("torch", "numpy", "scikit-learn", "ray", "mlflow", "concept-erasure")
@@ -104,6 +108,8 @@ class Retrying:
             try:
                 return function(*args, **kwargs)
             except Exception as error:
+                if is_disk_full(error):  # no other try can help until someone frees space
+                    raise self.full(error, function) from None
                 if not is_transient(error, self.tracking_uri):
                     if isinstance(error, MlflowException):
                         raise UserError(f"MLflow at {self.tracking_uri} refused a request: {_one_line(error)}") from None
@@ -121,11 +127,25 @@ class Retrying:
                     f"MLflow at {self.tracking_uri} did not answer for {self.window:g} s ({reason[:200]}); {self.resume}"
                 )
             try:
+                if termination_pending():  # SIGTERM during an outage: stop waiting now, not after the window
+                    raise Terminated()
                 time.sleep(min(delay, max(deadline - now, 0.0)))
+                if termination_pending():
+                    raise Terminated()
             except KeyboardInterrupt:
                 self.unavailable = True  # Ctrl-C during an outage: no more waiting to close runs
                 raise
             delay = min(delay * 2, 5.0)
+
+
+    def full(self, error: BaseException, function) -> DiskFull:
+        """The one line for a store or artefact folder that is full: which file, which request."""
+        request = getattr(function, "__name__", "a request").replace("_", " ")
+        if isinstance(error, OSError) and getattr(error, "filename", None):
+            return full_disk_error(error, None, f"an MLflow artifact, {request}, tracking URI {self.tracking_uri}")
+        if self.tracking_uri.startswith("sqlite:///"):
+            return full_disk_error(error, self.tracking_uri[len("sqlite:///"):], f"the MLflow store, {request}")
+        return full_disk_error(error, None, f"the MLflow store at {self.tracking_uri} is full, {request}")
 
 
 def _one_line(error: BaseException) -> str:
@@ -209,6 +229,54 @@ def _quiet_mlflow() -> None:
 
     for name in ("mlflow", "alembic", "sqlalchemy"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # MLflow's store logs every database error with its 40-line traceback before raising it; the driver
+    # turns the exception into one line (Retrying), so those records are kept off the terminal, in memory
+    # (STORE_LOG), and saved to a file that the line names (save_store_log).
+    for name in ("mlflow.store", "alembic", "sqlalchemy"):
+        logger = logging.getLogger(name)
+        if STORE_LOG not in logger.handlers:
+            logger.addHandler(STORE_LOG)
+        logger.propagate = False
+
+
+class _Remembered(logging.Handler):
+    """The last records of MLflow's store, kept in memory for :func:`save_store_log`."""
+
+    def __init__(self, keep: int = 50):
+        super().__init__(logging.DEBUG)
+        import collections
+
+        self.records = collections.deque(maxlen=keep)
+        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.records.append(self.format(record))
+        except Exception:  # a record that cannot be formatted is dropped, never printed
+            pass
+
+
+STORE_LOG = _Remembered()
+
+
+def save_store_log() -> str | None:
+    """Write what MLflow's store logged to a file in the temporary folder; its path, or None (nothing, or no room)."""
+    if not STORE_LOG.records:
+        return None
+    import tempfile
+
+    try:
+        handle, path = tempfile.mkstemp(prefix="bench-mlflow-", suffix=".log")
+        with os.fdopen(handle, "w") as stream:
+            stream.write("\n".join(STORE_LOG.records) + "\n")
+    except OSError:
+        try:
+            os.unlink(path)
+        except (OSError, UnboundLocalError):
+            pass
+        return None
+    STORE_LOG.records.clear()
+    return path
 
 
 def _numeric(metrics: dict[str, Any]) -> dict[str, float]:

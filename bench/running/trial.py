@@ -39,6 +39,7 @@ import hashlib
 import json
 import math
 import os
+import tempfile
 import time
 import traceback
 from contextlib import nullcontext
@@ -52,6 +53,7 @@ import torch
 
 import removal_bench.datasets as dataset_registry
 import removal_bench.methods as method_registry
+from removal_bench.core.disk import DISK_FULL_KEY, DISK_FULL_WHAT_KEY, is_disk_full
 from removal_bench.core.errors import UserError
 from removal_bench.core.params import resolve
 from removal_bench.core.recipes import Recipe, identity_fields, resolve_recipe
@@ -554,9 +556,15 @@ def execute_trial(config: dict[str, Any], report: Reporter | None = None) -> dic
     except TrialDiverged as error:
         return {"status": "FAILED", "error": f"diverged: {error}"}
     except Exception as error:  # a trial's bug must not stop the other trials
-        return {
+        result = {
             "status": "FAILED",
             "error": f"{type(error).__name__}: {error}",
             "traceback": traceback.format_exc(),
         }
+        if is_disk_full(error):  # but a full disk stops them all (removal_bench.running.runner.DriverListener)
+            written = [config.get(name) for name in ("embeddings_path", "model_path", "reuse_dir") if config.get(name)]
+            path = getattr(error, "filename", None) or (str(Path(written[0]).parent) if written else tempfile.gettempdir())
+            result.update({DISK_FULL_KEY: str(path), DISK_FULL_WHAT_KEY: "the files of trial "
+                           f"{config['method']} on {config['dataset']}, seed {config['seed']}"})
+        return result
     return {"status": "FINISHED", **metrics}

@@ -1,0 +1,235 @@
+"""Full disks and termination: one line naming the path, nothing half-written, the same command resumes.
+
+A full disk (``ENOSPC``, a quota's ``EDQUOT``, SQLite's "database or disk is
+full") is not a bug to show a traceback for but a fault of the machine: every
+writer of ours turns it into :class:`DiskFull`, a :class:`UserError` whose one
+line names the file and what was being written. :func:`write_atomic` is the one
+way a text file of ours is written: a temporary file beside it, renamed into
+place only when whole, removed on any failure (a full disk, Ctrl-C, SIGTERM).
+
+SIGTERM (what a scheduler sends to preempt a job) is handled as Ctrl-C:
+:func:`terminate_as_interrupt` makes it raise :class:`Terminated`, a
+``KeyboardInterrupt``, so every ``except KeyboardInterrupt`` and ``except
+BaseException`` cleanup of the driver (runs closed KILLED, Ray shut down,
+temporary files removed) runs for it too; the CLI then exits with status 143.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import signal
+import tempfile
+import threading
+from pathlib import Path
+
+from removal_bench.core.errors import UserError
+
+FULL_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+FULL_TEXTS = ("no space left on device", "database or disk is full", "disk quota exceeded", "file write failed")
+MIN_FREE_VARIABLE = "BENCH_MIN_FREE_MB"
+DEFAULT_MIN_FREE_MB = 50.0  # the floor checked before the first trial (results, tracking store, data root)
+# In a trial's result (removal_bench.running.trial.execute_trial): the path it could not write and what it was; the
+# driver records the trial FAILED and then stops, since every later trial would fail the same way.
+DISK_FULL_KEY, DISK_FULL_WHAT_KEY = "bench.disk_full", "bench.disk_full_what"
+TERMINATED_STATUS = 128 + signal.SIGTERM  # 143, as a shell reports a process that SIGTERM ended
+
+
+class DiskFull(UserError):
+    """A write failed because its file system is full; the message names the path and what was written."""
+
+    def __init__(self, path: str | Path | None, what: str, detail: str = "no space left on device", hint: str = ""):
+        self.path, self.what, self.detail, self.hint = (str(path) if path else None), what, detail, hint
+        where = f" {self.path}" if self.path else ""
+        super().__init__(f"{detail}: cannot write{where} ({what})" + (f"; {hint}" if hint else ""))
+
+    def with_hint(self, hint: str) -> "DiskFull":
+        """The same fault with what the user does next (once, by whoever knows it best)."""
+        return self if self.hint else DiskFull(self.path, self.what, self.detail, hint)
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether ``error`` (or what it was raised from) says the file system or SQLite file is full.
+
+    ``file write failed`` is how ``torch.save`` reports ``ENOSPC`` (its C++ writer drops the errno).
+    """
+    seen = 0
+    while error is not None and seen < 10:
+        if isinstance(error, DiskFull):
+            return True
+        if isinstance(error, OSError) and error.errno in FULL_ERRNOS:
+            return True
+        if any(text in str(error).lower() for text in FULL_TEXTS):
+            return True
+        error, seen = error.__cause__ or error.__context__, seen + 1
+    return False
+
+
+def full_disk_error(error: BaseException, path: str | Path | None, what: str) -> DiskFull:
+    """The :class:`DiskFull` for ``error``, naming ``path`` (or the path the OSError names)."""
+    if isinstance(error, DiskFull):
+        return error
+    path = path or getattr(error, "filename", None)
+    detail = "database or disk is full" if "database or disk is full" in str(error).lower() else "no space left on device"
+    return DiskFull(path, what, detail)
+
+
+def write_atomic(path: str | Path, text: str | bytes, what: str) -> Path:
+    """Write ``text`` to ``path`` whole or not at all: a temporary file beside it, renamed into place.
+
+    On any failure the temporary file is removed and an existing ``path`` is left
+    as it was; a full disk raises :class:`DiskFull` naming ``path`` and ``what``.
+    """
+    path = Path(path)
+    temporary = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        with os.fdopen(handle, "wb" if isinstance(text, bytes) else "w") as stream:
+            stream.write(text)
+        publish(temporary, path)
+        temporary = None
+    except OSError as error:
+        if is_disk_full(error):
+            raise full_disk_error(error, path, what) from None
+        raise
+    finally:
+        if temporary is not None:
+            remove_quietly(temporary)
+    return path
+
+
+def publish(temporary: str | Path, path: str | Path) -> None:
+    """Give a finished temporary file the usual permissions (mkstemp makes it 0600) and move it in place."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temporary, 0o666 & ~umask)
+    os.replace(temporary, path)
+
+
+def remove_quietly(path: str | Path) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+# --- free space before the first trial ---------------------------------------------------------------
+
+def min_free_bytes() -> int:
+    """The floor of free space (``BENCH_MIN_FREE_MB``, default 50 MB) every written folder must have."""
+    text = os.environ.get(MIN_FREE_VARIABLE)
+    if text is None:
+        return int(DEFAULT_MIN_FREE_MB * 1e6)
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value >= 0 or value == float("inf"):
+        raise UserError(f"{MIN_FREE_VARIABLE} must be a number of megabytes, at least 0, got {text!r}")
+    return int(value * 1e6)
+
+
+def nearest_existing(path: Path) -> Path:
+    ancestor = Path(path).expanduser().absolute()
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    return ancestor
+
+
+def free_bytes(path: str | Path) -> int:
+    """Free bytes (for this user) on the file system that holds ``path`` or would hold it."""
+    return shutil.disk_usage(nearest_existing(Path(path))).free
+
+
+def require_free(places: list[tuple[str | Path, str, int]]) -> None:
+    """UserError unless each (folder, what, extra bytes) has the floor plus its extra free.
+
+    Folders on one file system are checked once, against the sum of what they need.
+    """
+    floor = min_free_bytes()
+    by_device: dict[int, tuple[Path, list[str], int]] = {}
+    for folder, what, extra in places:
+        existing = nearest_existing(Path(folder))
+        device = os.stat(existing).st_dev
+        _, names, need = by_device.get(device, (existing, [], 0))
+        by_device[device] = (existing, [*names, f"{what} {folder}"], need + max(int(extra), 0))
+    for existing, names, need in by_device.values():
+        total, free = need + floor, free_bytes(existing)
+        if free < total:
+            raise UserError(
+                f"not enough free space for {', '.join(names)}: {size_text(free)} free, {size_text(total)} needed "
+                f"(the floor {MIN_FREE_VARIABLE}={floor / 1e6:g}"
+                + (f" plus {size_text(need)} estimated for this plan's trials" if need else "")
+                + "); free some space or point the folder elsewhere"
+            )
+
+
+def size_text(size: float) -> str:
+    """``8192`` -> ``8.2 kB``; decimal units, as ``df -H`` prints them."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{int(size)} bytes"
+
+
+# --- SIGTERM as Ctrl-C ---------------------------------------------------------------------------------
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived: handled as Ctrl-C (runs closed KILLED), then exit status 143."""
+
+
+_deferring = 0  # how many termination_deferred sections are open
+_pending = False  # SIGTERM arrived inside one: raised when the outermost closes
+
+
+def _raise_terminated(signum, frame) -> None:
+    global _pending
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not interrupt the cleanup of the first
+    if _deferring:
+        _pending = True
+        return
+    raise Terminated()
+
+
+def termination_pending() -> bool:
+    """Whether SIGTERM arrived inside a :func:`termination_deferred` section (a wait there should stop)."""
+    return _pending
+
+
+def termination_deferred(function):
+    """Decorate a bookkeeping step that must not be cut in two (an MLflow run created but not yet recorded
+    as open would be left RUNNING): SIGTERM inside it is raised when it returns."""
+    import functools
+
+    @functools.wraps(function)
+    def call(*args, **kwargs):
+        global _deferring, _pending
+        _deferring += 1
+        try:
+            result = function(*args, **kwargs)
+        finally:
+            _deferring -= 1
+        if _pending and not _deferring:
+            _pending = False
+            raise Terminated()
+        return result
+
+    return call
+
+
+def terminate_as_interrupt():
+    """From now on SIGTERM raises :class:`Terminated` in the main thread (Ray's ``ray.init`` replaces it
+    with ``sys.exit(15)``: call again after). Returns the handler it replaced (None off the main thread)."""
+    global _pending
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    _pending = False
+    return signal.signal(signal.SIGTERM, _raise_terminated)
+
+
+def restore_sigterm(previous) -> None:
+    """Put back what :func:`terminate_as_interrupt` replaced (``main`` called in a test's process)."""
+    if previous is not None and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, previous)
