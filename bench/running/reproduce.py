@@ -154,6 +154,7 @@ class ReproduceRequest:
     epochs: int | None = None
     batch_size: int | None = None
     encoder: str | None = None
+    recipe: str = "dataset"  # whose recipe the rows start from (removal_bench.core.recipes.SOURCES)
     options: list[str] = field(default_factory=list)  # NAME=VALUE, applied to rows whose dataset has NAME
     train: list[str] = field(default_factory=list)  # recipe overrides, FIELD=VALUE
     executor: str = "ray"
@@ -239,13 +240,15 @@ def plan_rows(request: ReproduceRequest, tables: list[Table]) -> list[PlannedRow
                                 ("encoder", request.encoder)):
                 if value is not None:
                     entry.changes.append(f"{flag} {value}")
+            if request.recipe != "dataset":
+                entry.changes.append(f"recipe {request.recipe}")
             entry.changes += [f"recipe {k}={v}" for k, v in training.items()]
             for seed in range(seeds):
                 seeded = {**options, "data_seed": seed} if table.seed_mode == "data_seed" else options
                 config = make_config(
                     table.method, row.dataset, seeded, table.hparams, seed=seed, epochs=request.epochs,
                     batch_size=request.batch_size, encoder=request.encoder, device=request.device,
-                    data_root=str(data_root), train=training,
+                    data_root=str(data_root), train=training, recipe=request.recipe,
                 )
                 entry.trials.append(PlannedTrial(config, config_hash(config), configuration_key(config),
                                                  label_for(table.method, config["hparams"], training)))
