@@ -294,6 +294,11 @@ def execute_reproduce(request: ReproduceRequest, stream: TextIO | None = None) -
         )
         print(f"reproduce: {len(unique)} trials, {len(unique) - len(todo)} already complete in experiment "
               f"{request.experiment!r}; running {len(todo)}; MLflow {tracking_uri}, run {parent}", file=sys.stderr, flush=True)
+        if todo and on_gpu(request.device, gpus):
+            from removal_bench.running.estimate import estimate, loaded_size
+
+            for line in estimate([trial.config for trial in todo], loaded_size).lines():
+                print(f"reproduce: {line}", file=sys.stderr, flush=True)
         if todo:
             drive(todo, run, tracker, gpus)
         else:
@@ -312,6 +317,17 @@ def execute_reproduce(request: ReproduceRequest, stream: TextIO | None = None) -
     partial.replace(output)
     print(f"wrote {output}", file=stream)
     return 0 if unique else 1
+
+
+def on_gpu(device: str, gpus_per_trial: float | None) -> bool:
+    """Whether the trials will train on CUDA (``--device cuda``, or ``auto`` where a GPU is used)."""
+    if device.startswith("cuda"):
+        return True
+    if device != "auto":
+        return False
+    import torch
+
+    return torch.cuda.is_available() and gpus_per_trial != 0.0
 
 
 def finished_values(trials, frame, metric: str, scale: float) -> tuple[list[float], list[str], list[str]]:
