@@ -13,6 +13,7 @@ trial, against the same trial through :func:`removal_bench.running.trial.run_tri
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -394,8 +395,8 @@ def encoder_rates(arguments: argparse.Namespace) -> None:
                 rate = count * arguments.batch / (time.perf_counter() - start)
                 samples.setdefault((name, threads), []).append(rate)
     print(f"training img/s, batch {arguments.batch} of 3x28x28, fp32, Adam; median of {arguments.repeats} "
-          f"interleaved repeats of {arguments.seconds:g} s (torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads max here)")
+          f"interleaved repeats of {arguments.seconds:g} s (torch {torch.__version__}, {os.cpu_count()} CPUs here, "
+          f"load average {os.getloadavg()[0]:.1f} at the end)")
     print(f"{'encoder':<18}" + "".join(f"{f'{t} thread' + ('s' if t > 1 else ''):>22}" for t in arguments.threads))
     for name in arguments.encoders:
         cells = []
