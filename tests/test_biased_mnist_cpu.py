@@ -13,6 +13,7 @@ from removal_bench.core.encoders import build_encoder
 from removal_bench.core.errors import UserError
 from removal_bench.core.recipes import CPU_BIASED_MNIST, IRENE_BIASED_MNIST
 from removal_bench.running.trial import config_hash, make_config
+from tests.conftest import SHARED_DATA
 
 REFERENCE = {"rho": "0.99", "split": "reference"}
 
@@ -139,3 +140,25 @@ def test_the_estimate_is_printed_only_for_trials_on_a_gpu():
     assert on_gpu("cuda", None) and on_gpu("cuda:0", 1.0)
     assert not on_gpu("cpu", None)
     assert on_gpu("auto", None) == torch.cuda.is_available() and not on_gpu("auto", 0.0)
+
+
+@pytest.mark.skipif(not all((SHARED_DATA / name).is_dir() for name in ("adult", "compas", "german")),
+                    reason="no shared copy of Adult, COMPAS and German (../shared/data)")
+def test_report_only_writes_the_file_from_the_store_and_runs_nothing(tmp_path, capsys):
+    """How a session writes the file from the shared store after stopping a long run: no trial starts, the
+    rows whose seeds are not there say so; without the experiment it is one clear error."""
+    import mlflow
+
+    from removal_bench.commands.cli import main
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    common = ["reproduce", "ffb-table4", "--report-only", "--executor", "serial", "--data-root", str(SHARED_DATA),
+              "--tracking-uri", uri, "--output", str(tmp_path / "out.md")]
+    assert main(common) != 0 and "no experiment 'reproduce'" in capsys.readouterr().err
+    assert not (tmp_path / "out.md").exists()
+    mlflow.set_tracking_uri(uri)
+    experiment = mlflow.create_experiment("reproduce")
+    assert main(common) == 0
+    rows = [line for line in (tmp_path / "out.md").read_text().splitlines() if line.startswith(("| Adult", "| COMPAS", "| German"))]
+    assert len(rows) == 12 and all("| 0/10 |" in row and "not run" in row and "missing: 10 seeds" in row for row in rows)
+    assert mlflow.search_runs(experiment_ids=[experiment]).empty  # nothing ran, not even an invocation run

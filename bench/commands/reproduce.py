@@ -50,6 +50,8 @@ def add_commands(subparsers) -> None:
     out.add_argument("--experiment", default="reproduce", help="MLflow experiment (default 'reproduce')")
     out.add_argument("--output", help="the file to write (default results/REPRODUCTION.md)")
     out.add_argument("--restart", action="store_true", help="run every trial again, even those already complete")
+    out.add_argument("--report-only", action="store_true",
+                     help="run nothing: write the file from the runs the experiment already holds (missing seeds say so)")
     command.set_defaults(handler=command_reproduce)
 
 
@@ -63,7 +65,7 @@ def command_reproduce(args: argparse.Namespace) -> int:
     fields = {name: getattr(args, name) for name in (
         "tables", "seeds", "epochs", "batch_size", "encoder", "recipe", "options", "train", "executor", "address",
         "cpus_per_trial", "gpus_per_trial", "max_concurrent", "storage_path", "device", "data_root",
-        "tracking_uri", "experiment", "output", "restart")}
+        "tracking_uri", "experiment", "output", "restart", "report_only")}
     from removal_bench.running.sweep import portable_command
 
     words = ["bench", *sys.argv[1:]] if sys.argv[1:2] == ["reproduce"] else ["bench", "reproduce", *args.tables]

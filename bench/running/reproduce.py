@@ -169,6 +169,7 @@ class ReproduceRequest:
     experiment: str = DEFAULT_EXPERIMENT
     output: str | None = None  # None: results/REPRODUCTION.md
     restart: bool = False
+    report_only: bool = False  # write the file from the runs the experiment holds, run nothing
     command: str = "bench reproduce"  # the command line, written into the file
 
 
@@ -282,7 +283,12 @@ def execute_reproduce(request: ReproduceRequest, stream: TextIO | None = None) -
     runnable = [trial for row in rows if not row.missing for trial in row.trials]
     unique = list({trial.key: trial for trial in runnable}.values())
     started = time.perf_counter()
-    if unique:
+    if unique and request.report_only:  # write the file from what the experiment holds; run nothing
+        from removal_bench.running.tracking import require_experiment
+
+        require_experiment(tracking_uri, request.experiment)
+        frame = load_runs(tracking_uri, request.experiment)
+    elif unique:
         prepare_data(unique)
         complete = {} if request.restart else completed_hashes(tracking_uri, request.experiment)
         todo = [trial for trial in unique if trial.key not in complete]
