@@ -84,6 +84,9 @@ class Dataset:
     # How the reference that defined this protocol trains (removal_bench.core.recipes); the default
     # recipe leaves epochs, batch size and encoder to the spec that ``load`` returns.
     recipe: ClassVar[Recipe] = Recipe()
+    # Recipes declared by name (removal_bench.core.recipes.NAMED), chosen with --recipe NAME: e.g. a reduced
+    # CPU setting (``cpu``). Always reduced against ``recipe`` when they differ in epochs, batch or encoder.
+    named_recipes: ClassVar[dict[str, Recipe]] = {}
     # The fraction of a GPU one trial asks Ray for when --gpus-per-trial is not given on a CUDA
     # machine: a tabular or toy trial uses a sliver of a GPU, so four share one (issue 11).
     gpu_share: ClassVar[float] = 1.0

@@ -85,7 +85,7 @@ import torch
 
 from removal_bench.core.errors import UserError
 from removal_bench.core.params import Param
-from removal_bench.core.recipes import IRENE_BIASED_MNIST
+from removal_bench.core.recipes import CPU_BIASED_MNIST, IRENE_BIASED_MNIST
 from removal_bench.datasets.base import Data, DataFile, Dataset, DatasetSpec, Split, register
 from removal_bench.datasets.colored_digits import MAX_GREY, NUM_COLOURS, NUM_DIGITS, biased_colours, colourise
 
@@ -213,6 +213,7 @@ class BiasedMnist(Dataset):
     name = "biased_mnist"
     description = "MNIST (or Fashion-MNIST) on a background coloured by class with probability rho in train (Biased-MNIST)"
     recipe = IRENE_BIASED_MNIST  # the training recipe (removal_bench.core.recipes), with its citation
+    named_recipes = {"cpu": CPU_BIASED_MNIST}  # --recipe cpu: the reduced CPU setting (docs/BIASED_MNIST.md)
     options = {
         "rho": Param(
             0.99, "P(colour = digit's colour) in train", choices=(0.9, 0.95, 0.99, 0.995, 0.997, 0.999)

@@ -16,6 +16,8 @@ on the lent GPU machine as it is.
     python -m removal_bench.benchmarks cache-read               # CelebA uint8 cache: gather + transfer img/s
     python -m removal_bench.benchmarks inlp                     # INLP's linear SVM: sklearn's LinearSVC vs ours
     python -m removal_bench.benchmarks cpu-step                 # a small_cnn step on one thread: fp32, channels_last, bf16
+    python -m removal_bench.benchmarks encoders                 # training img/s per encoder on 28x28 images, 1 and 2 threads
+    python -m removal_bench.benchmarks mnist-curve --tracking-uri sqlite:///../mlflow-reproduce.db   # Biased-MNIST per rho
 
 ``gpu``, ``cache-read`` and ``images`` import neither Ray nor MLflow (the GPU machine has neither).
 """
@@ -94,6 +96,7 @@ def images(arguments: argparse.Namespace) -> None:
 from removal_bench.benchmarks.gpu import add_gpu_commands  # noqa: E402  (torch only)
 from removal_bench.benchmarks.cpu import add_cpu_commands  # noqa: E402
 from removal_bench.benchmarks.curves import add_curve_commands  # noqa: E402
+from removal_bench.benchmarks.mnist import add_mnist_commands  # noqa: E402  (MLflow imported when run)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -111,6 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     add_gpu_commands(commands)
     add_cpu_commands(commands)
     add_curve_commands(commands)
+    add_mnist_commands(commands)
     arguments = parser.parse_args(argv)
     arguments.handler(arguments)
 

@@ -13,6 +13,7 @@ trial, against the same trial through :func:`removal_bench.running.trial.run_tri
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -348,6 +349,66 @@ def cpu_step(arguments: argparse.Namespace) -> None:
         print(f"{name:<14} {value:7.2f} ms  ({timings['fp32'] / value:.2f}x fp32)", flush=True)
 
 
+def encoder_rates(arguments: argparse.Namespace) -> None:
+    """Training img/s of each encoder on 3 x 28 x 28 images (Biased-MNIST's shape), per torch thread count.
+
+    One step = encoder + linear 10-way head, cross-entropy, backward, Adam 1e-3 (the CPU recipe's
+    optimiser; the step's cost is the network's, the optimiser's is small), fp32, random data. Every
+    (encoder, threads) pair is timed ``--repeats`` times, interleaved, and the median is printed with the
+    ratio to ``lenet`` at the same thread count: ratios measured side by side in one run. Issue 19's
+    choice of the CPU setting of Biased-MNIST (``--recipe cpu``) rests on these figures.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from removal_bench.core.encoders import build_encoder
+
+    shape = (3, 28, 28)
+    x, y = torch.randn(arguments.batch, *shape), torch.randint(0, 10, (arguments.batch,))
+
+    def make(name: str):
+        torch.manual_seed(0)
+        encoder = build_encoder(name, shape)
+        head = torch.nn.Linear(encoder.out_dim, 10)
+        optimizer = torch.optim.Adam([*encoder.parameters(), *head.parameters()], lr=1e-3)
+
+        def step():
+            loss = F.cross_entropy(head(encoder(x)), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        return step
+
+    steps = {name: make(name) for name in arguments.encoders}
+    samples: dict[tuple[str, int], list[float]] = {}
+    for _ in range(arguments.repeats):
+        for threads in arguments.threads:
+            torch.set_num_threads(threads)
+            for name, step in steps.items():
+                for _ in range(2):  # warm-up at this thread count
+                    step()
+                start = time.perf_counter()
+                count = 0
+                while time.perf_counter() - start < arguments.seconds:
+                    step()
+                    count += 1
+                rate = count * arguments.batch / (time.perf_counter() - start)
+                samples.setdefault((name, threads), []).append(rate)
+    print(f"training img/s, batch {arguments.batch} of 3x28x28, fp32, Adam; median of {arguments.repeats} "
+          f"interleaved repeats of {arguments.seconds:g} s (torch {torch.__version__}, {os.cpu_count()} CPUs here, "
+          f"load average {os.getloadavg()[0]:.1f} at the end)")
+    print(f"{'encoder':<18}" + "".join(f"{f'{t} thread' + ('s' if t > 1 else ''):>22}" for t in arguments.threads))
+    for name in arguments.encoders:
+        cells = []
+        for threads in arguments.threads:
+            rate = statistics.median(samples[(name, threads)])
+            base = statistics.median(samples[("lenet", threads)]) if ("lenet", threads) in samples else rate
+            cells.append(f"{rate:9.0f} ({rate / base:4.2f}x lenet)")
+        print(f"{name:<18}" + "".join(f"{cell:>22}" for cell in cells), flush=True)
+        epoch = 60_000 / statistics.median(samples[(name, arguments.threads[0])])
+        print(f"{'':<18}one epoch of 60,000 images at {arguments.threads[0]} thread(s): {epoch:.0f} s", flush=True)
+
+
 def add_cpu_commands(commands) -> None:
     parser = commands.add_parser("cpu-compare", help="the same trials on an old tree and this one, side by side")
     parser.add_argument("--old", required=True, help="the old tree (git worktree add /tmp/old-bench COMMIT)")
@@ -380,3 +441,11 @@ def add_cpu_commands(commands) -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=5)
     parser.set_defaults(handler=cpu_step)
+    parser = commands.add_parser("encoders", help="training img/s of each encoder on 28x28 images, per thread count")
+    parser.add_argument("--encoders", type=lambda text: text.split(","),
+                        default=["small_cnn", "lenet", "biased_mnist_cnn", "rebias_cnn"])
+    parser.add_argument("--threads", type=lambda text: [int(k) for k in text.split(",")], default=[1, 2])
+    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--seconds", type=float, default=4.0, help="per (encoder, threads, repeat)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.set_defaults(handler=encoder_rates)

@@ -7,6 +7,7 @@ import argparse
 import math
 
 from removal_bench.core.errors import UserError
+from removal_bench.core.recipes import SOURCES
 
 
 class Parser(argparse.ArgumentParser):
@@ -80,9 +81,10 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--set", dest="sets", action="append", default=[], metavar="METHOD.NAME=VALUE[,VALUE]",
                       help="set a hyperparameter; several values run each (repeatable)")
     training = parser.add_argument_group("training recipe (optimiser, schedule, epochs, ...; see bench list)")
-    training.add_argument("--recipe", choices=("dataset", "reference"), default="dataset",
+    training.add_argument("--recipe", choices=SOURCES, default="dataset",
                           help="dataset: every method trains under its dataset's reference recipe (default); "
-                               "reference: each method under its own paper's recipe where it declares one")
+                               "reference: each method under its own paper's recipe where it declares one; "
+                               "cpu: the dataset's reduced CPU setting where it declares one (bench list)")
     training.add_argument("--train", dest="train", action="append", default=[], metavar="[METHOD.]FIELD=VALUE[,VALUE]",
                           help="override a recipe field, e.g. lr=0.01,0.1 schedule=cosine milestones=40/60 "
                                "grl.epochs=5; several values run each (a sweep draws them) (repeatable)")

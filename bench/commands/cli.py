@@ -59,6 +59,8 @@ def command_list(args: argparse.Namespace) -> int:
         for option, param in cls.options.items():
             print(f"      {option:<18} {param.describe()}{'  ' + param.help if param.help else ''}")
         print(f"      recipe: {cls.recipe_for({k: p.default for k, p in cls.options.items()}).describe()}")
+        for recipe_name, recipe in sorted(cls.named_recipes.items()):
+            print(f"      recipe --recipe {recipe_name} (reduced): {recipe.describe()}")
     print("\nencoders: " + ", ".join(sorted(ENCODERS)))
     return 0
 

@@ -30,6 +30,12 @@ def add_commands(subparsers) -> None:
     what.add_argument("--train", action="append", default=[], metavar="[TABLE:]FIELD=VALUE",
                       help="a training-recipe field for the rows (of TABLE), e.g. biased-fashion-mnist:epochs=5 "
                            "(repeatable)")
+    from removal_bench.core.recipes import SOURCES
+
+    what.add_argument("--recipe", choices=SOURCES, default="dataset",
+                      help="whose training recipe the rows start from: the dataset's (default), each method's paper's "
+                           "(reference), or a dataset's named one, e.g. cpu: Biased-MNIST's reduced CPU setting "
+                           "(bench list); the file marks the rows reduced")
     where = command.add_argument_group("where to run")
     where.add_argument("--executor", choices=("ray", "serial"), default="ray")
     where.add_argument("--address", help="address of a running Ray cluster (default: start a local Ray)")
@@ -44,6 +50,8 @@ def add_commands(subparsers) -> None:
     out.add_argument("--experiment", default="reproduce", help="MLflow experiment (default 'reproduce')")
     out.add_argument("--output", help="the file to write (default results/REPRODUCTION.md)")
     out.add_argument("--restart", action="store_true", help="run every trial again, even those already complete")
+    out.add_argument("--report-only", action="store_true",
+                     help="run nothing: write the file from the runs the experiment already holds (missing seeds say so)")
     command.set_defaults(handler=command_reproduce)
 
 
@@ -55,9 +63,9 @@ def command_reproduce(args: argparse.Namespace) -> int:
             print(f"{table.id:<22} {table.title} ({len(table.rows)} rows)")
         return 0
     fields = {name: getattr(args, name) for name in (
-        "tables", "seeds", "epochs", "batch_size", "encoder", "options", "train", "executor", "address",
+        "tables", "seeds", "epochs", "batch_size", "encoder", "recipe", "options", "train", "executor", "address",
         "cpus_per_trial", "gpus_per_trial", "max_concurrent", "storage_path", "device", "data_root",
-        "tracking_uri", "experiment", "output", "restart")}
+        "tracking_uri", "experiment", "output", "restart", "report_only")}
     from removal_bench.running.sweep import portable_command
 
     words = ["bench", *sys.argv[1:]] if sys.argv[1:2] == ["reproduce"] else ["bench", "reproduce", *args.tables]

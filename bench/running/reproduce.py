@@ -150,6 +150,7 @@ class ReproduceRequest:
     epochs: int | None = None
     batch_size: int | None = None
     encoder: str | None = None
+    recipe: str = "dataset"  # whose recipe the rows start from (removal_bench.core.recipes.SOURCES)
     options: list[str] = field(default_factory=list)  # NAME=VALUE, applied to rows whose dataset has NAME
     train: list[str] = field(default_factory=list)  # recipe overrides, FIELD=VALUE
     executor: str = "ray"
@@ -164,6 +165,7 @@ class ReproduceRequest:
     experiment: str = DEFAULT_EXPERIMENT
     output: str | None = None  # None: results/REPRODUCTION.md
     restart: bool = False
+    report_only: bool = False  # write the file from the runs the experiment holds, run nothing
     command: str = "bench reproduce"  # the command line, written into the file
 
 
@@ -235,13 +237,15 @@ def plan_rows(request: ReproduceRequest, tables: list[Table]) -> list[PlannedRow
                                 ("encoder", request.encoder)):
                 if value is not None:
                     entry.changes.append(f"{flag} {value}")
+            if request.recipe != "dataset":
+                entry.changes.append(f"recipe {request.recipe}")
             entry.changes += [f"recipe {k}={v}" for k, v in training.items()]
             for seed in range(seeds):
                 seeded = {**options, "data_seed": seed} if table.seed_mode == "data_seed" else options
                 config = make_config(
                     table.method, row.dataset, seeded, table.hparams, seed=seed, epochs=request.epochs,
                     batch_size=request.batch_size, encoder=request.encoder, device=request.device,
-                    data_root=str(data_root), train=training,
+                    data_root=str(data_root), train=training, recipe=request.recipe,
                 )
                 entry.trials.append(PlannedTrial(config, config_hash(config), configuration_key(config),
                                                  label_for(table.method, config["hparams"], training)))
@@ -275,7 +279,12 @@ def execute_reproduce(request: ReproduceRequest, stream: TextIO | None = None) -
     unique = list({trial.key: trial for trial in runnable}.values())
     tracking_uri, gpus = check_where(run, unique)
     started = time.perf_counter()
-    if unique:
+    if unique and request.report_only:  # write the file from what the experiment holds; run nothing
+        from removal_bench.running.tracking import require_experiment
+
+        require_experiment(tracking_uri, request.experiment)
+        frame = load_runs(tracking_uri, request.experiment)
+    elif unique:
         prepare_data(unique)
         complete = {} if request.restart else completed_hashes(tracking_uri, request.experiment)
         todo = [trial for trial in unique if trial.key not in complete]
@@ -287,6 +296,11 @@ def execute_reproduce(request: ReproduceRequest, stream: TextIO | None = None) -
         )
         print(f"reproduce: {len(unique)} trials, {len(unique) - len(todo)} already complete in experiment "
               f"{request.experiment!r}; running {len(todo)}; MLflow {tracking_uri}, run {parent}", file=sys.stderr, flush=True)
+        if todo and on_gpu(request.device, gpus):
+            from removal_bench.running.estimate import estimate, loaded_size
+
+            for line in estimate([trial.config for trial in todo], loaded_size).lines():
+                print(f"reproduce: {line}", file=sys.stderr, flush=True)
         if todo:
             drive(todo, run, tracker, gpus)
         else:
@@ -306,6 +320,17 @@ def execute_reproduce(request: ReproduceRequest, stream: TextIO | None = None) -
                               f"(it runs nothing already complete) to write {output.name}") from None
     print(f"wrote {output}", file=stream)
     return 0 if unique else 1
+
+
+def on_gpu(device: str, gpus_per_trial: float | None) -> bool:
+    """Whether the trials will train on CUDA (``--device cuda``, or ``auto`` where a GPU is used)."""
+    if device.startswith("cuda"):
+        return True
+    if device != "auto":
+        return False
+    import torch
+
+    return torch.cuda.is_available() and gpus_per_trial != 0.0
 
 
 def finished_values(trials, frame, metric: str, scale: float) -> tuple[list[float], list[str], list[str]]:

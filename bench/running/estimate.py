@@ -1,0 +1,83 @@
+"""How long planned trials will train on a GPU, from measured GPU rates: printed before a long run starts.
+
+The rates are the lead's anchors (issue 11, ``removal_bench.benchmarks.gpu.ANCHORS``), measured on one
+NVIDIA H200 with torch 2.11: the reference SimpleConvNet (``biased_mnist_cnn``; ReBias's ``rebias_cnn`` has
+the same layers) at batch 100 trains 30.5k img/s with the data resident on the GPU, as
+:func:`removal_bench.running.trial.run_trial` keeps it, and 18.8k img/s through a DataLoader. No other
+encoder has a measured GPU rate here, so its trials are counted as not estimated rather than guessed.
+
+The estimate is training only (epochs x training images / rate, one trial at a time on one GPU, every
+method at vanilla's rate: EnD's and HSIC's extra terms on a batch of 128-d features are small beside the
+convolutions); evaluation (the attackers, on the CPU) and data loading come on top. Another GPU, another
+torch, or GPUs shared between trials give other times: it is an estimate, and says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+GPU_CARD = "NVIDIA H200 (torch 2.11)"
+# encoder -> (img/s with the data on the GPU, img/s through a DataLoader), batch 100, fp32
+GPU_RATES: dict[str, tuple[float, float]] = {
+    "biased_mnist_cnn": (30.5e3, 18.8e3),
+    "rebias_cnn": (30.5e3, 18.8e3),
+}
+RATE_BATCH = 100
+
+
+@dataclass
+class Estimate:
+    seconds: float = 0.0  # at the resident-data rate
+    seconds_loader: float = 0.0  # at the DataLoader rate
+    images: int = 0  # training images seen, over every estimated trial
+    estimated: int = 0  # trials with a measured rate
+    unknown: dict[str, int] = field(default_factory=dict)  # encoder -> trials without one
+
+    def lines(self) -> list[str]:
+        out = []
+        if self.estimated:
+            out.append(
+                f"estimate: {self.estimated} trials train {self.images:,} images: about {self.seconds / 60:.0f} min "
+                f"on one {GPU_CARD} at its measured SimpleConvNet rate ({GPU_RATES['biased_mnist_cnn'][0] / 1e3:.1f}k "
+                f"img/s, data on the GPU), {self.seconds_loader / 60:.0f} min at its DataLoader rate "
+                f"({GPU_RATES['biased_mnist_cnn'][1] / 1e3:.1f}k img/s); training only, one trial at a time; "
+                "evaluation and other GPUs differ: an estimate, not a measurement here"
+            )
+        for encoder, count in sorted(self.unknown.items()):
+            out.append(f"estimate: {count} trials with encoder {encoder} not estimated (no measured GPU rate)")
+        return out
+
+
+def training_images(config: dict[str, Any], spec_and_size: Callable[[dict[str, Any]], tuple[Any, int]]) -> tuple[str, int, int]:
+    """(encoder, epochs, training images) of one trial; ``spec_and_size`` gives its DatasetSpec and train size."""
+    spec, size = spec_and_size(config)
+    recipe = config.get("recipe") or {}
+    epochs = recipe.get("epochs") if recipe.get("epochs") is not None else spec.epochs
+    encoder = recipe.get("encoder") or spec.encoder
+    return encoder, int(epochs), int(size)
+
+
+def estimate(configs: Iterable[dict[str, Any]], spec_and_size: Callable[[dict[str, Any]], tuple[Any, int]]) -> Estimate:
+    """Training time of ``configs`` on one GPU at the measured rates (see the module's docstring)."""
+    result = Estimate()
+    for config in configs:
+        encoder, epochs, size = training_images(config, spec_and_size)
+        rates = GPU_RATES.get(encoder)
+        if rates is None:
+            result.unknown[encoder] = result.unknown.get(encoder, 0) + 1
+            continue
+        images = epochs * size
+        result.images += images
+        result.seconds += images / rates[0]
+        result.seconds_loader += images / rates[1]
+        result.estimated += 1
+    return result
+
+
+def loaded_size(config: dict[str, Any]) -> tuple[Any, int]:
+    """The trial's DatasetSpec and training-set size, from its loaded data (cached per process)."""
+    from removal_bench.running.trial import load_data
+
+    data = load_data(config)
+    return data.spec, len(data.train.y)
