@@ -9,7 +9,7 @@ LOCK := requirements.lock
 LOCK_VENV := .lock-venv
 PIP_TOOLS := pip-tools==7.6.2
 
-.PHONY: run test lock clean
+.PHONY: install run test lock clean
 
 $(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,8 @@ $(STAMP): pyproject.toml $(LOCK)
 	$(BIN)/python -m pip install --require-hashes -r $(LOCK)
 	$(BIN)/python -m pip install --no-deps -e .
 	touch $(STAMP)
+
+install: $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/bench run $(ARGS)

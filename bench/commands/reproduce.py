@@ -32,10 +32,11 @@ def add_commands(subparsers) -> None:
                            "(repeatable)")
     from removal_bench.core.recipes import SOURCES
 
-    what.add_argument("--recipe", choices=SOURCES, default="dataset",
-                      help="whose training recipe the rows start from: the dataset's (default), each method's paper's "
-                           "(reference), or a dataset's named one, e.g. cpu: Biased-MNIST's reduced CPU setting "
-                           "(bench list); the file marks the rows reduced")
+    what.add_argument("--recipe", action="append", default=[], metavar="[TABLE:]SOURCE",
+                      help=f"whose training recipe the rows (of TABLE) start from: {', '.join(SOURCES)}: the dataset's "
+                           "(default), each method's paper's (reference), or a dataset's named one, e.g. cpu: "
+                           "Biased-MNIST's reduced CPU setting (bench list); the file marks the rows reduced; "
+                           "repeatable, e.g. --recipe rebias-table1:cpu --recipe end-table1:cpu")
     where = command.add_argument_group("where to run")
     where.add_argument("--executor", choices=("ray", "serial"), default="ray")
     where.add_argument("--address", help="address of a running Ray cluster (default: start a local Ray)")

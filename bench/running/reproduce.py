@@ -150,7 +150,9 @@ class ReproduceRequest:
     epochs: int | None = None
     batch_size: int | None = None
     encoder: str | None = None
-    recipe: str = "dataset"  # whose recipe the rows start from (removal_bench.core.recipes.SOURCES)
+    # whose recipe the rows start from (removal_bench.core.recipes.SOURCES): one for every table, or
+    # [TABLE:]SOURCE items (the last that applies wins), e.g. ["rebias-table1:cpu", "end-table1:cpu"]
+    recipe: str | list[str] = "dataset"
     options: list[str] = field(default_factory=list)  # NAME=VALUE, applied to rows whose dataset has NAME
     train: list[str] = field(default_factory=list)  # recipe overrides, FIELD=VALUE
     executor: str = "ray"
@@ -214,6 +216,7 @@ def plan_rows(request: ReproduceRequest, tables: list[Table]) -> list[PlannedRow
     if request.seeds is not None and request.seeds < 1:
         raise UserError(f"--seeds must be at least 1, got {request.seeds}")
     option_items, train_items = scoped(request.options, tables, "--option"), scoped(request.train, tables, "--train")
+    recipe_items = scoped([request.recipe] if isinstance(request.recipe, str) else list(request.recipe), tables, "--recipe")
     for name in {name for items in option_items.values() for name in _option_overrides(items)}:
         if not any(name in registry.get_dataset(row.dataset).options for table in tables for row in table.rows):
             raise UserError(f"--option {name}: no dataset of the chosen tables has that option")
@@ -225,6 +228,11 @@ def plan_rows(request: ReproduceRequest, tables: list[Table]) -> list[PlannedRow
         if any(len(values) > 1 for values in parsed.values()):
             raise UserError("--train takes one value per field in bench reproduce (a row is one setting)")
         training = {name: values[0] for name, values in parsed.items()}
+        recipe = recipe_items[table.id][-1] if recipe_items[table.id] else "dataset"
+        from removal_bench.core.recipes import SOURCES
+
+        if recipe not in SOURCES:
+            raise UserError(f"--recipe {recipe!r}: expected [TABLE:]SOURCE with SOURCE one of {', '.join(SOURCES)}")
         seeds = request.seeds or table.seeds
         for row in table.rows:
             cls = registry.get_dataset(row.dataset)
@@ -237,15 +245,15 @@ def plan_rows(request: ReproduceRequest, tables: list[Table]) -> list[PlannedRow
                                 ("encoder", request.encoder)):
                 if value is not None:
                     entry.changes.append(f"{flag} {value}")
-            if request.recipe != "dataset":
-                entry.changes.append(f"recipe {request.recipe}")
+            if recipe != "dataset":
+                entry.changes.append(f"recipe {recipe}")
             entry.changes += [f"recipe {k}={v}" for k, v in training.items()]
             for seed in range(seeds):
                 seeded = {**options, "data_seed": seed} if table.seed_mode == "data_seed" else options
                 config = make_config(
                     table.method, row.dataset, seeded, table.hparams, seed=seed, epochs=request.epochs,
                     batch_size=request.batch_size, encoder=request.encoder, device=request.device,
-                    data_root=str(data_root), train=training, recipe=request.recipe,
+                    data_root=str(data_root), train=training, recipe=recipe,
                 )
                 entry.trials.append(PlannedTrial(config, config_hash(config), configuration_key(config),
                                                  label_for(table.method, config["hparams"], training)))
