@@ -2,7 +2,10 @@ import contextlib
 import functools
 import http.server
 import os
+import shutil
+import subprocess
 import sys
+import sysconfig
 import threading
 from pathlib import Path
 
@@ -65,3 +68,34 @@ def declare_biased_mnist(monkeypatch, hashes: dict[str, str], source: str = "mni
             data_file = replace(data_file, sha256=None, url=url, content_sha256=hashes[stem])
         files.append(data_file)
     monkeypatch.setattr(BiasedMnist, "files", tuple(files))
+
+
+def site_packages(python: Path) -> Path:
+    out = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    return Path(out)
+
+
+def installed_venv(base: Path, *packages: Path, timeout: float = 600) -> Path:
+    """A fresh virtual environment under ``base`` with the project installed as a real wheel, built from a copy
+    of its files (so nothing leans on the repository being on sys.path), and ``packages`` (folders with a
+    pyproject.toml) beside it. The dependencies pip installed for the tests (torch, Ray, MLflow, Hugging Face's
+    datasets) are lent by a .pth file instead of installed again."""
+    root = Path(__file__).resolve().parents[1]
+    source = base / "project"
+    source.mkdir(parents=True)
+    for name in ("bench", "methods", "datasets"):
+        shutil.copytree(root / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(root / name, source / name)
+    env = base / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True)
+    python = env / "bin" / "python"
+    (site_packages(python) / "_lent_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    installed = subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-build-isolation",
+         "--no-index", "--quiet", str(source), *map(str, packages)],
+        capture_output=True, text=True, cwd=base, timeout=timeout,
+    )
+    assert installed.returncode == 0, installed.stderr[-3000:]
+    return env

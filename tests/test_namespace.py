@@ -10,48 +10,23 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import sys
-import sysconfig
 import textwrap
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import installed_venv, site_packages
+
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
-def _site_packages(python: Path) -> Path:
-    out = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                         capture_output=True, text=True, check=True).stdout.strip()
-    return Path(out)
-
-
 @pytest.fixture(scope="module")
 def venv(tmp_path_factory) -> Path:
-    # (not imported here: run from the repository's root, `import datasets` finds our folder first, which is
-    # exactly why the checks below run from another folder)
-    base = tmp_path_factory.mktemp("namespace")
-    source = base / "source"
-    source.mkdir()
-    for name in ("bench", "methods", "datasets"):
-        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(ROOT / name, source / name)
-    env = base / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True)
-    python = env / "bin" / "python"
-    # the dependencies pip installed into this test's environment (torch, Ray, MLflow, Hugging Face's datasets)
-    (_site_packages(python) / "_lent_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    completed = subprocess.run(
-        [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-build-isolation",
-         "--no-index", "--quiet", str(source)],
-        capture_output=True, text=True, cwd=base, timeout=300,
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    return env
+    # (Hugging Face's datasets is not imported here: run from the repository's root, `import datasets` finds our
+    # folder first, which is exactly why the checks below run from another folder)
+    return installed_venv(tmp_path_factory.mktemp("namespace"))
 
 
 def _run(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -61,7 +36,7 @@ def _run(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.Complet
 
 
 def test_the_wheel_installs_only_our_namespace(venv):
-    record = next(_site_packages(venv / "bin" / "python").glob("removal_bench-*.dist-info")) / "RECORD"
+    record = next(site_packages(venv / "bin" / "python").glob("removal_bench-*.dist-info")) / "RECORD"
     tops = {line.split(",")[0].split("/")[0] for line in record.read_text().splitlines()}
     tops = {t for t in tops if not t.endswith(".dist-info") and not t.startswith("..")}
     assert tops == {"removal_bench"}, tops
@@ -89,7 +64,7 @@ def test_hugging_face_datasets_and_ours_share_a_process(venv, tmp_path):
     completed = _run([str(venv / "bin" / "python"), "-c", script], cwd=tmp_path)
     assert completed.returncode == 0, completed.stderr[-3000:]
     found = json.loads(completed.stdout.strip().splitlines()[-1])
-    site = str(_site_packages(venv / "bin" / "python"))
+    site = str(site_packages(venv / "bin" / "python"))
     assert found["ours"].startswith(site) and str(ROOT) not in found["ours"]  # the installed copy, not the repository
     assert "synthetic" in found["registry"] and "irene" in found["methods"]
     assert found["hf_rows"] == 3

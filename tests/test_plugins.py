@@ -16,13 +16,11 @@ import os
 import re
 import shutil
 import subprocess
-import sys
-import sysconfig
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import bench_command, quiet_env
+from tests.conftest import bench_command, installed_venv, quiet_env, site_packages
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "covariance-penalty"
@@ -189,34 +187,13 @@ def test_plugin_text_is_escaped_in_the_html_page(work):
             browser.close()
 
 
-def _site_packages(python: Path) -> Path:
-    out = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                         capture_output=True, text=True, check=True).stdout.strip()
-    return Path(out)
-
-
 def test_example_package_installs_and_runs_its_curve(tmp_path):
     """The README's path: pip install the example into a fresh venv beside the project (real installs, the
     dependencies lent by a .pth file), then bench list, bench run and bench sweep --curve find it by its entry
     point, on Ray, and each trial records the package, its version and its source's hash."""
-    source = tmp_path / "project"
-    source.mkdir()
-    for name in ("bench", "methods", "datasets"):
-        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(ROOT / name, source / name)
     example = tmp_path / "example"
     shutil.copytree(EXAMPLE, example, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "build"))
-    env = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True)
-    python = env / "bin" / "python"
-    (_site_packages(python) / "_lent_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    installed = subprocess.run(
-        [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-build-isolation",
-         "--no-index", "--quiet", str(source), str(example)],
-        capture_output=True, text=True, cwd=tmp_path, timeout=600,
-    )
-    assert installed.returncode == 0, installed.stderr[-3000:]
+    env = installed_venv(tmp_path, example)
     work = tmp_path / "work"
     work.mkdir()
     environment = {k: v for k, v in quiet_env().items() if k != "PYTHONPATH"}
@@ -237,7 +214,7 @@ def test_example_package_installs_and_runs_its_curve(tmp_path):
     runs = trial_runs(work, "curve")
     assert sorted(runs["params.hp.lam"].astype(float)) == [0.01, 1000.0]
     assert set(runs["status"]) == {"FINISHED"}
-    installed_file = next(_site_packages(python).glob("covariance_penalty/__init__.py"))
+    installed_file = next(site_packages(env / "bin" / "python").glob("covariance_penalty/__init__.py"))
     assert set(runs["tags.plugin.method.package"]) == {"covariance-penalty"}
     assert set(runs["tags.plugin.method.version"]) == {"0.1.0"}
     assert set(runs["tags.plugin.method.source_sha256"]) == {hashlib.sha256(installed_file.read_bytes()).hexdigest()}
