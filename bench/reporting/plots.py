@@ -173,7 +173,7 @@ def head_plot(rows, path: Path, title: str) -> bool:
     columns = min(3, len(series))
     lines = math.ceil(len(series) / columns)
     figure, axes = plt.subplots(lines, columns, figsize=(3.4 * columns, 2.6 * lines + 0.9), dpi=110,
-                                squeeze=False, sharey=True)
+                                squeeze=False)
     for index, (method, points) in enumerate(series.items()):
         axis = axes[index // columns][index % columns]
         xs = [p[0] for p in points]
@@ -183,7 +183,8 @@ def head_plot(rows, path: Path, title: str) -> bool:
             axis.errorbar(xs, means, yerr=errors, linestyle=style, marker="o", markersize=3, capsize=2, label=label,
                           color="tab:red" if which == 1 else "tab:blue")
         axis.set_xscale("log")
-        axis.set_ylim(-0.1, 1.05)
+        lowest = min((p[which][0] for p in points for which in (1, 2) if math.isfinite(p[which][0])), default=0.0)
+        axis.set_ylim(min(-0.1, lowest - 0.1), 1.05)  # a head fooled past chance reads below 0
         axis.axhline(0, color="grey", linewidth=0.6)
         axis.set_title(method, fontsize=9)
         axis.set_xlabel(strength_axis(method, []) or "strength", fontsize=8)
