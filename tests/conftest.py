@@ -99,3 +99,37 @@ def installed_venv(base: Path, *packages: Path, timeout: float = 600) -> Path:
     )
     assert installed.returncode == 0, installed.stderr[-3000:]
     return env
+
+
+class BenchProcess:
+    """A ``bench`` subprocess (the console script) whose stderr lines can be waited for while it runs."""
+
+    def __init__(self, arguments: list[str], cwd: Path, env: dict[str, str] | None = None):
+        self.process = subprocess.Popen(bench_command() + arguments, cwd=cwd, env={**quiet_env(), **(env or {})},
+                                        text=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.lines: list[str] = []
+        self.changed = threading.Condition()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        for line in self.process.stderr:
+            with self.changed:
+                self.lines.append(line.rstrip("\n"))
+                self.changed.notify_all()
+
+    def wait_for_line(self, prefix: str, timeout: float = 300) -> None:
+        """Until a stderr line starts with ``prefix`` (a progress line: ``[  1/4]``); fails if the process ends first."""
+        with self.changed:
+            found = self.changed.wait_for(
+                lambda: any(line.startswith(prefix) for line in self.lines) or self.process.poll() is not None, timeout)
+        assert found and any(line.startswith(prefix) for line in self.lines), "\n".join(self.lines[-30:])
+
+    def finish(self, timeout: float = 300) -> int:
+        status = self.process.wait(timeout)
+        self.reader.join(30)
+        return status
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)

@@ -14,7 +14,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -24,7 +23,7 @@ from mlflow import MlflowClient
 
 from removal_bench.running.sweep import SweepRequest, plan_sweep
 from removal_bench.running.tracking import Tracker, sqlite_uri
-from tests.conftest import bench_command, quiet_env
+from tests.conftest import BenchProcess, quiet_env
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -82,35 +81,9 @@ def server(tmp_path):
     running.stop()
 
 
-class Sweep:
+def sweep_process(arguments: list[str], folder: Path, retry_seconds: float) -> BenchProcess:
     """A ``bench sweep`` subprocess whose progress lines (stderr) can be waited for."""
-
-    def __init__(self, arguments: list[str], folder: Path, retry_seconds: float):
-        env = {**quiet_env(), "BENCH_TRACKING_RETRY_SECONDS": str(retry_seconds)}
-        self.process = subprocess.Popen(bench_command() + arguments, cwd=folder, env=env, text=True,
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        self.lines: list[str] = []
-        self.changed = threading.Condition()
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        for line in self.process.stderr:
-            with self.changed:
-                self.lines.append(line.rstrip("\n"))
-                self.changed.notify_all()
-
-    def wait_for_line(self, fragment: str, timeout: float = 300) -> None:
-        with self.changed:
-            found = self.changed.wait_for(
-                lambda: any(fragment in line for line in self.lines) or self.process.poll() is not None, timeout
-            )
-        assert found and any(fragment in line for line in self.lines), "\n".join(self.lines[-30:])
-
-    def finish(self, timeout: float = 600) -> int:
-        status = self.process.wait(timeout)
-        self.reader.join(30)
-        return status
+    return BenchProcess(arguments, folder, {"BENCH_TRACKING_RETRY_SECONDS": str(retry_seconds)})
 
 
 def sweep_arguments(server: Server, seeds: int, results: Path) -> list[str]:
@@ -141,21 +114,21 @@ def test_server_stopped_mid_sweep_loses_no_trial_and_the_same_command_resumes(se
     results = tmp_path / "results"
 
     # 1. The server is down for a while, well within the retry window: the sweep waits and ends normally.
-    first = Sweep(sweep_arguments(server, 2, results), tmp_path, retry_seconds=600)
+    first = sweep_process(sweep_arguments(server, 2, results), tmp_path, retry_seconds=600)
     first.wait_for_line("[  2/4]")
     server.stop()
     time.sleep(2)
     server.start()
-    assert first.finish() == 0, "\n".join(first.lines[-30:])
+    assert first.finish(600) == 0, "\n".join(first.lines[-30:])
     assert any("does not answer" in line and "retrying" in line for line in first.lines), "\n".join(first.lines)
     assert finished_runs_per_hash(server) == {key: 1 for key in planned_hashes(2)}
 
     # 2. Down for longer than the window: the driver stops with one line saying how to resume.
     arguments = sweep_arguments(server, 4, results)  # 8 trials, the 4 of step 1 already complete
-    second = Sweep(arguments, tmp_path, retry_seconds=1)
+    second = sweep_process(arguments, tmp_path, retry_seconds=1)
     second.wait_for_line("[  1/4]")
     server.stop()
-    assert second.finish() == 2, "\n".join(second.lines[-30:])
+    assert second.finish(600) == 2, "\n".join(second.lines[-30:])
     errors = [line for line in second.lines if line.startswith("bench: error:")]
     assert len(errors) == 1 and errors == second.lines[-1:], "\n".join(second.lines[-30:])
     assert "did not answer for 1 s" in errors[0] and "the same bench sweep command resumes" in errors[0]
@@ -163,8 +136,8 @@ def test_server_stopped_mid_sweep_loses_no_trial_and_the_same_command_resumes(se
 
     # The same command, once the server is back, runs only what is not complete, and every trial is there once.
     server.start()
-    third = Sweep(arguments, tmp_path, retry_seconds=600)
-    assert third.finish() == 0, "\n".join(third.lines[-30:])
+    third = sweep_process(arguments, tmp_path, retry_seconds=600)
+    assert third.finish(600) == 0, "\n".join(third.lines[-30:])
     summary = next(line for line in third.lines if line.startswith("sweep "))
     counts = re.search(r"= 8 trials; (\d+) already complete .*; running (\d+) ", summary)
     assert counts and int(counts[1]) >= 5 and int(counts[2]) == 8 - int(counts[1]), summary

@@ -16,7 +16,6 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -26,7 +25,7 @@ import pytest
 from removal_bench.commands.cli import main
 from removal_bench.running.sweep import SweepRequest, plan_sweep
 from removal_bench.running.tracking import Tracker, sqlite_uri
-from tests.conftest import SHARED_DATA, bench_command, quiet_env
+from tests.conftest import SHARED_DATA, BenchProcess as Bench
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -71,39 +70,6 @@ def fill(folder: Path) -> Path:
         os.close(handle)
     assert shutil.disk_usage(folder).free == 0
     return filler
-
-
-class Bench:
-    """A ``bench`` subprocess whose stderr lines can be waited for; ``on_line`` acts once on the first match."""
-
-    def __init__(self, arguments: list[str], cwd: Path, env: dict[str, str] | None = None):
-        self.process = subprocess.Popen(bench_command() + arguments, cwd=cwd, env={**quiet_env(), **(env or {})},
-                                        text=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        self.lines: list[str] = []
-        self.changed = threading.Condition()
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        for line in self.process.stderr:
-            with self.changed:
-                self.lines.append(line.rstrip("\n"))
-                self.changed.notify_all()
-
-    def wait_for_line(self, prefix: str, timeout: float = 300) -> None:
-        with self.changed:
-            found = self.changed.wait_for(
-                lambda: any(line.startswith(prefix) for line in self.lines) or self.process.poll() is not None, timeout)
-        assert found and any(line.startswith(prefix) for line in self.lines), "\n".join(self.lines[-30:])
-
-    def finish(self, timeout: float = 300) -> int:
-        status = self.process.wait(timeout)
-        self.reader.join(30)
-        return status
-
-    @property
-    def text(self) -> str:
-        return "\n".join(self.lines)
 
 
 def run_bench(arguments: list[str], cwd: Path, env: dict[str, str] | None = None) -> Bench:
