@@ -235,17 +235,30 @@ def plan(request: RunRequest) -> list[PlannedTrial]:
             for values in itertools.product(*(grid[n] for n in names)) if names else [()]:
                 for recipe_values in itertools.product(*(recipe_grid[f] for f in fields)) if fields else [()]:
                     changes = dict(zip(fields, recipe_values))
-                    for seed in range(request.seeds):
-                        config = make_config(
-                            method, dataset, options, dict(zip(names, values)), seed=seed,
-                            epochs=request.epochs, batch_size=request.batch_size, encoder=request.encoder,
-                            device=request.device, data_root=data_root, recipe=request.recipe, train=changes,
-                        )
-                        planned.append(PlannedTrial(config, config_hash(config), configuration_key(config),
-                                                    label_for(method, config["hparams"], changes)))
+                    planned += seeded_trials(request, method, dataset, options, dict(zip(names, values)), changes,
+                                             data_root)
+    return unique(planned, "the request names the same trial twice (a repeated method, dataset or --set value)")
+
+
+def seeded_trials(request: RunRequest, method: str, dataset: str, options: dict[str, Any], hparams: dict[str, Any],
+                  changes: dict[str, Any], data_root: str) -> list[PlannedTrial]:
+    """One configuration on every seed of the request (``bench run`` and ``bench sweep`` plan through this)."""
+    trials = []
+    for seed in range(request.seeds):
+        config = make_config(
+            method, dataset, options, hparams, seed=seed, epochs=request.epochs, batch_size=request.batch_size,
+            encoder=request.encoder, device=request.device, data_root=data_root, recipe=request.recipe, train=changes,
+        )
+        trials.append(PlannedTrial(config, config_hash(config), configuration_key(config),
+                                   label_for(method, config["hparams"], changes)))
+    return trials
+
+
+def unique(planned: list[PlannedTrial], message: str) -> list[PlannedTrial]:
+    """``planned``, refused with ``message`` when it holds a trial twice."""
     keys = [p.key for p in planned]
     if len(set(keys)) != len(keys):
-        raise UserError("the request names the same trial twice (a repeated method, dataset or --set value)")
+        raise UserError(message)
     return planned
 
 

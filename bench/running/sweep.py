@@ -55,26 +55,23 @@ from removal_bench.core.errors import UserError
 from removal_bench.core.params import Choice, Param, resolve, sample
 from removal_bench.core.recipes import check_source
 from removal_bench.running.runner import (
-    PlannedTrial,
-    plugin_names,
-    RunRequest,
-    check_where,
-    configuration_key,
-    default_datasets,
-    drive,
-    invocation_params,
-    label_for,
-    parse_dataset,
-    parse_sets,
-    train_overrides,
-    prepare_data,
     Discard,
     Finished,
-    split_names,
+    PlannedTrial,
+    RunRequest,
+    check_where,
+    drive,
+    invocation_params,
+    parse_dataset,
+    parse_sets,
+    plugin_names,
+    prepare_data,
+    seeded_trials,
+    train_overrides,
+    unique,
     validate_request,
     where_text,
 )
-from removal_bench.running.trial import config_hash, make_config
 
 DEFAULT_SAMPLES = 20
 DEFAULT_STRENGTHS = 8
@@ -235,18 +232,8 @@ def plan_sweep(request: SweepRequest) -> list[PlannedTrial]:
             for drawn in by_method[method]:
                 hparams = {k: v for k, v in drawn.items() if not k.startswith(RECIPE_PREFIX)}
                 changes = {k[len(RECIPE_PREFIX):]: v for k, v in drawn.items() if k.startswith(RECIPE_PREFIX)}
-                for seed in range(request.seeds):
-                    config = make_config(
-                        method, dataset, options, hparams, seed=seed, epochs=request.epochs,
-                        batch_size=request.batch_size, encoder=request.encoder, device=request.device,
-                        data_root=data_root, recipe=request.recipe, train=changes,
-                    )
-                    planned.append(PlannedTrial(config, config_hash(config), configuration_key(config),
-                                                label_for(method, config["hparams"], changes)))
-    keys = [p.key for p in planned]
-    if len(set(keys)) != len(keys):
-        raise UserError("the sweep names the same trial twice (a repeated dataset?)")
-    return planned
+                planned += seeded_trials(request, method, dataset, options, hparams, changes, data_root)
+    return unique(planned, "the sweep names the same trial twice (a repeated dataset?)")
 
 
 def search_text(request: SweepRequest) -> str:
