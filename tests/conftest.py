@@ -9,6 +9,7 @@ import sysconfig
 import threading
 from pathlib import Path
 
+import numpy as np
 import torch
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # ../shared/data, when present
@@ -48,6 +49,13 @@ def quiet_env() -> dict[str, str]:
     env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     env["PYTHONWARNINGS"] = "ignore"
     return env
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """The idx format of MNIST's files: two zero bytes, type 0x08 (unsigned byte), the number of dimensions,
+    each dimension as 32 bits, then the bytes. The Biased-MNIST tests write their small files with it."""
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    return header + array.astype(np.uint8).tobytes()
 
 
 def declare_biased_mnist(monkeypatch, hashes: dict[str, str], source: str = "mnist", mirror: str | None = None) -> None:

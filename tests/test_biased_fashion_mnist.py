@@ -13,15 +13,10 @@ from removal_bench.core.errors import UserError
 from removal_bench.core.params import resolve
 from removal_bench.datasets.biased_mnist import FASHION_RAW, STEMS, BiasedMnist
 from removal_bench.datasets.download import file_status
-from tests.conftest import SHARED_DATA, declare_biased_mnist, serve_folder
+from tests.conftest import SHARED_DATA, declare_biased_mnist, idx_bytes, serve_folder
 
 SIZES = {"train-images-idx3-ubyte": (60_000, 28, 28), "train-labels-idx1-ubyte": (60_000,),
          "t10k-images-idx3-ubyte": (10_000, 28, 28), "t10k-labels-idx1-ubyte": (10_000,)}
-
-
-def idx_bytes(array: np.ndarray) -> bytes:
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-    return header + array.astype(np.uint8).tobytes()
 
 
 def fake_fashion(counts: tuple[int, int], seed: int = 0) -> dict[str, bytes]:

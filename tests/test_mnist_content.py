@@ -20,7 +20,7 @@ from removal_bench.datasets.biased_mnist import FASHION_RAW, RAW, STEMS, BiasedM
 from removal_bench.datasets.download import file_status
 from removal_bench.running.runner import PlannedTrial, prepare_data
 from removal_bench.running.trial import make_config
-from tests.conftest import SHARED_DATA, declare_biased_mnist, serve_folder
+from tests.conftest import SHARED_DATA, declare_biased_mnist, idx_bytes, serve_folder
 
 REAL_MNIST = SHARED_DATA / "biased_mnist" / "MNIST" / "raw"
 needs_real_mnist = pytest.mark.skipif(
@@ -31,12 +31,6 @@ needs_real_mnist = pytest.mark.skipif(
 TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 PAPER_RHOS = (0.99, 0.995, 0.997, 0.999)
-
-
-def idx_bytes(array: np.ndarray) -> bytes:
-    """The idx format: two zero bytes, type 0x08 (unsigned byte), the number of dimensions, each as 32 bits."""
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-    return header + array.astype(np.uint8).tobytes()
 
 
 def tiny_source(counts: tuple[int, int] = (40, 20), seed: int = 0) -> dict[str, bytes]:
