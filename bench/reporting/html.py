@@ -91,18 +91,15 @@ def _overview(found) -> str:
             f"{_table(headers, body)}" + (f'<ul class="note">{notes}</ul>' if notes else "") + "</section>")
 
 
-def _head_figure(dataset: str, rows: list[summaries.Row]) -> str:
+def _head_figure(dataset: str, image: bytes | None) -> str:
     """The head-versus-attacker picture as an embedded PNG (the page stays one self-contained file)."""
     import base64
-    import tempfile
 
-    from removal_bench.reporting.plots import HEAD_CAPTION, head_plot
+    from removal_bench.reporting.plots import HEAD_CAPTION
 
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "heads.png"
-        if not head_plot(rows, path, f"{dataset}: own head vs fresh attackers"):
-            return ""
-        encoded = base64.b64encode(path.read_bytes()).decode("ascii")
+    if image is None:
+        return ""
+    encoded = base64.b64encode(image).decode("ascii")
     return (f'<h3>Own head against fresh attackers</h3><figure class="head-plot"><img alt="{_escape(dataset)}: '
             f'each method\'s own head against the fresh attackers" src="data:image/png;base64,{encoded}" '
             f'style="max-width:100%"><figcaption>{_escape(HEAD_CAPTION)}</figcaption></figure>')
@@ -120,11 +117,14 @@ def _configurations(rows: list[summaries.Row]) -> str:
 
 
 def page(by_dataset: dict[str, list[summaries.Row]], experiments: list[str], max_leakage: float | None, generated: str,
-         generator_commit: str | None = None, found: dict | None = None) -> str:
-    """The whole page as a string. ``found``: :func:`removal_bench.reporting.standings.of_datasets`, when the caller has it."""
+         generator_commit: str | None = None, found: dict | None = None, heads: dict[str, bytes] | None = None) -> str:
+    """The whole page as a string. ``found``: :func:`removal_bench.reporting.standings.of_datasets`, and ``heads``:
+    :func:`removal_bench.reporting.publish.head_images`, when the caller has them."""
+    from removal_bench.reporting.publish import head_images
     from removal_bench.reporting.standings import of_datasets
 
     found = found if found is not None else of_datasets(by_dataset, max_leakage)
+    heads = heads if heads is not None else head_images(by_dataset)
     document = datasets_document(by_dataset, max_leakage, found)  # also marks each method's selected row
     bound = f"validation leakage &le; {max_leakage:g}" if max_leakage is not None else "no bound on validation leakage"
     sections, commits, trials = [], set(), 0
@@ -140,7 +140,7 @@ def page(by_dataset: dict[str, list[summaries.Row]], experiments: list[str], max
             f'<h3>Pareto plot</h3><figure class="front-plot" data-dataset="{anchor}"></figure>'
             + "".join(f'<p class="note">{_escape(method)}: curve does not start at vanilla: {_escape(note)}.</p>'
                       for method, note in tables.curve_notes(rows).items())
-            + f"{_head_figure(dataset, rows)}"
+            + f"{_head_figure(dataset, heads.get(dataset))}"
             f"<details><summary>Every configuration ({len(rows)})</summary>{_configurations(rows)}</details></section>"
         )
     starts = [r.first_start for rows in by_dataset.values() for r in rows if math.isfinite(r.first_start)]
@@ -179,10 +179,11 @@ def page(by_dataset: dict[str, list[summaries.Row]], experiments: list[str], max
 
 
 def write_page(path: Path, by_dataset: dict[str, list[summaries.Row]], experiments: list[str], max_leakage: float | None,
-               generated: str, found: dict | None = None) -> Path:
+               generated: str, found: dict | None = None, heads: dict[str, bytes] | None = None) -> Path:
     from removal_bench.running.tracking import git_commit
 
-    files.write_text(path, page(by_dataset, experiments, max_leakage, generated, git_commit(), found), "the leaderboard page")
+    files.write_text(path, page(by_dataset, experiments, max_leakage, generated, git_commit(), found, heads),
+                     "the leaderboard page")
     return path
 
 

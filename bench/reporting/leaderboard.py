@@ -230,20 +230,21 @@ def execute_leaderboard(
     from removal_bench.reporting.standings import of_datasets
 
     found = of_datasets(by_dataset, max_leakage)  # once, for the plots, the Markdown, the HTML and the JSON
+    heads = publish.head_images(by_dataset)  # once, for the Markdown's files and the page's embedded images
     plots, head_plots = {}, {}
     if "markdown" in paths:  # the Markdown links its plots by a path relative to itself
         folder = paths["markdown"].parent / f"{paths['markdown'].stem.lower()}-plots"
         plots = {dataset: f"{folder.name}/{path.name}"
                  for dataset, path in publish.write_plots(by_dataset, folder, max_leakage, found).items()}
         head_plots = {dataset: f"{folder.name}/{path.name}"
-                      for dataset, path in publish.write_head_plots(by_dataset, folder).items()}
+                      for dataset, path in publish.write_head_plots(heads, folder).items()}
     text = tables.leaderboard_text(by_dataset, experiments, max_leakage, generated,
                                    provenance=provenance(uri, experiments, frame, command, parents), plots=plots, found=found,
                                    head_plots=head_plots)
     if "markdown" in paths:
         files.write_text(paths["markdown"], text, "the leaderboard")
     if "html" in paths:
-        html_report.write_page(paths["html"], by_dataset, experiments, max_leakage, generated, found)
+        html_report.write_page(paths["html"], by_dataset, experiments, max_leakage, generated, found, heads)
     if json_output:
         from removal_bench.reporting.documents import print_json, report_document
 

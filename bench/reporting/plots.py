@@ -10,8 +10,6 @@ axes says what the lines, bars and the dotted floor are.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 import textwrap
 from pathlib import Path
 
@@ -26,29 +24,25 @@ CAPTION = (
 )
 
 
-def _publish(figure, path: Path) -> None:
+def _png(figure) -> bytes:
+    """The figure as PNG bytes (the figure is closed)."""
+    import io
+
     import matplotlib.pyplot as plt
 
-    from removal_bench.reporting.files import publish
-
-    from removal_bench.core.disk import full_disk_error, is_disk_full, remove_quietly
-
-    temporary = None
+    buffer = io.BytesIO()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-        os.close(handle)
-        figure.savefig(temporary, bbox_inches="tight")
-        publish(temporary, path)
-        temporary = None
-    except OSError as error:  # a full disk: one line naming the plot, no half-written PNG left
-        if is_disk_full(error):
-            raise full_disk_error(error, path, "the trade-off plot") from None
-        raise
+        figure.savefig(buffer, format="png", bbox_inches="tight")
     finally:
         plt.close(figure)
-        if temporary is not None:
-            remove_quietly(temporary)
+    return buffer.getvalue()
+
+
+def _publish(figure, path: Path, what: str = "the trade-off plot") -> None:
+    """Write the figure to ``path`` atomically (a full disk: one line naming the plot, no half-written PNG)."""
+    from removal_bench.core.disk import write_atomic
+
+    write_atomic(path, _png(figure), what)
 
 
 def front_plot(rows, path: Path, title: str, legend_notes: dict[str, str] | None = None) -> None:
@@ -159,9 +153,10 @@ def head_series(rows) -> dict[str, list[tuple[float, tuple[float, float], tuple[
     return series
 
 
-def head_plot(rows, path: Path, title: str) -> bool:
-    """Write the head-versus-attacker picture of one dataset to ``path``; False (nothing written) when no method
-    there has a head and a strength curve."""
+def head_png(rows, title: str) -> bytes | None:
+    """The head-versus-attacker picture of one dataset as PNG bytes; None when no method there has a head and a
+    strength curve. ``bench leaderboard`` renders it once and gives it to the Markdown (a file) and the HTML page
+    (embedded)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -169,7 +164,7 @@ def head_plot(rows, path: Path, title: str) -> bool:
 
     series = head_series(rows)
     if not series:
-        return False
+        return None
     columns = min(3, len(series))
     lines = math.ceil(len(series) / columns)
     figure, axes = plt.subplots(lines, columns, figsize=(3.4 * columns, 2.6 * lines + 0.9), dpi=110,
@@ -196,5 +191,4 @@ def head_plot(rows, path: Path, title: str) -> bool:
     figure.suptitle(title, fontsize=10)
     figure.text(0.01, -0.02, "\n".join(textwrap.wrap(HEAD_CAPTION, 150)), fontsize=6.5, va="top")
     figure.tight_layout()
-    _publish(figure, path)
-    return True
+    return _png(figure)

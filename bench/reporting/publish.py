@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable, TextIO
 
-from removal_bench.core.disk import DiskFull
+from removal_bench.core.disk import DiskFull, write_atomic
 from removal_bench.reporting import standings, summaries
 from removal_bench.reporting.documents import print_json, report_document
 from removal_bench.reporting.files import write_text
-from removal_bench.reporting.plots import front_plot, head_plot
+from removal_bench.reporting.plots import front_plot, head_png
 from removal_bench.reporting.summaries import Row
 from removal_bench.running.runner import results_folder
 from removal_bench.running.tracking import log_report
@@ -69,13 +69,18 @@ def print_report(by_dataset: dict[str, list[Row]], stream, max_leakage: float | 
     print("\n" + explain(max_leakage) + " " + standings.explain(replicates), file=stream)
 
 
-def write_head_plots(by_dataset: dict[str, list[Row]], folder: Path) -> dict[str, Path]:
-    """The leaderboard's head-versus-attacker pictures, one PNG per dataset where some method has a head."""
+def head_images(by_dataset: dict[str, list[Row]]) -> dict[str, bytes]:
+    """The leaderboard's head-versus-attacker pictures (PNG bytes), per dataset where some method has a head."""
+    images = {dataset: head_png(rows, f"{dataset}: own head vs fresh attackers")
+              for dataset, rows in sorted(by_dataset.items())}
+    return {dataset: image for dataset, image in images.items() if image is not None}
+
+
+def write_head_plots(images: dict[str, bytes], folder: Path) -> dict[str, Path]:
+    """Each of :func:`head_images` as ``folder/DATASET-heads.png``."""
     written = {}
-    for dataset, rows in sorted(by_dataset.items()):
-        path = folder / f"{dataset}-heads.png"
-        if head_plot(rows, path, f"{dataset}: own head vs fresh attackers"):
-            written[dataset] = path
+    for dataset, image in images.items():
+        written[dataset] = write_atomic(folder / f"{dataset}-heads.png", image, "the head-versus-attacker plot")
     return written
 
 
