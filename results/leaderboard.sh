@@ -20,6 +20,11 @@
 # reduced Biased Fashion-MNIST section (FASHION=1 keeps it) by real Biased-MNIST (MNIST=1, the default) at
 # rho 0.995 under the reduced CPU setting (--recipe cpu, docs/BIASED_MNIST.md): 9 methods x 5 strengths
 # x 3 seeds, 3-4 min a trial on a quiet thread, about 3-4 hours on two cores (estimate, not yet run).
+#
+# On another machine, continuing from the committed table of every trial (results/curves/trials.jsonl, which
+# holds every trial run so far, a section left unfinished included): `IMPORT=1 sh results/leaderboard.sh`
+# first writes that table into the store (bench import; a second import adds nothing), so the sweeps skip
+# every trial it holds and run only the rest. Never with a changed protocol: regenerate in a fresh store.
 set -eu
 
 BENCH=${BENCH:-.venv/bin/bench}
@@ -33,6 +38,12 @@ MNIST=${MNIST:-1}
 EPOCHS=${EPOCHS:-}  # empty: each dataset's recipe
 RESULTS=${RESULTS:-results}
 TRACKING_URI=${TRACKING_URI:-sqlite:///$PWD/mlflow.db}
+
+IMPORT=${IMPORT:-0}
+
+if [ "$IMPORT" = 1 ]; then
+    "$BENCH" import "$RESULTS/$EXPERIMENT/trials.jsonl" --experiment "$EXPERIMENT" --tracking-uri "$TRACKING_URI"
+fi
 
 epochs_option() { if [ -n "$EPOCHS" ]; then echo "--epochs $EPOCHS"; fi; }
 

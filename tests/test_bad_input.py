@@ -184,7 +184,7 @@ NAMES_AND_DATA = [
     ("launch", [], "invalid choice"),
 ]
 
-# Plugins (tests/plugin_samples.py, tests/plugin_broken.py) and trial tables (bench export, verify, leaderboard --from).
+# Plugins (tests/plugin_samples.py, tests/plugin_broken.py) and trial tables (bench export, import, verify, leaderboard --from).
 PLUGINS_AND_TABLES = [
     ("run", ["--methods", "tests.plugin_samples:NotAMethod"], "is not a subclass of removal_bench.methods.base.Method"),
     ("run", ["--methods", "vanilla,tests.plugin_samples:NoUpdate"], "does not implement update(x, y, s)"),
@@ -209,6 +209,10 @@ PLUGINS_AND_TABLES = [
     ("export", ["--experiment", "nope", "--tracking-uri", "{store}"], "has no experiment 'nope'"),
     ("export", ["--experiment", "empty", "--tracking-uri", "{store}"], "holds no trial runs"),
     ("export", ["--experiment", "a,b", "--output", "x.jsonl"], "--output names one file"),
+    ("import", ["{aux}/missing.jsonl"], "does not exist (bench export writes one)"),
+    ("import", ["{aux}/plain_file"], "line 1 is not JSON"),
+    ("import", ["{aux}/plain_file", "--experiment", " "], "--experiment must not be empty"),
+    ("import", [], "the following arguments are required: FILE"),
 ]
 
 TABLE = SERVERS_AND_STORES + DEVICES_FOLDERS_NUMBERS + NAMES_AND_DATA + PLUGINS_AND_TABLES

@@ -95,6 +95,25 @@ def test_check_accepts_extracted_mnist_and_lists_the_celeba_image_folder(tmp_pat
     assert rows[("celeba", "img_align_celeba/")][0] == "missing"
 
 
+def test_fetch_with_options_fetches_only_the_files_they_read(tmp_path, monkeypatch, capsys):
+    raw = tmp_path / "biased_mnist" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    hashes = {}
+    for data_file in BiasedMnist.files_for({"source": "mnist"}):
+        stem = data_file.plain_name.rsplit("/", 1)[-1]
+        (raw / stem).write_bytes(stem.encode())
+        hashes[stem] = sha(stem.encode())
+    declare_biased_mnist(monkeypatch, hashes)
+    monkeypatch.setenv("BENCH_OFFLINE", "1")  # nothing may be downloaded: MNIST is here, Fashion-MNIST is not
+    assert main(["data", "fetch", "biased_mnist:source=mnist", "--data-root", str(tmp_path)]) == 0
+    assert "every file it reads is present" in capsys.readouterr().out
+    assert main(["data", "fetch", "biased_mnist", "--data-root", str(tmp_path)]) == 2  # every source's files
+    assert "FashionMNIST" in capsys.readouterr().err
+    assert main(["data", "fetch", "biased_mnist:source=svhn", "--data-root", str(tmp_path)]) == 2
+    assert "source" in capsys.readouterr().err
+    assert not (tmp_path / "biased_mnist" / "FashionMNIST").exists()
+
+
 @pytest.mark.parametrize(
     "arguments, fragment",
     [

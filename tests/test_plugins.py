@@ -113,6 +113,52 @@ def test_leaderboard_from_the_table_is_the_leaderboard_from_mlflow(work, tmp_pat
     assert plots == ["synthetic.png"]
 
 
+def test_import_gives_the_table_back_and_a_sweep_resumes_from_it(work, tmp_path):
+    """A committed table read into a fresh store (a new machine): exported again it is the same file byte for
+    byte, a second import adds nothing, the leaderboard is the table's, and a sweep counts its trials complete."""
+    table = work / "results" / "committed" / "trials.jsonl"
+    first = ok(bench(["import", str(table)], tmp_path))
+    assert "5 runs imported" in first.stdout  # 1 invocation + 4 trials
+    again = ok(bench(["import", str(table)], tmp_path))
+    assert "0 runs imported, 5 already there" in again.stdout
+    ok(bench(["export", "--experiment", "committed", "--output", "back.jsonl", "--quiet"], tmp_path))
+    assert (tmp_path / "back.jsonl").read_bytes() == table.read_bytes()
+    imported = trial_runs(tmp_path, "committed")
+    assert len(imported) == 4 and not set(imported["run_id"]) & {json.loads(line)["run_id"] for line in table.read_text().splitlines()}
+    ok(bench(["leaderboard", "--experiment", "committed", "--quiet"], tmp_path))
+    ok(bench(["leaderboard", "--from", str(table), "--output", "table/LEADERBOARD.md", "--quiet"], tmp_path))
+    assert _without_generation((tmp_path / "results" / "LEADERBOARD.md").read_text()) == \
+        _without_generation((tmp_path / "table" / "LEADERBOARD.md").read_text())
+    resumed = ok(bench(["sweep", "--methods", "vanilla", "--datasets", SYNTHETIC, "--seeds", "2", "--epochs", "1",
+                        "--experiment", "committed", "--executor", "serial"], tmp_path))
+    assert "2 already complete in experiment 'committed'; running 0" in resumed.stderr
+    assert len(trial_runs(tmp_path, "committed")) == 4  # nothing ran again
+
+
+def test_leaderboard_of_some_datasets_ranks_only_theirs(work, tmp_path):
+    table = work / "results" / "committed" / "trials.jsonl"
+    mixed = tmp_path / "mixed.jsonl"  # the table, plus its trials again as another dataset's
+    lines = table.read_text().splitlines()
+    other = []
+    for line in lines:
+        record = json.loads(line)
+        if record["kind"] == "trial":
+            record["run_id"] += "-g"
+            record["tags"]["bench.dataset"] = record["dataset"] = "german"
+            record["tags"]["bench.config_hash"] += "-g"
+            other.append(json.dumps(record))
+    mixed.write_text("\n".join(lines + other) + "\n")
+    both = ok(bench(["leaderboard", "--from", str(mixed), "--json"], tmp_path))
+    assert sorted(json.loads(both.stdout)["datasets"]) == ["german", "synthetic"]
+    one = ok(bench(["leaderboard", "--from", str(mixed), "--datasets", "synthetic", "--json"], tmp_path))
+    assert sorted(json.loads(one.stdout)["datasets"]) == ["synthetic"]
+    shutil.rmtree(tmp_path / "results")
+    refused = bench(["leaderboard", "--from", str(mixed), "--datasets", "synthetic,adult"], tmp_path)
+    assert refused.returncode == 2 and refused.stderr.strip().splitlines() == [
+        "bench: error: no trials of dataset(s) adult (the runs have: german, synthetic)"]
+    assert not (tmp_path / "results").exists()  # nothing half-written
+
+
 def test_with_ranks_the_new_method_beside_the_table_where_the_protocol_matches(work):
     table = work / "results" / "committed" / "trials.jsonl"
     done = ok(bench(["leaderboard", "--experiment", "mine", "--with", str(table), "--format", "markdown,html",

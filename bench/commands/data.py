@@ -5,7 +5,8 @@ status (present, missing, or corrupt: its SHA-256, or for MNIST and
 Fashion-MNIST that of its decompressed content, does not match) and the
 folder it is looked for in; exit status 0 when every file is present, 1
 otherwise. ``fetch`` downloads a dataset's missing files and verifies them
-(as ``bench run`` would before its first trial).
+(as ``bench run`` would before its first trial); with dataset options
+(``biased_mnist:source=mnist``) only the files those options read.
 
 A dataset whose files need more than a list of names (CelebA's image folder)
 reports them through a ``file_statuses(data_root)``
@@ -70,13 +71,21 @@ def command_check(args: argparse.Namespace) -> int:
 def command_fetch(args: argparse.Namespace) -> int:
     import removal_bench.datasets as registry
 
-    cls = registry.get_dataset(args.name)
+    from removal_bench.core.params import resolve
+    from removal_bench.running.runner import parse_dataset
+
+    name, given = parse_dataset(args.name)
+    cls = registry.get_dataset(name)
+    options = resolve(f"dataset {name!r}", cls.options, given) if given else None
     if not cls.needs_data():
         print(f"{cls.name}: needs no data files")
         return 0
     data_root = _data_root(args, write=True)
-    cls.prepare(data_root, download=True)
-    print(f"{cls.name}: every file is present and intact in {cls.folder(data_root)}")
+    if options is None:
+        cls.prepare(data_root, download=True)
+    else:  # only the files these options read (biased_mnist:source=mnist: MNIST's, not Fashion-MNIST's)
+        cls.prepare_for_run(data_root, options)
+    print(f"{args.name}: every file {'it reads ' if options else ''}is present and intact in {cls.folder(data_root)}")
     return 0
 
 
@@ -91,7 +100,8 @@ def add_commands(subparsers) -> None:
     check.set_defaults(handler=command_check)
 
     fetch = commands.add_parser("fetch", help="download a dataset's missing files and verify them")
-    fetch.add_argument("name", metavar="NAME", help="the dataset")
+    fetch.add_argument("name", metavar="NAME", help="the dataset, with options to fetch only the files they read "
+                                                    "(biased_mnist:source=mnist)")
     fetch.add_argument("--data-root", help="folder holding dataset folders (default $BENCH_DATA_ROOT or ~/.cache/removal-bench)")
     fetch.set_defaults(handler=command_fetch)
 

@@ -1,4 +1,4 @@
-"""The `bench export` and `bench verify` subcommands (found by :mod:`removal_bench.commands.cli`): a portable
+"""The `bench export`, `bench import` and `bench verify` subcommands (found by :mod:`removal_bench.commands.cli`): a portable
 table of every trial (:mod:`removal_bench.reporting.export`) and a check of its figures
 (:mod:`removal_bench.reporting.verify`)."""
 
@@ -24,6 +24,20 @@ def add_commands(subparsers) -> None:
     export.add_argument("--quiet", action="store_true", help="print nothing")
     export.set_defaults(handler=command_export)
 
+    load = subparsers.add_parser(
+        "import", help="write trial tables (bench export) into an MLflow store: a sweep then resumes from them",
+        description="Each trial and invocation of the files becomes a run of the store (same status, times, "
+                    "params, tags and final metrics; tagged bench.source_run_id with the run it came from), "
+                    "in the file's experiment or --experiment. bench sweep then skips those trials as "
+                    "complete, bench leaderboard ranks them, bench export gives the source run ids back. "
+                    "Importing the same file again adds nothing.",
+    )
+    load.add_argument("files", nargs="+", metavar="FILE", help="trial table(s) written by bench export")
+    load.add_argument("--experiment", help="MLflow experiment to write to (default: each line's own)")
+    load.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///<cwd>/mlflow.db)")
+    load.add_argument("--quiet", action="store_true", help="print nothing")
+    load.set_defaults(handler=command_import)
+
     verify = subparsers.add_parser(
         "verify", help="re-run a sample of a trial table's trials from their identity and compare the figures",
         description="Rebuild each sampled trial from its identity (its config hash must match), run it here "
@@ -47,6 +61,27 @@ def command_export(args: argparse.Namespace) -> int:
     from removal_bench.running.runner import split_names
 
     execute_export(split_names(args.experiment), args.tracking_uri, args.output, quiet=args.quiet, stream=sys.stdout)
+    return 0
+
+
+def command_import(args: argparse.Namespace) -> int:
+    from removal_bench.core.errors import UserError
+    from removal_bench.reporting.export import read_lines
+    from removal_bench.running import preflight
+    from removal_bench.running.tracking import import_records
+
+    if args.experiment is not None and not args.experiment.strip():
+        raise UserError("--experiment must not be empty")
+    records = read_lines(args.files)
+    uri = preflight.tracking_uri(args.tracking_uri, write=True)
+    by_experiment: dict[str, list] = {}
+    for record in records:
+        by_experiment.setdefault(args.experiment or record["experiment"], []).append(record)
+    for experiment, lines in by_experiment.items():
+        written, skipped = import_records(uri, experiment, lines)
+        if not args.quiet:
+            print(f"experiment {experiment!r} at {uri}: {written} runs imported"
+                  f"{f', {skipped} already there' if skipped else ''}", file=sys.stdout)
     return 0
 
 

@@ -83,6 +83,8 @@ def add_commands(subparsers) -> None:
                        help="rank the runs together with these trial tables' trials (the committed ones: "
                             "results/*/trials.jsonl), on the runs' datasets, where the protocol matches; "
                             "files go to results/<experiment>/ (repeatable)")
+    board.add_argument("--datasets", action="append",
+                       help="rank only these datasets' trials, comma-separated or repeated (default: every dataset)")
     add_output_arguments(board)
     board.set_defaults(handler=command_leaderboard)
 
@@ -132,4 +134,5 @@ def command_leaderboard(args: argparse.Namespace) -> int:
     return execute_leaderboard(experiments, args.tracking_uri, args.max_leakage, args.output,
                                formats=parse_leaderboard_formats(args.formats), quiet=args.quiet, json_output=args.json_output,
                                command=command_text(getattr(args, "command_line", None)),
-                               from_files=args.from_files, with_files=args.with_files)
+                               from_files=args.from_files, with_files=args.with_files,
+                               datasets=split_names(args.datasets) if args.datasets else None)

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from removal_bench.core.errors import UserError
-from removal_bench.running.tracking import deduplicate
+from removal_bench.running.tracking import SOURCE_RUN_TAG, deduplicate
 
 SCHEMA = 1
 TRIAL_FILE = "trials.jsonl"
@@ -115,15 +115,33 @@ def invocation_line(run, experiment: str) -> dict[str, Any]:
     }
 
 
+def _as_source(line: dict[str, Any], sources: dict[str, str]) -> dict[str, Any]:
+    """A line of an imported run (``bench import``) as its source wrote it: the source's run id and parent."""
+    tags = line["tags"]
+    line["run_id"] = tags.pop(SOURCE_RUN_TAG, line["run_id"])
+    if tags.get("mlflow.parentRunId") in sources:
+        tags["mlflow.parentRunId"] = sources[tags["mlflow.parentRunId"]]
+    if line.get("parent_run_id") in sources:
+        line["parent_run_id"] = sources[line["parent_run_id"]]
+    return line
+
+
 def export_text(trials, invocations, experiment: str) -> str:
-    """The JSON lines of one experiment: its invocations, then one line per trial (by start time, run id)."""
-    lines = []
+    """The JSON lines of one experiment: its invocations, then one line per trial (by start time, run id).
+    Runs written by ``bench import`` keep their source's run ids, so a table read in and written out again
+    comes back line for line."""
+    lines, sources = [], {}
+    column = f"tags.{SOURCE_RUN_TAG}"
+    for frame in (invocations, trials):
+        if frame is not None and not frame.empty and column in frame.columns:
+            sources.update({run: source for run, source in zip(frame["run_id"], frame[column]) if isinstance(source, str)})
+    def ordered(group):
+        return sorted(group, key=lambda line: (line["start_time"] is None, line["start_time"] or 0, line["run_id"]))
+
     if invocations is not None and not invocations.empty:
-        for _, run in invocations.sort_values(["start_time", "run_id"]).iterrows():
-            lines.append(invocation_line(run, experiment))
+        lines += ordered(_as_source(invocation_line(run, experiment), sources) for _, run in invocations.iterrows())
     if trials is not None and not trials.empty:
-        for _, run in deduplicate(trials).sort_values(["start_time", "run_id"]).iterrows():
-            lines.append(trial_line(run, experiment))
+        lines += ordered(_as_source(trial_line(run, experiment), sources) for _, run in deduplicate(trials).iterrows())
     return "".join(json.dumps(line, sort_keys=True, allow_nan=False, separators=(",", ":")) + "\n" for line in lines)
 
 

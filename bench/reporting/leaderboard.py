@@ -162,6 +162,20 @@ def provenance(tracking_uri: str | None, experiments: list[str], frame, command:
     return found
 
 
+def only_datasets(frame, parents, names: list[str]):
+    """The trials of these datasets (a UserError naming those without any) and the invocations that ran them."""
+    present = set(frame["tags.bench.dataset"])
+    missing = [name for name in names if name not in present]
+    if missing:
+        raise UserError(f"no trials of dataset(s) {', '.join(missing)} (the runs have: {', '.join(sorted(present))})")
+    frame = frame[frame["tags.bench.dataset"].isin(names)]
+    if not parents.empty and "params.datasets" in parents.columns:
+        ran = [any(text.split(":", 1)[0] in names for text in str(value).split(","))
+               for value in parents["params.datasets"]]
+        parents = parents[ran]
+    return frame, parents
+
+
 def execute_leaderboard(
     experiments: list[str] | None = None,
     tracking_uri: str | None = None,
@@ -174,13 +188,15 @@ def execute_leaderboard(
     command: str = "",
     from_files: list[str] | None = None,
     with_files: list[str] | None = None,
+    datasets: list[str] | None = None,
 ) -> int:
     """``formats``: markdown (``results/LEADERBOARD.md``) and/or html (``results/leaderboard.html``, :mod:`removal_bench.reporting.html`).
 
     ``from_files``: build from these trial tables (``bench export``; :mod:`removal_bench.reporting.export`) instead
     of MLflow. ``with_files``: rank the runs (from MLflow or ``from_files``) together with these tables' trials,
     on the datasets of the runs, where the protocol matches (else a UserError naming the difference); the
-    files then go to ``results/<experiment>/`` unless ``--output`` says otherwise."""
+    files then go to ``results/<experiment>/`` unless ``--output`` says otherwise. ``datasets``: rank only these
+    datasets' trials (and name only the invocations that ran them)."""
     from removal_bench.reporting import export
     from removal_bench.running import preflight
     from removal_bench.running.tracking import _quiet_mlflow, load_runs, require_experiment
@@ -216,6 +232,8 @@ def execute_leaderboard(
         if frame.empty:
             raise UserError(f"experiment(s) {', '.join(experiments)} at {uri} hold no trial runs")
         parents = load_runs(uri, experiments, kind="invocation")
+    if datasets:
+        frame, parents = only_datasets(frame, parents, datasets)
     if committed is not None:
         import pandas as pd
 

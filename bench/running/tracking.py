@@ -509,3 +509,57 @@ def log_report(tracking_uri: str, parent_id: str, paths: list[Path], folder: str
     for path in paths:
         if Path(path).is_file():
             call(client.log_artifact, parent_id, str(path), folder)
+
+
+# --------------------------------------------------------------------------- a trial table back into a store
+
+SOURCE_RUN_TAG = "bench.source_run_id"  # an imported run: the id of the run whose trial it is (bench import)
+
+
+def import_records(tracking_uri: str, experiment: str, records: list[dict[str, Any]]) -> tuple[int, int]:
+    """Write a trial table's lines (``bench export``) into ``experiment``: each invocation and each trial as
+    a run with the same status, start and end times, params, tags and final metrics, tagged with the id of
+    the run it came from (:data:`SOURCE_RUN_TAG`); trials point to their imported invocation. A line whose
+    source run (or an import of it) is already in the experiment is skipped, so importing twice adds
+    nothing. Returns (runs written, lines skipped). ``bench sweep`` then counts the imported trials as
+    complete (by config hash) and ``bench export`` gives back the source run ids."""
+    tracker = Tracker(tracking_uri, experiment, resume="the same bench import command skips what it already wrote")
+    present, parents = set(), {}  # source run ids in the store; source invocation id -> its run here
+    for kind in ("invocation", "trial"):
+        frame = load_runs(tracking_uri, experiment, kind=kind)
+        if frame.empty:
+            continue
+        present |= set(frame["run_id"])
+        sources = frame.get(f"tags.{SOURCE_RUN_TAG}")
+        for run_id, source in zip(frame["run_id"], sources if sources is not None else [None] * len(frame)):
+            source = source if isinstance(source, str) else run_id
+            present.add(source)
+            if kind == "invocation":
+                parents[source] = run_id
+    written, skipped = 0, 0
+    ordered = sorted(records, key=lambda r: (r["kind"] != "invocation", r.get("start_time") or 0, r["run_id"]))
+    for record in ordered:
+        source = record["run_id"]
+        if source in present:
+            skipped += 1
+            continue
+        tags = {**record.get("tags", {}), SOURCE_RUN_TAG: source}
+        parent = tags.get("mlflow.parentRunId")
+        if parent:
+            tags["mlflow.parentRunId"] = parents.get(parent, parent)
+        run = tracker.call(tracker.client.create_run, tracker.experiment_id, start_time=record.get("start_time"),
+                           tags=tags, run_name=tags.get("mlflow.runName"))
+        run_id = run.info.run_id
+        tracker._log(run_id, params=record.get("params", {}))
+        metrics = record.get("metrics", {})
+        if metrics:
+            tracker._log(run_id, metrics=metrics, step=int(metrics.get("epochs", 0) or 0))
+        status = record.get("status")  # a run that never ended (RUNNING) stays unfinished: KILLED here
+        tracker.call(tracker.client.set_terminated, run_id,
+                     status=status if status in ("FINISHED", "FAILED", "KILLED") else "KILLED",
+                     end_time=record.get("end_time"))
+        if record["kind"] == "invocation":
+            parents[source] = run_id
+        present.add(source)
+        written += 1
+    return written, skipped
