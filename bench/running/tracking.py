@@ -554,10 +554,8 @@ def import_records(tracking_uri: str, experiment: str, records: list[dict[str, A
         metrics = record.get("metrics", {})
         if metrics:
             tracker._log(run_id, metrics=metrics, step=int(metrics.get("epochs", 0) or 0))
-        status = record.get("status")  # a run that never ended (RUNNING) stays unfinished: KILLED here
-        tracker.call(tracker.client.set_terminated, run_id,
-                     status=status if status in ("FINISHED", "FAILED", "KILLED") else "KILLED",
-                     end_time=record.get("end_time"))
+        if record.get("status") in ("FINISHED", "FAILED", "KILLED"):  # one that never ended stays RUNNING, as it was
+            tracker.call(tracker.client.set_terminated, run_id, status=record["status"], end_time=record.get("end_time"))
         if record["kind"] == "invocation":
             parents[source] = run_id
         present.add(source)
