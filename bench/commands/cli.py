@@ -16,7 +16,8 @@ from removal_bench.commands import export as export_command
 from removal_bench.commands import reproduce as reproduce_command
 from removal_bench.commands import sweep as sweep_command
 from removal_bench.commands.arguments import Parser, add_run_arguments, run_fields
-from removal_bench.core.disk import TERMINATED_STATUS, Terminated, full_disk_error, is_disk_full, restore_sigterm, terminate_as_interrupt
+from removal_bench.core.disk import (TERMINATED_STATUS, Terminated, full_disk_error, is_disk_full, restore_sigterm, sigterm_received,
+                                     terminate_as_interrupt)
 from removal_bench.core.errors import UserError
 
 
@@ -102,10 +103,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as error:
         print(error_line(error), file=sys.stderr)
         return 2
-    except Terminated:
-        print("bench: terminated (SIGTERM); open runs were closed KILLED, the same command resumes", file=sys.stderr)
-        return TERMINATED_STATUS
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:  # Terminated, or what Ray Tune re-raised for it (a 2-hour sweep once said 130)
+        if isinstance(interrupt, Terminated) or sigterm_received():
+            print("bench: terminated (SIGTERM); open runs were closed KILLED, the same command resumes", file=sys.stderr)
+            return TERMINATED_STATUS
         print("bench: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `bench list | head`: the reader left; stop quietly, as a C tool killed by SIGPIPE

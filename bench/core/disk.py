@@ -182,15 +182,22 @@ class Terminated(KeyboardInterrupt):
 
 _deferring = 0  # how many termination_deferred sections are open
 _pending = False  # SIGTERM arrived inside one: raised when the outermost closes
+_received = False  # SIGTERM arrived in this process (Ray Tune may re-raise our Terminated as a plain KeyboardInterrupt)
 
 
 def _raise_terminated(signum, frame) -> None:
-    global _pending
+    global _pending, _received
+    _received = True
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not interrupt the cleanup of the first
     if _deferring:
         _pending = True
         return
     raise Terminated()
+
+
+def sigterm_received() -> bool:
+    """Whether SIGTERM arrived: an interruption that comes out as a plain KeyboardInterrupt is still one."""
+    return _received
 
 
 def termination_pending() -> bool:
@@ -230,6 +237,9 @@ def terminate_as_interrupt():
 
 
 def restore_sigterm(previous) -> None:
-    """Put back what :func:`terminate_as_interrupt` replaced (``main`` called in a test's process)."""
+    """Put back what :func:`terminate_as_interrupt` replaced (``main`` called in a test's process), and forget
+    a SIGTERM that this call of ``main`` has answered."""
+    global _received
+    _received = False
     if previous is not None and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, previous)
