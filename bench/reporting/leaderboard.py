@@ -170,8 +170,7 @@ def only_datasets(frame, parents, names: list[str]):
         raise UserError(f"no trials of dataset(s) {', '.join(missing)} (the runs have: {', '.join(sorted(present))})")
     frame = frame[frame["tags.bench.dataset"].isin(names)]
     if not parents.empty and "params.datasets" in parents.columns:
-        ran = [any(text.split(":", 1)[0] in names for text in str(value).split(","))
-               for value in parents["params.datasets"]]
+        ran = [bool(set(str(value).split(",")) & set(names)) for value in parents["params.datasets"]]  # names, as declared_seeds_of reads them
         parents = parents[ran]
     return frame, parents
 

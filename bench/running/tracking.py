@@ -550,10 +550,8 @@ def import_records(tracking_uri: str, experiment: str, records: list[dict[str, A
         run = tracker.call(tracker.client.create_run, tracker.experiment_id, start_time=record.get("start_time"),
                            tags=tags, run_name=tags.get("mlflow.runName"))
         run_id = run.info.run_id
-        tracker._log(run_id, params=record.get("params", {}))
         metrics = record.get("metrics", {})
-        if metrics:
-            tracker._log(run_id, metrics=metrics, step=int(metrics.get("epochs", 0) or 0))
+        tracker._log(run_id, params=record.get("params", {}), metrics=metrics, step=int(metrics.get("epochs", 0) or 0))
         if record.get("status") in ("FINISHED", "FAILED", "KILLED"):  # one that never ended stays RUNNING, as it was
             tracker.call(tracker.client.set_terminated, run_id, status=record["status"], end_time=record.get("end_time"))
         if record["kind"] == "invocation":
