@@ -92,6 +92,7 @@ def test_export_has_one_line_per_trial_with_identity_and_exact_figures(work):
 
 def _without_generation(text: str) -> str:
     text = re.sub(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", "TIME", text)
+    text = re.sub(r"the trial table\(s\) \S+ \(runs of (MLflow experiment\(s\) [^)]+)\)", r"\1", text)  # where it was read
     return "\n".join(line for line in text.splitlines() if not line.startswith("- This file: "))
 
 
@@ -108,6 +109,8 @@ def test_leaderboard_from_the_table_is_the_leaderboard_from_mlflow(work, tmp_pat
     for name in ("LEADERBOARD.md", "leaderboard.html"):
         mine, theirs = (from_mlflow / "results" / name).read_text(), (from_table / "results" / name).read_text()
         assert "irene" in mine and "vanilla" in mine
+        assert f"from the trial table(s) {table} (runs of MLflow experiment(s) committed)" in theirs, name
+        assert "from MLflow experiment(s) committed." in mine, name
         assert _without_generation(mine) == _without_generation(theirs), name
     plots = sorted(p.name for p in (from_table / "results" / "leaderboard-plots").iterdir())
     assert plots == ["synthetic.png"]
@@ -168,6 +171,11 @@ def test_with_ranks_the_new_method_beside_the_table_where_the_protocol_matches(w
     assert methods == {"vanilla", "irene", "cov_penalty"}, methods
     text = (work / "results" / "mine" / "LEADERBOARD.md").read_text()
     assert "cov_penalty" in text and "irene" in text
+    source = hashlib.sha256((work / "my_removal.py").read_bytes()).hexdigest()[:12]
+    plugin = f"method cov_penalty: (not installed), import path my_removal:CovariancePenalty, source SHA-256 {source}"
+    assert f"- Plugins (methods and datasets from other packages, as their trials recorded them): {plugin}." in text
+    assert f"<li>plugin {plugin}</li>" in (work / "results" / "mine" / "leaderboard.html").read_text()
+    assert f"ranked with the trial table(s) {table}" in text
     assert not (work / "results" / "LEADERBOARD.md").exists()  # the committed leaderboard is not overwritten
 
 
@@ -264,3 +272,44 @@ def test_example_package_installs_and_runs_its_curve(tmp_path):
     assert set(runs["tags.plugin.method.package"]) == {"covariance-penalty"}
     assert set(runs["tags.plugin.method.version"]) == {"0.1.0"}
     assert set(runs["tags.plugin.method.source_sha256"]) == {hashlib.sha256(installed_file.read_bytes()).hexdigest()}
+
+
+def test_a_broken_installed_plugin_is_skipped_with_a_warning_and_naming_it_fails(tmp_path):
+    """An installed package whose entry point fails to import (a real distribution on the import path:
+    dist-info, entry_points.txt, module) must not stop every command: the others work, with one warning line;
+    asking for it by name is one clear line and exit 2, within seconds, writing nothing."""
+    site = tmp_path / "site"
+    info = site / "broken_removal-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-removal\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[removal_bench.methods]\nbroken = broken_removal:Broken\n")
+    (site / "broken_removal.py").write_text('raise RuntimeError("this plugin is broken on purpose")\n')
+    work = tmp_path / "work"
+    work.mkdir()
+
+    listing = bench(["list"], work, timeout=120, extra_path=str(site))
+    assert listing.returncode == 0, listing.stderr[-3000:]
+    assert "  irene " in listing.stdout and "  broken " not in listing.stdout
+    warnings = [line for line in listing.stderr.splitlines() if line.startswith("bench: warning:")]
+    assert len(warnings) == 1 and "'broken'" in warnings[0] and "RuntimeError: this plugin is broken on purpose" in warnings[0]
+
+    ran = bench(["run", "--methods", "vanilla", "--datasets", SYNTHETIC, "--seeds", "1", "--epochs", "1",
+                 "--executor", "serial", "--quiet"], work, extra_path=str(site))
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    assert len(trial_runs(work, "default")) == 1
+
+    before = sorted(p.name for p in work.iterdir())
+    named = bench(["run", "--methods", "vanilla,broken", "--datasets", SYNTHETIC, "--seeds", "1", "--epochs", "1",
+                   "--experiment", "named"], work, timeout=120, extra_path=str(site))
+    assert named.returncode == 2
+    errors = [line for line in named.stderr.splitlines() if line.startswith("bench: error:")]
+    assert len(errors) == 1 and "method 'broken' is unavailable" in errors[0] and "RuntimeError" in errors[0], named.stderr
+    assert "Traceback" not in named.stderr
+    assert sorted(p.name for p in work.iterdir()) == before
+    assert not _experiment_exists(work, "named")
+
+
+def _experiment_exists(folder: Path, name: str) -> bool:
+    import mlflow
+
+    return mlflow.MlflowClient(f"sqlite:///{folder / 'mlflow.db'}").get_experiment_by_name(name) is not None

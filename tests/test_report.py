@@ -161,6 +161,26 @@ def test_leaderboard_ranks_methods_with_trials_commit_and_date(frame):
     assert "A" in irene and "7 (1 failed)" in irene and "abc1234def" in irene and "2023-11-14" in irene
 
 
+def test_heads_that_answer_y_are_reported_where_logged(frame):
+    """issue 18: per method, the configuration where its head answers y most often, in the leaderboard's section;
+    nothing where no head logged the figure (s and y with different classes)."""
+    assert "Heads that answer y" not in tables.leaderboard_text(summaries.summarise(frame), ["exp"], None, "2026-01-01")
+    frame = frame.copy()
+    finished = frame["status"] == "FINISHED"
+    by_label = {"A": 0.80, "B": 0.30, "vanilla": NAN}  # vanilla has no head
+    frame["metrics.head_predicts_y"] = [by_label[label] if done else NAN for label, done in zip(frame["tags.bench.label"], finished)]
+    frame["metrics.head_acc"] = [0.15 if done else NAN for done in finished]
+    frame["metrics.num_classes"] = [10.0 if done else NAN for done in finished]
+    rows = summaries.summarise(frame)["toy"]
+    note = tables.heads_reading_y(rows)
+    assert "irene 0.80 at A (head acc 0.15, task acc 0.85, leak norm 0.20)" in note  # A, not B: the highest rate
+    assert "vanilla" not in note and "about 0.10 for a head that ignored y" in note
+    assert note in tables.leaderboard_text(summaries.summarise(frame), ["exp"], None, "2026-01-01")
+    from removal_bench.reporting import html
+
+    assert "irene 0.80 at A (head acc 0.15" in html.page(summaries.summarise(frame), ["exp"], None, "2026-01-01")
+
+
 def section_table(text, heading):
     """The cells of the first Markdown table after ``heading``, header and rule left out."""
     lines = text.split(heading, 1)[1].splitlines()

@@ -19,6 +19,9 @@ class Registry(dict, Generic[T]):
     def __init__(self, kind: str):
         super().__init__()
         self.kind = kind
+        # name -> why: installed plugins that failed their checks (skipped, so that the rest still works;
+        # naming one is a UserError that gives the reason)
+        self.unavailable: dict[str, str] = {}
 
     def register(self, cls: type[T]) -> type[T]:
         """Class decorator: add ``cls`` under ``cls.name``."""
@@ -37,5 +40,7 @@ class Registry(dict, Generic[T]):
         try:
             return self[name]
         except KeyError:
+            if name in self.unavailable:
+                raise UserError(f"{self.kind} {name!r} is unavailable: {self.unavailable[name]}") from None
             valid = ", ".join(sorted(self))
             raise UserError(f"unknown {self.kind} {name!r} (valid: {valid})") from None

@@ -117,8 +117,10 @@ def _configurations(rows: list[summaries.Row]) -> str:
 
 
 def page(by_dataset: dict[str, list[summaries.Row]], experiments: list[str], max_leakage: float | None, generated: str,
-         generator_commit: str | None = None, found: dict | None = None, heads: dict[str, bytes] | None = None) -> str:
-    """The whole page as a string. ``found``: :func:`removal_bench.reporting.standings.of_datasets`, and ``heads``:
+         generator_commit: str | None = None, found: dict | None = None, heads: dict[str, bytes] | None = None,
+         source: str | None = None, plugins: list[str] | None = None) -> str:
+    """The whole page as a string. ``source``: where the runs were read (:func:`tables.source_text`);
+    ``plugins``: the plugins' provenance lines (:func:`removal_bench.reporting.leaderboard.plugin_lines`). ``found``: :func:`removal_bench.reporting.standings.of_datasets`, and ``heads``:
     :func:`removal_bench.reporting.publish.head_images`, when the caller has them."""
     from removal_bench.reporting.publish import head_images
     from removal_bench.reporting.standings import of_datasets
@@ -133,6 +135,7 @@ def page(by_dataset: dict[str, list[summaries.Row]], experiments: list[str], max
         commits.update(c for s in method_summaries for c in s.commits)
         trials += sum(s.trials for s in method_summaries)
         anchor = _escape(dataset)
+        reading = tables.heads_reading_y(rows)
         sections.append(
             f'<section class="dataset" id="dataset-{anchor}"><h2>{anchor}</h2>'
             f"<p>{_escape(summaries.dataset_setting(dataset, rows)[0].replace('**', ''))}</p>"
@@ -141,17 +144,20 @@ def page(by_dataset: dict[str, list[summaries.Row]], experiments: list[str], max
             + "".join(f'<p class="note">{_escape(method)}: curve does not start at vanilla: {_escape(note)}.</p>'
                       for method, note in tables.curve_notes(rows).items())
             + f"{_head_figure(dataset, heads.get(dataset))}"
-            f"<details><summary>Every configuration ({len(rows)})</summary>{_configurations(rows)}</details></section>"
+            + (f'<p class="note">{_escape(reading)}</p>' if reading else "")
+            + f"<details><summary>Every configuration ({len(rows)})</summary>{_configurations(rows)}</details></section>"
         )
     starts = [r.first_start for rows in by_dataset.values() for r in rows if math.isfinite(r.first_start)]
     ends = [r.last_start for rows in by_dataset.values() for r in rows if math.isfinite(r.last_start)]
     period = f"{_date(min(starts))} to {_date(max(ends))}" if starts and ends else "unknown"
+    source = source or tables.source_text(experiments)
     provenance = (
         "<section id=\"provenance\"><h2>Provenance</h2><ul>"
-        f"<li>MLflow experiment(s): {_escape(', '.join(experiments))}</li>"
+        f"<li>read from {_escape(source)}</li>"
         f"<li>{trials} trial runs, started {_escape(period)}</li>"
         f"<li>git commit(s) of those runs: {_escape(', '.join(sorted(commits)) or 'unknown')}</li>"
-        f"<li>generated {_escape(generated)} by <code>bench leaderboard --format html</code>"
+        + "".join(f"<li>plugin {_escape(line)}</li>" for line in plugins or [])
+        + f"<li>generated {_escape(generated)} by <code>bench leaderboard --format html</code>"
         f"{' at commit ' + _escape(generator_commit) if generator_commit else ''}</li>"
         "<li>every figure can be re-measured: <code>bench attack RUN_ID</code> on a trial logged with "
         "<code>--log-models</code> (README)</li></ul></section>"
@@ -163,7 +169,7 @@ def page(by_dataset: dict[str, list[summaries.Row]], experiments: list[str], max
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
         f"<title>removal-bench leaderboard</title><style>{STYLE}</style></head><body>"
         "<h1>removal-bench leaderboard</h1>"
-        f"<p class=\"lead\">Generated {_escape(generated)} from MLflow experiment(s) {_escape(', '.join(experiments))}. "
+        f"<p class=\"lead\">Generated {_escape(generated)} from {_escape(source)}. "
         "Methods are ranked by the hypervolume of their front in the (task accuracy, 1 - leak norm) plane above "
         "(majority-class accuracy, 0) (docs/PROTOCOL.md). Each method's figures are those of its selected configuration: "
         f"best mean validation task accuracy with {bound}, among configurations with no FAILED seed; test figures "
@@ -179,10 +185,11 @@ def page(by_dataset: dict[str, list[summaries.Row]], experiments: list[str], max
 
 
 def write_page(path: Path, by_dataset: dict[str, list[summaries.Row]], experiments: list[str], max_leakage: float | None,
-               generated: str, found: dict | None = None, heads: dict[str, bytes] | None = None) -> Path:
+               generated: str, found: dict | None = None, heads: dict[str, bytes] | None = None,
+               source: str | None = None, plugins: list[str] | None = None) -> Path:
     from removal_bench.running.tracking import git_commit
 
-    files.write_text(path, page(by_dataset, experiments, max_leakage, generated, git_commit(), found, heads),
+    files.write_text(path, page(by_dataset, experiments, max_leakage, generated, git_commit(), found, heads, source, plugins),
                      "the leaderboard page")
     return path
 

@@ -146,6 +146,7 @@ def provenance(tracking_uri: str | None, experiments: list[str], frame, command:
     ends = [summaries._milliseconds(v) for v in trials["end_time"]] if "end_time" in trials.columns else []
     found.first_start = min((s for s in starts if math.isfinite(s)), default=math.nan)
     found.last_end = max((e for e in ends if math.isfinite(e)), default=math.nan)
+    found.plugins = plugin_lines(trials)
     if parents is None:
         parents = load_runs(tracking_uri, experiments, kind="invocation")
     if not parents.empty:
@@ -160,6 +161,25 @@ def provenance(tracking_uri: str | None, experiments: list[str], frame, command:
             commands.append(portable_command(command) if isinstance(command, str) and command else _described(parent))
         found.commands = list(dict.fromkeys(commands))
     return found
+
+
+def plugin_lines(trials) -> list[str]:
+    """One line per plugin (and per version of its source) among ``trials``, from their ``plugin.*`` tags:
+    what it is, the package and version, how it was loaded and its source file's SHA-256 (first 12 digits)."""
+    lines = {}
+    for kind in ("method", "dataset"):
+        column = f"tags.plugin.{kind}.package"
+        if column not in trials.columns:
+            continue
+        for _, run in trials[trials[column].notna()].iterrows():
+            def tag(field: str) -> str:
+                value = run.get(f"tags.plugin.{kind}.{field}")
+                return value if isinstance(value, str) else ""
+
+            version = f" {tag('version')}" if tag("version") else ""
+            source = f", source SHA-256 {tag('source_sha256')[:12]}" if tag("source_sha256") else ""
+            lines[f"{kind} {run.get(f'tags.bench.{kind}')}: {tag('package')}{version}, {tag('origin')} {tag('spec')}{source}"] = None
+    return sorted(lines)
 
 
 def only_datasets(frame, parents, names: list[str]):
@@ -233,6 +253,7 @@ def execute_leaderboard(
         parents = load_runs(uri, experiments, kind="invocation")
     if datasets:
         frame, parents = only_datasets(frame, parents, datasets)
+    source = tables.source_text(experiments, from_files, with_files)  # before the --with tables' experiments join
     if committed is not None:
         import pandas as pd
 
@@ -255,13 +276,14 @@ def execute_leaderboard(
                  for dataset, path in publish.write_plots(by_dataset, folder, max_leakage, found).items()}
         head_plots = {dataset: f"{folder.name}/{path.name}"
                       for dataset, path in publish.write_head_plots(heads, folder).items()}
-    text = tables.leaderboard_text(by_dataset, experiments, max_leakage, generated,
-                                   provenance=provenance(uri, experiments, frame, command, parents), plots=plots, found=found,
-                                   head_plots=head_plots)
+    behind = provenance(uri, experiments, frame, command, parents)
+    text = tables.leaderboard_text(by_dataset, experiments, max_leakage, generated, provenance=behind, plots=plots,
+                                   found=found, head_plots=head_plots, source=source)
     if "markdown" in paths:
         files.write_text(paths["markdown"], text, "the leaderboard")
     if "html" in paths:
-        html_report.write_page(paths["html"], by_dataset, experiments, max_leakage, generated, found, heads)
+        html_report.write_page(paths["html"], by_dataset, experiments, max_leakage, generated, found, heads, source,
+                               behind.plugins)
     if json_output:
         from removal_bench.reporting.documents import print_json, report_document
 

@@ -187,6 +187,7 @@ class Provenance:
     first_start: float = math.nan  # ms since the epoch
     last_end: float = math.nan
     report_command: str = ""  # the command that wrote this file
+    plugins: list[str] = field(default_factory=list)  # methods and datasets from other packages, with their provenance
 
 
 def _duration(seconds: float) -> str:
@@ -204,6 +205,9 @@ def provenance_text(found: Provenance) -> str:
         f"- Runs from {_date(found.first_start)} to {_date(found.last_end)}; commit(s) "
         + (", ".join(c[:10] for c in found.commits) or "unknown") + ".",
     ]
+    if found.plugins:
+        lines.append("- Plugins (methods and datasets from other packages, as their trials recorded them): "
+                     + "; ".join(found.plugins) + ".")
     if found.report_command:
         lines.append(f"- This file: `{found.report_command}`.")
     if found.commands:
@@ -211,9 +215,20 @@ def provenance_text(found: Provenance) -> str:
     return "\n".join(lines)
 
 
+def source_text(experiments: list[str], from_files: list[str] | None = None, with_files: list[str] | None = None) -> str:
+    """Where a leaderboard's runs were read: MLflow, or the trial tables (``bench export``) it was built ``--from``,
+    and the tables it ranks ``--with``; table paths as the user gave them."""
+    text = f"MLflow experiment(s) {', '.join(experiments)}"
+    if from_files:
+        text = f"the trial table(s) {', '.join(from_files)} (runs of {text})"
+    if with_files:
+        text += f", ranked with the trial table(s) {', '.join(with_files)}"
+    return text
+
+
 def leaderboard_text(by_dataset: dict[str, list[Row]], experiments: list[str], max_leakage: float | None, generated: str,
                      provenance: Provenance | None = None, plots: dict[str, str] | None = None,
-                     found: dict | None = None, head_plots: dict[str, str] | None = None) -> str:
+                     found: dict | None = None, head_plots: dict[str, str] | None = None, source: str | None = None) -> str:
     """``results/LEADERBOARD.md``: per dataset, the reliability line, the plot (``plots``: dataset -> relative
     path), methods ranked by hypervolume with intervals and tied ranks, the budget table, attacker strength,
     pairwise win probabilities and every configuration; first the provenance and a summary of the datasets."""
@@ -226,7 +241,7 @@ def leaderboard_text(by_dataset: dict[str, list[Row]], experiments: list[str], m
     lines = [
         "# Leaderboard",
         "",
-        f"Generated {generated} from MLflow experiment(s) {', '.join(experiments)}. Methods are ranked by the "
+        f"Generated {generated} from {source or source_text(experiments)}. Methods are ranked by the "
         "hypervolume of their front in the (task accuracy, 1 - leak norm) plane above (majority-class accuracy, 0) "
         "(docs/PROTOCOL.md), with 95% bootstrap intervals over seeds; methods whose intervals overlap share a rank. "
         "The selected configuration of a method: best mean "
@@ -269,6 +284,9 @@ def leaderboard_text(by_dataset: dict[str, list[Row]], experiments: list[str], m
         if head_plots and dataset in head_plots:
             lines += [f"![{dataset}: each method's own head against the fresh attackers]({head_plots[dataset]})", "",
                       "*" + _head_caption() + "*", ""]
+        reading = heads_reading_y(rows)
+        if reading:
+            lines += [reading, ""]
         lines += [standings.standing_markdown(standing), "",
                   f"<details><summary>Every configuration ({len(rows)})</summary>\n\n{table(rows, 'github')}\n\n</details>"]
     lines += ["", "## Reading it", "", standings.explain(replicates), "", explain(max_leakage)]
@@ -281,6 +299,33 @@ def curve_notes(rows: list[Row]) -> dict[str, str]:
 
     return {method: REGISTRY[method].curve_note for method in sorted({r.method for r in rows})
             if getattr(REGISTRY.get(method), "curve_note", "")}
+
+
+def heads_reading_y(rows: list[Row]) -> str:
+    """Where heads predict ``y`` instead of ``s`` (``head_predicts_y``, logged where ``s`` and ``y`` share their
+    classes): per method, its configuration with the highest rate, beside its head's accuracy on ``s``, task
+    accuracy and normalised leakage; "" where no row has the figure (issue 18: a head trained on biased batches
+    can learn ``s`` through ``y``, so its chance-level accuracy on unbiased data is not removal)."""
+    best: dict[str, Row] = {}
+    for row in rows:
+        value = row.mean("head_predicts_y")
+        if math.isfinite(value) and (row.method not in best or value > best[row.method].mean("head_predicts_y")):
+            best[row.method] = row
+    if not best:
+        return ""
+    classes = [row.mean("num_classes") for row in best.values() if math.isfinite(row.mean("num_classes"))]
+    chance = f"about {1 / max(classes):.2f} for a head that ignored y" if classes else "chance for a head that ignored y"
+
+    def figure(row: Row, metric: str) -> str:
+        value = row.mean(metric)
+        return f"{value:.2f}" if math.isfinite(value) else "-"
+
+    parts = [f"{method} {figure(row, 'head_predicts_y')} at {row.label} (head acc {figure(row, 'head_acc')}, task acc "
+             f"{figure(row, 'accuracy')}, leak norm {figure(row, 'leakage_norm')})" for method, row in sorted(best.items())]
+    return ("Heads that answer y: how often each method's own head (or adversary), asked for s on the test images, "
+            f"answers the task label y instead (head=y; {chance}), at its configuration where that is highest: "
+            + "; ".join(parts) + ". A head at chance on s that answers y has not removed s: the fresh attackers' "
+            "leak norm says what is left, and a penalty on such a head takes information the task needs.")
 
 
 def _head_caption() -> str:

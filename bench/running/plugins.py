@@ -9,7 +9,8 @@ A researcher benchmarks a method of their own without forking this repository, i
 
   (the group ``removal_bench.datasets`` for datasets; the entry point's name is the class's ``name``).
   :func:`load_entry_points` loads every one of them; ``bench list`` shows them and ``--methods all``
-  includes them.
+  includes them. An installed plugin that fails its checks is skipped with one warning line on stderr
+  (so that one broken package does not stop every command); naming it is then the error, with the reason.
 - **Import paths.** ``--methods my_package.module:MyMethod`` (``--datasets`` likewise, options after
   it: ``my_package.data:MyData:rho=0.9``) imports the class for this invocation. The working folder
   is on the import path (last, after the installed packages), so a ``my_method.py`` beside the user works too.
@@ -255,18 +256,27 @@ def load_entry_points() -> None:
             package = entry.dist.name if entry.dist else ""
             version = entry.dist.version if entry.dist else ""
             where = f"{entry.name!r} (entry point {entry.value!r} of package {package or '?'})"
-            if (kind, entry.name) in LOADED:
+            if (kind, entry.name) in LOADED or entry.name in _registry(kind).unavailable:
                 continue
-            found, module = _import(kind, entry.value, where)
-            if inspect.isclass(found):
-                CHECKS[kind](found, where)
-            else:
-                _check_common(kind, found, where)
-            if found.name != entry.name:
-                raise _fail(kind, where, f"names class {found.__qualname__}, whose name is {found.name!r}: "
-                                         "the entry point's name must be the class's name")
-            _register(kind, found, _record(kind, found, "entry point", entry.value, package, version), where)
+            try:
+                _load_entry_point(kind, entry, where, package, version)
+            except UserError as error:  # one broken package must not stop every command: skipped, said once
+                _registry(kind).unavailable[entry.name] = str(error)
+                print(f"bench: warning: {error} (skipped; naming it is an error until the package is fixed or "
+                      "uninstalled)", file=sys.stderr)
     _ENTRY_POINTS_LOADED = True
+
+
+def _load_entry_point(kind: str, entry: metadata.EntryPoint, where: str, package: str, version: str) -> None:
+    found, module = _import(kind, entry.value, where)
+    if inspect.isclass(found):
+        CHECKS[kind](found, where)
+    else:
+        _check_common(kind, found, where)
+    if found.name != entry.name:
+        raise _fail(kind, where, f"names class {found.__qualname__}, whose name is {found.name!r}: "
+                                 "the entry point's name must be the class's name")
+    _register(kind, found, _record(kind, found, "entry point", entry.value, package, version), where)
 
 
 def resolve_methods(names: list[str]) -> list[str]:
