@@ -19,8 +19,10 @@
 # committed leaderboard was regenerated in a fresh store on 2026-12-01 (the figures just above are older). Issue 19 replaces the
 # reduced Biased Fashion-MNIST section (FASHION=1 keeps it) by real Biased-MNIST (MNIST=1, the default) at
 # rho 0.995 under the reduced CPU setting (--recipe cpu, docs/BIASED_MNIST.md): 9 methods x 5 strengths
-# x 3 seeds = 111 trials; measured 2026-12-01 on the quiet 2-core machine: about 170 s a trial, two at a
-# time, 77 trials in 80 min (so about 2 h for the section). The five datasets above took 51.9 min (1,450 trials).
+# x 3 seeds = 111 trials; measured 2026-12-01 on the quiet 2-core machine, two at a time: 2 h 8 min for the
+# section (77 trials in 80.1 min, stopped; the other 34 in 48.3 min by the same command the next session),
+# 136 s a trial on average (LNL 232 s, adversarial debiasing 182, INLP 80; vanilla 13 s, as it reuses LEACE's
+# training). The five datasets above took 51.9 min (1,450 trials); a rerun that finds them complete, 1 min.
 #
 # On another machine, continuing from the committed table of every trial (results/curves/trials.jsonl, which
 # holds every trial run so far, a section left unfinished included): `IMPORT=1 sh results/leaderboard.sh`
