@@ -1,0 +1,54 @@
+"""The committed leaderboard is what the committed trial table gives on the committed code.
+
+``results/LEADERBOARD.md`` and ``results/leaderboard.html`` are written by ``bench leaderboard --from
+results/curves/trials.jsonl --format markdown,html`` (results/README.md). Rebuilt here from that table into
+a temporary folder, every line of the Markdown must come back the same but the generation time and the
+command that wrote it, and the page's embedded data (every figure, interval and rank of every dataset) the
+same: a change to the reporting code that moves a committed number fails here until the leaderboard is
+regenerated, with before -> after in the note.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import bench_command, quiet_env
+
+ROOT = Path(__file__).resolve().parents[1]
+TABLE = ROOT / "results" / "curves" / "trials.jsonl"
+pytestmark = pytest.mark.timeout(600)
+
+
+def _comparable(text: str) -> list[str]:
+    text = re.sub(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", "TIME", text)
+    return [line for line in text.splitlines() if not line.startswith("- This file: ")]
+
+
+def _data(page: str) -> str:
+    found = re.search(r'<script type="application/json" id="bench-data">(.*?)</script>', page, re.S)
+    assert found, "the page has no embedded data"
+    return found.group(1)
+
+
+def test_the_committed_leaderboard_rebuilds_from_the_committed_table(tmp_path):
+    (tmp_path / "results" / "curves").mkdir(parents=True)
+    (tmp_path / "results" / "curves" / "trials.jsonl").symlink_to(TABLE)  # the path as results/README.md types it
+    done = subprocess.run(bench_command() + ["leaderboard", "--from", "results/curves/trials.jsonl", "--format",
+                                             "markdown,html", "--quiet"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=540, env=quiet_env())
+    assert done.returncode == 0, done.stderr[-3000:]
+    committed = (ROOT / "results" / "LEADERBOARD.md").read_text()
+    rebuilt = (tmp_path / "results" / "LEADERBOARD.md").read_text()
+    assert "## biased_mnist" in committed and "## colored_digits" in committed
+    mine, theirs = _comparable(committed), _comparable(rebuilt)
+    assert len(mine) == len(theirs)
+    differing = [(a, b) for a, b in zip(mine, theirs) if a != b]
+    assert not differing, differing[:3]
+    page = (tmp_path / "results" / "leaderboard.html").read_text()
+    assert _data(page) == _data((ROOT / "results" / "leaderboard.html").read_text())
+    plots = sorted(p.name for p in (tmp_path / "results" / "leaderboard-plots").iterdir())
+    assert plots == sorted(p.name for p in (ROOT / "results" / "leaderboard-plots").iterdir())
