@@ -112,9 +112,11 @@ def installed_venv(base: Path, *packages: Path, timeout: float = 600) -> Path:
 class BenchProcess:
     """A ``bench`` subprocess (the console script) whose stderr lines can be waited for while it runs."""
 
-    def __init__(self, arguments: list[str], cwd: Path, env: dict[str, str] | None = None):
+    def __init__(self, arguments: list[str], cwd: Path, env: dict[str, str] | None = None, new_session: bool = False):
+        # new_session: its own process group (and every process it starts, Ray's included), for a signal to the group
         self.process = subprocess.Popen(bench_command() + arguments, cwd=cwd, env={**quiet_env(), **(env or {})},
-                                        text=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                        text=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                        start_new_session=new_session)
         self.lines: list[str] = []
         self.changed = threading.Condition()
         self.reader = threading.Thread(target=self._read, daemon=True)

@@ -258,15 +258,20 @@ def test_a_download_onto_a_full_data_root_is_one_line_and_leaves_no_partial_file
 
 # --- SIGTERM -----------------------------------------------------------------------------------------
 
-def sigterm_then_resume(tmp_path: Path, executor: str, while_running=lambda: None) -> None:
+def sigterm_then_resume(tmp_path: Path, executor: str, while_running=lambda: None, to_group: bool = False) -> None:
+    """``to_group``: SIGTERM to the driver's whole process group, Ray's processes included (``kill -- -PGID``,
+    a batch system stopping a job): Ray Tune then re-raises it in the driver as a plain KeyboardInterrupt."""
     uri, results = sqlite_uri(tmp_path / "mlflow.db"), tmp_path / "results"
     arguments = sweep_arguments("vanilla,irene", 2, uri, "preempted", results, executor)
     if executor == "ray":
         arguments += ["--max-concurrent", "1"]
-    first = Bench(arguments, tmp_path)
+    first = Bench(arguments, tmp_path, new_session=to_group)
     first.wait_for_line("[  1/4]")
     while_running()
-    first.process.send_signal(signal.SIGTERM)  # as a scheduler preempts a job
+    if to_group:
+        os.killpg(first.process.pid, signal.SIGTERM)
+    else:
+        first.process.send_signal(signal.SIGTERM)  # as a scheduler preempts a job
     sent = time.monotonic()
     assert first.finish(120) == 143, first.text[-3000:]
     assert time.monotonic() - sent < 60
@@ -291,7 +296,11 @@ def test_sigterm_to_a_serial_sweep_closes_its_runs_killed_exits_143_and_the_same
 
 
 @pytest.mark.slow
-def test_sigterm_to_a_ray_sweep_stops_ray_exits_143_and_the_same_command_resumes(tmp_path):
+@pytest.mark.parametrize("to_group", [False, True], ids=["driver", "process-group"])
+def test_sigterm_to_a_ray_sweep_stops_ray_exits_143_and_the_same_command_resumes(tmp_path, to_group):
+    """To the driver alone, and to its whole process group. Before c2e4e87 the group's SIGTERM came out as
+    'bench: interrupted', exit 130, in 2 of 5 runs of this case (a race: Ray Tune re-raises it in the driver
+    as a plain KeyboardInterrupt when Ray's processes go first), so this catches that regression only often."""
     ray_dir = Path(tempfile.mkdtemp(prefix="r", dir="/tmp"))  # short: Ray's socket paths live under it
 
     def ray_is_running() -> None:
@@ -299,7 +308,7 @@ def test_sigterm_to_a_ray_sweep_stops_ray_exits_143_and_the_same_command_resumes
 
     try:
         os.environ["RAY_TMPDIR"] = str(ray_dir)
-        sigterm_then_resume(tmp_path, "ray", ray_is_running)
+        sigterm_then_resume(tmp_path, "ray", ray_is_running, to_group=to_group)
     finally:
         os.environ.pop("RAY_TMPDIR", None)
     deadline = time.monotonic() + 30  # the driver's local Ray (raylet, GCS, workers) went with it
