@@ -23,6 +23,9 @@
 # section (77 trials in 80.1 min, stopped; the other 34 in 48.3 min by the same command the next session),
 # 136 s a trial on average (LNL 232 s, adversarial debiasing 182, INLP 80; vanilla 13 s, as it reuses LEACE's
 # training). The five datasets above took 51.9 min (1,450 trials); a rerun that finds them complete, 1 min.
+# `IMPORT=1` in a fresh clone with the committed table (1,573 runs: every trial complete) took 2 min 30 s in all
+# (2026-12-01): import, six sweeps that run nothing, the leaderboard (the same but for its provenance lines) and
+# the table again (plus the six new invocations).
 #
 # On another machine, continuing from the committed table of every trial (results/curves/trials.jsonl, which
 # holds every trial run so far, a section left unfinished included): `IMPORT=1 sh results/leaderboard.sh`
