@@ -2,6 +2,7 @@ import contextlib
 import functools
 import http.server
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -107,6 +108,13 @@ def installed_venv(base: Path, *packages: Path, timeout: float = 600) -> Path:
     )
     assert installed.returncode == 0, installed.stderr[-3000:]
     return env
+
+
+def without_generation(text: str) -> str:
+    """A leaderboard's text without what changes from one build to the next: the generation time (``TIME``)
+    and the ``- This file:`` line (the command that wrote it)."""
+    text = re.sub(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", "TIME", text)
+    return "\n".join(line for line in text.splitlines() if not line.startswith("- This file: "))
 
 
 class BenchProcess:

@@ -16,16 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import bench_command, quiet_env
+from tests.conftest import bench_command, quiet_env, without_generation
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLE = ROOT / "results" / "curves" / "trials.jsonl"
 pytestmark = pytest.mark.timeout(600)
-
-
-def _comparable(text: str) -> list[str]:
-    text = re.sub(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", "TIME", text)
-    return [line for line in text.splitlines() if not line.startswith("- This file: ")]
 
 
 def _data(page: str) -> str:
@@ -44,7 +39,7 @@ def test_the_committed_leaderboard_rebuilds_from_the_committed_table(tmp_path):
     committed = (ROOT / "results" / "LEADERBOARD.md").read_text()
     rebuilt = (tmp_path / "results" / "LEADERBOARD.md").read_text()
     assert "## biased_mnist" in committed and "## colored_digits" in committed
-    mine, theirs = _comparable(committed), _comparable(rebuilt)
+    mine, theirs = without_generation(committed).splitlines(), without_generation(rebuilt).splitlines()
     assert len(mine) == len(theirs)
     differing = [(a, b) for a, b in zip(mine, theirs) if a != b]
     assert not differing, differing[:3]

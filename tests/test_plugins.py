@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import bench_command, installed_venv, quiet_env, site_packages
+from tests.conftest import bench_command, installed_venv, quiet_env, site_packages, without_generation
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "covariance-penalty"
@@ -91,9 +91,8 @@ def test_export_has_one_line_per_trial_with_identity_and_exact_figures(work):
 
 
 def _without_generation(text: str) -> str:
-    text = re.sub(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", "TIME", text)
     text = re.sub(r"the trial table\(s\) \S+ \(runs of (MLflow experiment\(s\) [^)]+)\)", r"\1", text)  # where it was read
-    return "\n".join(line for line in text.splitlines() if not line.startswith("- This file: "))
+    return without_generation(text)
 
 
 def test_leaderboard_from_the_table_is_the_leaderboard_from_mlflow(work, tmp_path):

@@ -166,19 +166,17 @@ def provenance(tracking_uri: str | None, experiments: list[str], frame, command:
 def plugin_lines(trials) -> list[str]:
     """One line per plugin (and per version of its source) among ``trials``, from their ``plugin.*`` tags:
     what it is, the package and version, how it was loaded and its source file's SHA-256 (first 12 digits)."""
-    lines = {}
+    lines = set()
     for kind in ("method", "dataset"):
-        column = f"tags.plugin.{kind}.package"
-        if column not in trials.columns:
+        prefix = f"tags.plugin.{kind}."
+        if prefix + "package" not in trials.columns:
             continue
-        for _, run in trials[trials[column].notna()].iterrows():
-            def tag(field: str) -> str:
-                value = run.get(f"tags.plugin.{kind}.{field}")
-                return value if isinstance(value, str) else ""
-
-            version = f" {tag('version')}" if tag("version") else ""
-            source = f", source SHA-256 {tag('source_sha256')[:12]}" if tag("source_sha256") else ""
-            lines[f"{kind} {run.get(f'tags.bench.{kind}')}: {tag('package')}{version}, {tag('origin')} {tag('spec')}{source}"] = None
+        columns = [f"tags.bench.{kind}", *(prefix + field for field in ("package", "version", "origin", "spec", "source_sha256"))]
+        plugin_trials = trials.loc[trials[prefix + "package"].notna()].reindex(columns=columns)  # absent tags: NaN
+        for record in plugin_trials.drop_duplicates().itertuples(index=False):
+            name, package, version, origin, spec, sha = (v if isinstance(v, str) else "" for v in record)
+            lines.add(f"{kind} {name}: {package}{' ' + version if version else ''}, {origin} {spec}"
+                      + (f", source SHA-256 {sha[:12]}" if sha else ""))
     return sorted(lines)
 
 

@@ -315,13 +315,9 @@ def heads_reading_y(rows: list[Row]) -> str:
         return ""
     classes = [row.mean("num_classes") for row in best.values() if math.isfinite(row.mean("num_classes"))]
     chance = f"about {1 / max(classes):.2f} for a head that ignored y" if classes else "chance for a head that ignored y"
-
-    def figure(row: Row, metric: str) -> str:
-        value = row.mean(metric)
-        return f"{value:.2f}" if math.isfinite(value) else "-"
-
-    parts = [f"{method} {figure(row, 'head_predicts_y')} at {row.label} (head acc {figure(row, 'head_acc')}, task acc "
-             f"{figure(row, 'accuracy')}, leak norm {figure(row, 'leakage_norm')})" for method, row in sorted(best.items())]
+    parts = [f"{method} {_number(row.mean('head_predicts_y'), 2)} at {row.label} (head acc {_number(row.mean('head_acc'), 2)}, "
+             f"task acc {_number(row.mean('accuracy'), 2)}, leak norm {_number(row.mean('leakage_norm'), 2)})"
+             for method, row in sorted(best.items())]
     return ("Heads that answer y: how often each method's own head (or adversary), asked for s on the test images, "
             f"answers the task label y instead (head=y; {chance}), at its configuration where that is highest: "
             + "; ".join(parts) + ". A head at chance on s that answers y has not removed s: the fresh attackers' "
