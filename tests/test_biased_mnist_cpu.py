@@ -64,8 +64,12 @@ def test_bench_list_shows_the_cpu_recipe(capsys):
     from removal_bench.commands.cli import main
 
     assert main(["list"]) == 0
-    lines = [line for line in capsys.readouterr().out.splitlines() if "--recipe cpu" in line]
+    out = capsys.readouterr().out.splitlines()
+    lines = [line for line in out if "--recipe cpu " in line]
     assert len(lines) == 1 and "(reduced)" in lines[0] and "encoder lenet" in lines[0] and "3 epochs" in lines[0]
+    converged = [line for line in out if "--recipe cpu-converged " in line]  # issue 26's converged setting
+    assert len(converged) == 1 and "(reduced)" in converged[0] and "12 epochs" in converged[0]
+    assert "x0.1 after epochs 8/11" in converged[0] and "precision auto" in converged[0]
 
 
 def test_bench_run_with_a_recipe_no_dataset_declares_is_one_user_error(tmp_path, capsys):

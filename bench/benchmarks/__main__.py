@@ -17,6 +17,8 @@ on the lent GPU machine as it is.
     python -m removal_bench.benchmarks inlp                     # INLP's linear SVM: sklearn's LinearSVC vs ours
     python -m removal_bench.benchmarks cpu-step                 # a small_cnn step on one thread: fp32, channels_last, bf16
     python -m removal_bench.benchmarks encoders                 # training img/s per encoder on 28x28 images, 1 and 2 threads
+    python -m removal_bench.benchmarks cpu-paths                # image training img/s: fp32 against the fast CPU path (bf16, channels_last), FLOPs, share of peak
+    python -m removal_bench.benchmarks startup                  # bench --help, list, bad input: seconds, MB, imports
     python -m removal_bench.benchmarks mnist-curve --tracking-uri sqlite:///../mlflow-reproduce.db   # Biased-MNIST per rho
 
 ``gpu``, ``cache-read`` and ``images`` import neither Ray nor MLflow (the GPU machine has neither).
@@ -97,6 +99,7 @@ from removal_bench.benchmarks.gpu import add_gpu_commands  # noqa: E402  (torch 
 from removal_bench.benchmarks.cpu import add_cpu_commands  # noqa: E402
 from removal_bench.benchmarks.curves import add_curve_commands  # noqa: E402
 from removal_bench.benchmarks.mnist import add_mnist_commands  # noqa: E402  (MLflow imported when run)
+from removal_bench.benchmarks.startup import add_startup_commands  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -115,6 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     add_cpu_commands(commands)
     add_curve_commands(commands)
     add_mnist_commands(commands)
+    add_startup_commands(commands)
     arguments = parser.parse_args(argv)
     arguments.handler(arguments)
 

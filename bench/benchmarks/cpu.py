@@ -409,7 +409,131 @@ def encoder_rates(arguments: argparse.Namespace) -> None:
         print(f"{'':<18}one epoch of 60,000 images at {arguments.threads[0]} thread(s): {epoch:.0f} s", flush=True)
 
 
+def _gemm_peak(dtype, seconds: float) -> float:
+    """GFLOP/s of a 1024 x 1024 x 1024 matrix product on this thread: the practical peak of the core in ``dtype``."""
+    import torch
+
+    a, b = torch.randn(1024, 1024).to(dtype), torch.randn(1024, 1024).to(dtype)
+    for _ in range(3):
+        a @ b
+    start, count = time.perf_counter(), 0
+    while time.perf_counter() - start < seconds:
+        a @ b
+        count += 1
+    return count * 2 * 1024**3 / (time.perf_counter() - start) / 1e9
+
+
+def training_flops(encoder: str, shape: tuple[int, ...] = (3, 28, 28), classes: int = 10) -> float:
+    """FLOPs of one training image through ``encoder`` and a linear head: forward and backward (torch's flop counter)."""
+    import torch
+    import torch.nn.functional as F
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from removal_bench.core.encoders import build_encoder
+
+    net = build_encoder(encoder, shape)
+    head = torch.nn.Linear(net.out_dim, classes)
+    x, y = torch.randn(8, *shape), torch.randint(0, classes, (8,))
+    with FlopCounterMode(display=False) as counter:
+        F.cross_entropy(head(net(x)), y).backward()
+    return counter.get_total_flops() / len(x)
+
+
+def cpu_paths(arguments: argparse.Namespace) -> None:
+    """Training img/s of the image encoders on this CPU: today's fp32 path against the fast path, side by side.
+
+    Each step is a trial's own step (:func:`removal_bench.running.trial.compute_path`, the vanilla method's
+    ``update`` under the recipe's optimiser: Adam 1e-3 wd 1e-4 as ``--recipe cpu-converged``) on batches
+    gathered from a random training split of 3 x 28 x 28 images (Biased-MNIST's shape), as
+    :func:`removal_bench.running.trial.train_method` gathers them. ``fp32`` is the path of every trial before
+    issue 26 (recipe ``precision=fp32``); ``fast`` is ``precision=auto``: bf16 autocast where this CPU has
+    native bf16 (else fp32), channels_last, the fused optimiser step. Variants are timed interleaved,
+    ``--repeats`` times, on ``--threads`` torch threads; the median is printed with the ratio. Then each
+    encoder's FLOPs per training image (torch's flop counter, forward and backward) and the share of this
+    core's practical peak it reaches (a 1024^3 matrix product in fp32 and bf16, timed here).
+    """
+    import dataclasses
+
+    import torch
+
+    import removal_bench.methods as method_registry
+    from removal_bench.core.encoders import build_encoder
+    from removal_bench.core.hardware import cpu_info, native_bf16
+    from removal_bench.core.recipes import CPU_CONVERGED_BIASED_MNIST
+    from removal_bench.running.trial import compute_path
+
+    torch.set_num_threads(arguments.threads)
+    shape, n = (3, 28, 28), arguments.images
+    generator = torch.Generator().manual_seed(0)
+    data_x = torch.rand(n, *shape, generator=generator) * 2 - 1
+    data_y = torch.randint(0, 10, (n,), generator=generator)
+    device = torch.device("cpu")
+
+    def make(encoder_name: str, precision: str):
+        torch.manual_seed(0)
+        recipe = dataclasses.replace(CPU_CONVERGED_BIASED_MNIST, precision=precision, encoder=encoder_name)
+        path = compute_path(recipe, device, shape, encoder_name)
+        method = method_registry.get_method("vanilla")(build_encoder(encoder_name, shape), 10, 10, {}, 12, recipe=recipe)
+        x = data_x
+        if path.channels_last:
+            method = method.to(memory_format=torch.channels_last)
+            x = data_x.contiguous(memory_format=torch.channels_last)
+        method.train()
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(1))
+        state = {"at": 0}
+
+        def step():
+            start = state["at"] * arguments.batch
+            if start + arguments.batch > n:
+                state["at"], start = 0, 0
+            index = order[start:start + arguments.batch]
+            state["at"] += 1
+            with path.autocast(device):
+                method.update(x[index], data_y[index], data_y[index])
+        for _ in range(3):
+            step()
+        return step, path.label
+
+    variants = {(name, precision): make(name, precision) for name in arguments.encoders for precision in ("fp32", "auto")}
+    samples: dict = {key: [] for key in variants}
+    for _ in range(arguments.repeats):
+        for key, (step, _) in variants.items():
+            start, count = time.perf_counter(), 0
+            while time.perf_counter() - start < arguments.seconds:
+                step()
+                count += 1
+            samples[key].append(count * arguments.batch / (time.perf_counter() - start))
+    peaks = {"fp32": _gemm_peak(torch.float32, arguments.seconds), "bf16": _gemm_peak(torch.bfloat16, arguments.seconds)}
+    model, _ = cpu_info()
+    print(f"training img/s, batch {arguments.batch} of 3x28x28, Adam, {arguments.threads} thread(s); median of "
+          f"{arguments.repeats} interleaved repeats of {arguments.seconds:g} s; CPU {model}, native bf16: "
+          f"{native_bf16() or 'none'}, torch {torch.__version__}, ISA {torch.backends.cpu.get_cpu_capability()}, "
+          f"load average {os.getloadavg()[0]:.1f} at the end")
+    print(f"practical peak of this core (1024^3 matrix product): fp32 {peaks['fp32']:.0f} GFLOP/s, "
+          f"bf16 {peaks['bf16']:.0f} GFLOP/s")
+    print(f"{'encoder':<18}{'MFLOP/img':>10}{'fp32 img/s':>12}{'fast img/s':>12}{'ratio':>7}"
+          f"{'fp32 % peak':>13}{'fast % peak':>13}  fast path")
+    for name in arguments.encoders:
+        flops = training_flops(name)
+        old = statistics.median(samples[(name, "fp32")])
+        new = statistics.median(samples[(name, "auto")])
+        label = variants[(name, "auto")][1]
+        fast_peak = peaks["bf16"] if "bf16" in label else peaks["fp32"]
+        print(f"{name:<18}{flops / 1e6:>10.1f}{old:>12.0f}{new:>12.0f}{new / old:>6.2f}x"
+              f"{100 * old * flops / 1e9 / peaks['fp32']:>12.0f}%{100 * new * flops / 1e9 / fast_peak:>12.0f}%  {label}",
+              flush=True)
+
+
 def add_cpu_commands(commands) -> None:
+    parser = commands.add_parser("cpu-paths", help="image training img/s on this CPU: fp32 against the fast path")
+    parser.add_argument("--encoders", type=lambda text: text.split(","),
+                        default=["lenet", "small_cnn", "biased_mnist_cnn", "rebias_cnn"])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--images", type=int, default=10000, help="size of the random training split batches are gathered from")
+    parser.add_argument("--seconds", type=float, default=3.0, help="per (encoder, path, repeat)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.set_defaults(handler=cpu_paths)
     parser = commands.add_parser("cpu-compare", help="the same trials on an old tree and this one, side by side")
     parser.add_argument("--old", required=True, help="the old tree (git worktree add /tmp/old-bench COMMIT)")
     parser.add_argument("--workloads", type=lambda text: text.split(","), default=["synthetic", "colored_digits", "adult"])

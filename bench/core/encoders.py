@@ -131,9 +131,13 @@ class LeNetStyle(nn.Module):
     def __init__(self, input_shape: tuple[int, ...], width: int = 128):
         super().__init__()
         channels, height, breadth = input_shape
+        # Pooling before ReLU computes the same function and the same gradients as ReLU before pooling (both
+        # are monotone; a window with no positive value gives 0 and no gradient either way) on a quarter of
+        # the activations: 10-15% of a bf16 training step on one CPU thread (issue 26). The convolutions keep
+        # their indices 0 and 3, so models saved before load unchanged.
         self.features = nn.Sequential(
-            nn.Conv2d(channels, 32, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(channels, 32, 5, padding=2), nn.MaxPool2d(2), nn.ReLU(inplace=True),
+            nn.Conv2d(32, 64, 5, padding=2), nn.MaxPool2d(2), nn.ReLU(inplace=True),
         )
         self.fc = nn.Sequential(nn.Linear(64 * (height // 4) * (breadth // 4), width), nn.ReLU(inplace=True))
         self.out_dim = width

@@ -52,9 +52,15 @@ def schedule_score(metrics: dict[str, Any], max_leakage: float | None) -> float:
     return float(accuracy)
 
 
-def run_serial(configs: list[dict[str, Any]], listener: Listener) -> None:
-    """Run the trials one after another in this process, without Ray."""
+def run_serial(configs: list[dict[str, Any]], listener: Listener, cpus_per_trial: float = 1.0) -> None:
+    """Run the trials one after another in this process, without Ray.
+
+    Each trial computes on ``cpus_per_trial`` torch threads (at least one), as a Ray trial does: without
+    it a serial trial took every core torch found (issue 26); it logs the count (``torch_threads``).
+    """
+    threads = max(1, int(cpus_per_trial))
     for config in configs:
+        config = {**config, "threads": config.get("threads") or threads}
         key = config_hash(config)
         listener.started(key)
         result = execute_trial(config, report=lambda metrics, key=key: listener.epoch(key, metrics))

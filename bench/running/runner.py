@@ -437,7 +437,7 @@ def drive(planned: list[PlannedTrial], request: RunRequest, tracker, gpus: float
     configs = [p.config for p in planned]
     try:
         if request.executor == "serial":
-            run_serial(configs, listener)
+            run_serial(configs, listener, request.cpus_per_trial)
         else:
             run_ray(configs, listener, RayOptions(
                 address=request.address, cpus_per_trial=request.cpus_per_trial, gpus_per_trial=gpus,

@@ -139,6 +139,43 @@ def config_hash(config: dict[str, Any]) -> str:
     return _digest({key: config.get(key) for key in IDENTITY_KEYS})
 
 
+@dataclass(frozen=True)
+class ComputePath:
+    """How a trial's training computes: bf16 autocast or not, channels_last or not, and the line it logs."""
+
+    bf16: bool
+    channels_last: bool
+    label: str
+
+    def autocast(self, device: torch.device):
+        return torch.autocast(device.type, dtype=torch.bfloat16) if self.bf16 else nullcontext()
+
+
+def compute_path(recipe: Recipe, device: torch.device, input_shape: tuple[int, ...], encoder_name: str) -> ComputePath:
+    """The arithmetic of a trial's training, from the recipe's ``precision`` and what the device has.
+
+    ``fp32`` is the path every trial took before issue 26 (on CUDA, ResNet-18 has always trained with bf16
+    autocast and channels_last: 2.4x on an H200). Images under ``bf16`` or ``auto`` train with channels_last,
+    the fused optimiser step, and bf16 autocast where the device has native bf16 (``auto``) or always
+    (``bf16``); evaluation stays fp32 on the fp32 weights. Tabular inputs always train fp32.
+    """
+    from removal_bench.core.hardware import native_bf16
+
+    image = len(input_shape) == 3
+    if recipe.precision == "fp32" or not image:
+        legacy = device.type == "cuda" and encoder_name == "resnet18"
+        if legacy:
+            return ComputePath(True, True, "cuda bf16 autocast + channels_last (resnet18)")
+        return ComputePath(False, False, f"{device.type} fp32")
+    if device.type == "cuda":
+        return ComputePath(True, True, "cuda bf16 autocast + channels_last + fused step")
+    flag = native_bf16()
+    if recipe.precision == "bf16" or flag:
+        why = flag or "no native bf16: emulated"
+        return ComputePath(True, True, f"cpu bf16 autocast + channels_last + fused step ({why})")
+    return ComputePath(False, True, "cpu fp32 + channels_last + fused step (no native bf16)")
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -448,13 +485,16 @@ def run_trial(config: dict[str, Any], report: Reporter | None = None) -> dict[st
     encoder_name = recipe.encoder or spec.encoder
 
     generator = _set_seed(config["seed"])
+    path = compute_path(recipe, device, spec.input_shape, encoder_name)
     train, val = data.train.to(device), data.val.to(device)
+    if path.channels_last and train.x.dtype.is_floating_point and spec.pixel_mean is None:
+        # NHWC once for the whole split: every batch gathered from it is NHWC, as the convolutions want it
+        train = dataset_registry.Split(train.x.contiguous(memory_format=torch.channels_last), train.y, train.s)
     encoder = build_encoder(encoder_name, spec.input_shape)
     if spec.encoder_weights:
         load_weights(encoder, spec.encoder_weights)
-    fast_images = device.type == "cuda" and encoder_name == "resnet18"
     if spec.pixel_mean is not None:
-        encoder = NormalisedInput(encoder, spec.pixel_mean, spec.pixel_std, channels_last=fast_images)
+        encoder = NormalisedInput(encoder, spec.pixel_mean, spec.pixel_std, channels_last=path.channels_last)
     n = len(train)
     steps = n // batch_size + (1 if n % batch_size >= 2 and not recipe.drop_last else 0)  # a batch of one breaks batch norm
     if steps == 0:  # drop_last with fewer rows than one batch: FFB's infinite loader would never yield
@@ -465,9 +505,9 @@ def run_trial(config: dict[str, Any], report: Reporter | None = None) -> dict[st
     method = method_cls(
         encoder, spec.num_classes, spec.num_private, config["hparams"], max(epochs, 1), recipe=recipe, steps_per_epoch=steps,
     ).to(device)
-    if fast_images:  # channels_last + bf16 autocast: 2.4x the fp32 img/s on an H200 (docs/DEVELOPING.md)
+    if path.channels_last:  # ResNet-18 on CUDA: 2.4x the fp32 img/s on an H200 (docs/DEVELOPING.md); lenet on a CPU: BIASED_MNIST.md
         method = method.to(memory_format=torch.channels_last)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=fast_images) if device.type == "cuda" else nullcontext()
+    autocast = path.autocast(device)
     schedule_length = epochs * steps if recipe.schedule_unit == "step" else epochs
     schedulers = [recipe.build_scheduler(optimizer, schedule_length) for optimizer in method.scheduled_optimizers()]
     schedulers = [scheduler for scheduler in schedulers if scheduler is not None]
@@ -529,6 +569,10 @@ def run_trial(config: dict[str, Any], report: Reporter | None = None) -> dict[st
     metrics["encoder"] = encoder_name
     metrics["bottleneck_dim"] = int(probe.z.shape[1])
     metrics["torch_threads"] = torch.get_num_threads()  # what bench verify must match for bit-identical figures
+    metrics["compute_path"] = path.label  # a string: logged as a tag
+    from removal_bench.core.hardware import fingerprint
+
+    metrics.update(fingerprint(torch.get_num_threads()))  # tags fingerprint.*: where bit-identical figures can be expected
 
     if config.get("embeddings_path"):
         path = Path(config["embeddings_path"])
