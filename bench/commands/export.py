@@ -12,15 +12,22 @@ def add_commands(subparsers) -> None:
     from removal_bench.commands.arguments import non_negative_float, non_negative_int, positive_int
 
     export = subparsers.add_parser(
-        "export", help="write every trial of an experiment to a portable table (JSON lines): identity and figures",
-        description="One file per experiment, results/<experiment>/trials.jsonl: one line per trial (identity, "
-                    "provenance, protocol fingerprint, every final metric) and one per invocation. "
-                    "bench leaderboard --from FILE rebuilds the leaderboard from it without MLflow.",
+        "export", help="write every trial of an experiment to a portable table (compact JSON lines): identity and figures",
+        description="One file per experiment, results/<experiment>/trials.jsonl.gz: per trial its identity, "
+                    "hyperparameters and every final metric, what its invocation shares once (versions, commit, "
+                    "protocol fingerprint, hardware fingerprint, recipe), gzip-compressed (docs/RESULTS_TABLE.md); "
+                    "--output NAME.jsonl writes one whole run a line instead. "
+                    "bench leaderboard --from FILE rebuilds the leaderboard from it without MLflow. With --from, "
+                    "trial tables (either kind) are merged or converted into --output instead: each run once, one "
+                    "run per trial, the trials run more than once named with how far their runs differ.",
     )
-    export.add_argument("--experiment", action="append", required=True,
+    export.add_argument("--experiment", action="append",
                         help="MLflow experiment(s), comma-separated or repeated; each gets its own file")
     export.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///<cwd>/mlflow.db)")
-    export.add_argument("--output", help="the file, for one experiment (default results/<experiment>/trials.jsonl)")
+    export.add_argument("--output", help="the file, for one experiment (default results/<experiment>/trials.jsonl.gz); "
+                                         ".jsonl.gz compact, .jsonl one whole run a line")
+    export.add_argument("--from", dest="from_files", action="append", metavar="FILE",
+                        help="trial table(s) to merge or convert into --output instead of MLflow's runs (repeatable)")
     export.add_argument("--quiet", action="store_true", help="print nothing")
     export.set_defaults(handler=command_export)
 
@@ -39,17 +46,30 @@ def add_commands(subparsers) -> None:
     load.set_defaults(handler=command_import)
 
     verify = subparsers.add_parser(
-        "verify", help="re-run a sample of a trial table's trials from their identity and compare the figures",
-        description="Rebuild each sampled trial from its identity (its config hash must match), run it here "
-                    "without MLflow and compare every figure; exit status 0 when all come back within the "
-                    "tolerance (default 0: bit-identical, which holds on the same machine, thread count and "
-                    "package versions), 1 otherwise.",
+        "verify", help="re-run a sample of a trial table's trials and test their figures: bit-identical where the "
+                       "machine and versions match, the same distribution elsewhere",
+        description="Rebuild each sampled trial from its identity (its config hash must match) and run it here "
+                    "without MLflow. Where the trial's hardware fingerprint (CPU, ISA, bf16, threads, math library) "
+                    "and the computing packages' versions are this machine's, every figure must come back "
+                    "bit-identical (--tolerance relaxes that). Elsewhere (a row without a fingerprint included) "
+                    "training diverges by about a seed's spread: the trial's whole configuration is re-run (all "
+                    "its seeds in the table, or --seeds N) and each figure's reruns are tested against the "
+                    "table's seeds (Welch's t-test, family-wise --alpha over every figure tested). Exit status 0 "
+                    "when every check passes, 1 otherwise. docs/VERIFY.md says what holds where.",
     )
     verify.add_argument("files", nargs="+", metavar="FILE", help="trial table(s) written by bench export")
-    verify.add_argument("--sample", type=positive_int, default=3, help="trials to re-run (default 3)")
+    verify.add_argument("--sample", type=positive_int, default=3, help="trials to draw (default 3)")
     verify.add_argument("--sample-seed", type=non_negative_int, default=0, help="seed of the sample's draw (default 0)")
+    verify.add_argument("--seeds", type=positive_int,
+                        help="distribution mode: re-run the first N seeds of each configuration (default: all it has)")
+    verify.add_argument("--mode", choices=("auto", "exact", "distribution"), default="auto",
+                        help="auto (default): exact where the fingerprint and versions match, else distribution")
+    verify.add_argument("--alpha", type=non_negative_float, default=0.01,
+                        help="distribution mode: family-wise error of the figure tests (default 0.01)")
     verify.add_argument("--tolerance", type=non_negative_float, default=0.0,
-                        help="largest absolute difference accepted per figure (default 0: bit-identical)")
+                        help="exact mode: largest absolute difference accepted per figure (default 0: bit-identical)")
+    verify.add_argument("--datasets", action="append",
+                        help="draw only trials of these datasets, comma-separated or repeated")
     verify.add_argument("--data-root", help="folder holding dataset folders (default $BENCH_DATA_ROOT or ~/.cache/removal-bench)")
     verify.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N")
     verify.add_argument("--quiet", action="store_true", help="print nothing; the exit status says")
@@ -60,7 +80,8 @@ def command_export(args: argparse.Namespace) -> int:
     from removal_bench.reporting.export import execute_export
     from removal_bench.running.runner import split_names
 
-    execute_export(split_names(args.experiment), args.tracking_uri, args.output, quiet=args.quiet, stream=sys.stdout)
+    execute_export(split_names(args.experiment) if args.experiment else [], args.tracking_uri, args.output,
+                   quiet=args.quiet, stream=sys.stdout, from_files=args.from_files)
     return 0
 
 
@@ -88,5 +109,8 @@ def command_import(args: argparse.Namespace) -> int:
 def command_verify(args: argparse.Namespace) -> int:
     from removal_bench.reporting.verify import execute_verify
 
+    from removal_bench.running.runner import split_names
+
     return execute_verify(args.files, args.sample, args.sample_seed, args.tolerance, args.data_root, args.device,
-                          stream=sys.stdout, quiet=args.quiet)
+                          stream=sys.stdout, quiet=args.quiet, seeds=args.seeds, mode=args.mode, alpha=args.alpha,
+                          datasets=split_names(args.datasets) if args.datasets else None)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -36,7 +37,7 @@ from removal_bench.core.errors import UserError
 from removal_bench.running.tracking import SOURCE_RUN_TAG, deduplicate
 
 SCHEMA = 1
-TRIAL_FILE = "trials.jsonl"
+TRIAL_FILE = "trials.jsonl.gz"  # compact (schema 2); a .jsonl --output writes schema 1
 # MLflow's own bookkeeping tags that say nothing about a trial (and change with the store).
 SKIPPED_TAGS = ("mlflow.log-model.history", "mlflow.user", "mlflow.source.name", "mlflow.source.type")
 
@@ -81,6 +82,13 @@ def trial_line(run, experiment: str) -> dict[str, Any]:
     params = {k: str(v) for k, v in _columns(run, "params.").items()}
     tags = {k: str(v) for k, v in _columns(run, "tags.").items() if k not in SKIPPED_TAGS}
     metrics = {k: float(v) for k, v in _columns(run, "metrics.").items()}
+    return trial_record(experiment, run["run_id"], run["status"], _milliseconds(run.get("start_time")),
+                        _milliseconds(run.get("end_time")), params, tags, metrics)
+
+
+def trial_record(experiment: str, run_id: str, status: str, start_time: int | None, end_time: int | None,
+                 params: dict[str, str], tags: dict[str, str], metrics: dict[str, float]) -> dict[str, Any]:
+    """A schema-1 trial line: the run's params, tags and metrics, and the fields read from them."""
     plugins: dict[str, dict[str, str]] = {}
     for key, value in tags.items():
         if key.startswith("plugin."):
@@ -88,8 +96,8 @@ def trial_line(run, experiment: str) -> dict[str, Any]:
             plugins.setdefault(kind, {})[field] = value
     return {
         "kind": "trial", "schema": SCHEMA, "experiment": experiment,
-        "run_id": run["run_id"], "parent_run_id": tags.get("mlflow.parentRunId"), "status": run["status"],
-        "start_time": _milliseconds(run.get("start_time")), "end_time": _milliseconds(run.get("end_time")),
+        "run_id": run_id, "parent_run_id": tags.get("mlflow.parentRunId"), "status": status,
+        "start_time": start_time, "end_time": end_time,
         "method": tags.get("bench.method"), "dataset": tags.get("bench.dataset"), "seed": tags.get("bench.seed"),
         "label": tags.get("bench.label"), "config_hash": tags.get("bench.config_hash"),
         "config_key": tags.get("bench.config_key"),
@@ -126,8 +134,8 @@ def _as_source(line: dict[str, Any], sources: dict[str, str]) -> dict[str, Any]:
     return line
 
 
-def export_text(trials, invocations, experiment: str) -> str:
-    """The JSON lines of one experiment: its invocations, then one line per trial (by start time, run id).
+def export_records(trials, invocations, experiment: str) -> list[dict[str, Any]]:
+    """The schema-1 lines of one experiment: its invocations, then one line per trial (by start time, run id).
     Runs written by ``bench import`` keep their source's run ids, so a table read in and written out again
     comes back line for line."""
     lines, sources = [], {}
@@ -142,19 +150,61 @@ def export_text(trials, invocations, experiment: str) -> str:
         lines += ordered(_as_source(invocation_line(run, experiment), sources) for _, run in invocations.iterrows())
     if trials is not None and not trials.empty:
         lines += ordered(_as_source(trial_line(run, experiment), sources) for _, run in deduplicate(trials).iterrows())
-    return "".join(json.dumps(line, sort_keys=True, allow_nan=False, separators=(",", ":")) + "\n" for line in lines)
+    return lines
+
+
+def verbose_text(records: list[dict[str, Any]]) -> str:
+    """Schema 1: one whole JSON line per run (every field, params and tags as MLflow holds them)."""
+    return "".join(json.dumps(complete(line), sort_keys=True, allow_nan=False, separators=(",", ":")) + "\n"
+                   for line in records)
+
+
+def export_text(trials, invocations, experiment: str) -> str:
+    """The schema-1 text of one experiment (see :func:`export_records`)."""
+    return verbose_text(export_records(trials, invocations, experiment))
+
+
+def is_compact(path: str | Path) -> bool:
+    """``.gz`` tables are compact (schema 2, :mod:`removal_bench.reporting.compact`); ``.jsonl`` ones schema 1."""
+    return str(path).endswith(".gz")
+
+
+def table_bytes(records: list[dict[str, Any]], path: str | Path) -> bytes:
+    """The file of ``records`` for ``path``: compact and gzip-compressed for ``.gz``, schema-1 JSON lines otherwise."""
+    from removal_bench.reporting import compact
+
+    return compact.compress(compact.encode(records)) if is_compact(path) else verbose_text(records).encode()
 
 
 def execute_export(experiments: list[str], tracking_uri: str | None, output: str | None, quiet: bool = False,
-                   stream=None) -> list[Path]:
-    """``bench export``: one file per experiment; returns the paths written."""
+                   stream=None, from_files: list[str] | None = None) -> list[Path]:
+    """``bench export``: one file per experiment, or (``from_files``) the tables merged into ``output``; returns
+    the paths written."""
     import sys
 
-    from removal_bench.reporting.files import write_text
+    from removal_bench.core.disk import write_atomic
     from removal_bench.running import preflight
     from removal_bench.running.tracking import load_runs, require_experiment
 
     stream = stream or sys.stdout
+    if output and not str(output).endswith((".jsonl", ".jsonl.gz")):
+        raise UserError(f"--output {output}: a trial table ends in .jsonl.gz (compact) or .jsonl (one whole run a line)")
+    if from_files:
+        if experiments or tracking_uri:
+            raise UserError("--from reads trial tables instead of MLflow: --experiment and --tracking-uri go without it")
+        if not output:
+            raise UserError("--from needs --output: the table to write (.jsonl.gz compact, .jsonl one whole run a line)")
+        target = preflight.writable_file(output, "--output").resolve()
+        records = merge_records(read_lines(from_files), stream=None if quiet else stream)
+        data = table_bytes(records, target)
+        write_atomic(target, data, "the trial table")
+        if not quiet:
+            print(f"wrote {target}: {sum(r['kind'] == 'trial' for r in records)} trials and "
+                  f"{sum(r['kind'] == 'invocation' for r in records)} invocations from {len(from_files)} table(s), "
+                  f"{len(data):,} bytes", file=stream)
+        return [target]
+    if not experiments:
+        raise UserError("give --experiment (runs from MLflow) or --from (trial tables to merge or convert)")
     if output and len(experiments) != 1:
         raise UserError("--output names one file: give one --experiment (without it, each goes to "
                         f"results/<experiment>/{TRIAL_FILE})")
@@ -168,58 +218,132 @@ def execute_export(experiments: list[str], tracking_uri: str | None, output: str
         trials = load_runs(uri, name)
         if trials.empty:
             raise UserError(f"experiment {name!r} at {uri} holds no trial runs")
-        text = export_text(trials, load_runs(uri, name, kind="invocation"), name)
-        write_text(path, text)
+        data = table_bytes(export_records(trials, load_runs(uri, name, kind="invocation"), name), path)
+        write_atomic(path, data, "the trial table")
         written.append(path)
         if not quiet:
-            print(f"wrote {path}: {len(deduplicate(trials))} trials of experiment {name!r}", file=stream)
+            print(f"wrote {path}: {len(deduplicate(trials))} trials of experiment {name!r}, {len(data):,} bytes",
+                  file=stream)
     return written
 
 
 # --------------------------------------------------------------------------- reading back
 
 
-def read_lines(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
-    """Every line of the files, checked: a missing file, a line that is not JSON or not ours is a UserError."""
+def _text_of(path: Path) -> str:
+    import gzip
+    import zlib
+
+    if not path.is_file():
+        raise UserError(f"trial table {path} does not exist (bench export writes one)")
+    try:
+        data = path.read_bytes()
+        if data[:2] == b"\x1f\x8b":
+            data = gzip.decompress(data)
+        return data.decode()
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError) as error:
+        raise UserError(f"cannot read trial table {path}: {error}") from None
+
+
+def read_lines(paths: Iterable[str | Path], full: bool = False) -> list[dict[str, Any]]:
+    """Every run of the tables, as schema-1 records (``kind``, ``experiment``, ``run_id``, ``parent_run_id``,
+    ``status``, times, ``params``, ``tags``, ``metrics``; with ``full`` also the fields read from them, as a
+    schema-1 file holds them). Schema-1 (``.jsonl``) and compact (``.jsonl.gz``) tables alike; a missing
+    file, a line that is not JSON or not ours is a UserError naming it."""
+    from removal_bench.reporting import compact
+
+    paths = [Path(path).expanduser() for path in paths]
     out = []
     for path in paths:
-        path = Path(path).expanduser()
-        if not path.is_file():
-            raise UserError(f"trial table {path} does not exist (bench export writes one)")
-        try:
-            text = path.read_text()
-        except (OSError, UnicodeDecodeError) as error:
-            raise UserError(f"cannot read trial table {path}: {error}") from None
-        for number, line in enumerate(text.splitlines(), 1):
+        schema, settings, pending = SCHEMA, {}, []
+        for number, line in enumerate(_text_of(path).splitlines(), 1):
             if not line.strip():
                 continue
             try:
                 record = json.loads(line)
             except ValueError as error:
                 raise UserError(f"{path} line {number} is not JSON ({error}): is it a bench export file?") from None
-            if not isinstance(record, dict) or record.get("kind") not in ("trial", "invocation") \
-                    or record.get("schema") != SCHEMA:
-                raise UserError(f"{path} line {number} is not a trial or invocation of schema {SCHEMA}: "
+            kind = record.get("kind") if isinstance(record, dict) else None
+            if kind == "table" and record.get("schema") == compact.SCHEMA:
+                schema = compact.SCHEMA
+                continue
+            if schema == compact.SCHEMA and kind == "setting" and isinstance(record.get("id"), str):
+                settings[record["id"]] = record
+                continue
+            if kind not in ("trial", "invocation") or record.get("schema", schema) != schema:
+                raise UserError(f"{path} line {number} is not a trial or invocation of schema {schema}: "
                                 "is it a bench export file?")
-            out.append(record)
+            if schema == compact.SCHEMA:
+                pending.append((number, record))
+            else:
+                out.append(record)
+        for number, record in pending:
+            out.append(_decoded(record, settings, path, number))
     if not any(record["kind"] == "trial" for record in out):
         raise UserError(f"{', '.join(str(p) for p in paths)} hold no trials")
-    return out
+    return [complete(record) for record in out] if full else out
+
+
+def _decoded(record: dict[str, Any], settings: dict[str, dict], path: Path, number: int) -> dict[str, Any]:
+    """A schema-2 line as the schema-1 record's core (``params``, ``tags``, ``metrics`` and the run's fields)."""
+    from removal_bench.reporting import compact
+
+    where = f"{path} line {number}"
+    if not isinstance(record.get("run_id"), str) or not isinstance(record.get("status"), str):
+        raise UserError(f"{where} has no run_id or status: is it a bench export file?")
+    if record["kind"] == "invocation":
+        return {"kind": "invocation", "schema": SCHEMA, "experiment": record.get("experiment"),
+                "run_id": record["run_id"], "status": record["status"], "start_time": record.get("start_time"),
+                "end_time": record.get("end_time"), "params": record.get("params") or {}, "tags": record.get("tags") or {}}
+    setting = settings.get(record.get("setting"))
+    if setting is None:
+        raise UserError(f"{where}: trial of setting {record.get('setting')!r}, which the table does not hold")
+    try:
+        params, tags, metrics = compact.decode_trial(record, setting)
+    except (TypeError, AttributeError, ValueError) as error:
+        raise UserError(f"{where} is not a trial of schema {compact.SCHEMA}: {error}") from None
+    return {"kind": "trial", "schema": SCHEMA, "experiment": setting.get("experiment"), "run_id": record["run_id"],
+            "parent_run_id": tags.get("mlflow.parentRunId"), "status": record["status"],
+            "start_time": record.get("start_time"), "end_time": record.get("end_time"),
+            "params": params, "tags": tags, "metrics": metrics}
+
+
+def complete(record: dict[str, Any]) -> dict[str, Any]:
+    """A trial record with every schema-1 field (identity, protocol, versions, plugins ...) read from its tags."""
+    if record["kind"] != "trial" or "identity" in record:
+        return record if record["kind"] == "trial" or "schema" in record else {**record, "schema": SCHEMA}
+    return trial_record(record["experiment"], record["run_id"], record["status"], record.get("start_time"),
+                        record.get("end_time"), record["params"], record["tags"], record["metrics"])
 
 
 def _frame(records: list[dict[str, Any]]):
+    """The frame of ``mlflow.search_runs`` for these records, built column by column (a row per record)."""
+    import numpy as np
     import pandas as pd
 
-    rows = []
-    for record in records:
-        row = {"run_id": record["run_id"], "status": record["status"], "experiment": record["experiment"]}
-        for name in ("start_time", "end_time"):
-            row[name] = pd.to_datetime(record[name], unit="ms", utc=True) if record.get(name) is not None else pd.NaT
-        row.update({f"params.{k}": v for k, v in record.get("params", {}).items()})
-        row.update({f"tags.{k}": v for k, v in record.get("tags", {}).items()})
-        row.update({f"metrics.{k}": v for k, v in record.get("metrics", {}).items()})
-        rows.append(row)
-    return pd.DataFrame(rows)
+    n = len(records)
+    columns: dict[str, list] = {"run_id": [None] * n, "status": [None] * n, "experiment": [None] * n}
+    times = {"start_time": np.full(n, np.iinfo(np.int64).min, dtype=np.int64),
+             "end_time": np.full(n, np.iinfo(np.int64).min, dtype=np.int64)}
+    for index, record in enumerate(records):
+        columns["run_id"][index], columns["status"][index] = record["run_id"], record["status"]
+        columns["experiment"][index] = record["experiment"]
+        for name, values in times.items():
+            if record.get(name) is not None:
+                values[index] = record[name]
+        for prefix, group in (("params.", record.get("params", {})), ("tags.", record.get("tags", {})),
+                              ("metrics.", record.get("metrics", {}))):
+            for key, value in group.items():
+                column = columns.get(prefix + key)
+                if column is None:
+                    column = columns[prefix + key] = [np.nan] * n
+                column[index] = value
+    frame = {name: values for name, values in list(columns.items())[:3]}
+    for name, values in times.items():
+        frame[name] = pd.to_datetime(pd.Series(values).where(values != np.iinfo(np.int64).min), unit="ms", utc=True)
+    for name, values in list(columns.items())[3:]:
+        frame[name] = np.asarray(values, dtype=float) if name.startswith("metrics.") else values
+    return pd.DataFrame(frame) if n else pd.DataFrame()
 
 
 def read_frames(records: list[dict[str, Any]]):
@@ -231,6 +355,108 @@ def read_frames(records: list[dict[str, Any]]):
 
 def experiments_of(records: list[dict[str, Any]]) -> list[str]:
     return sorted({r["experiment"] for r in records if r["kind"] == "trial"})
+
+
+# --------------------------------------------------------------------------- merging tables
+
+# The figures a trial is judged by (bench verify compares them; repeated runs are told apart by them). Times are not.
+FIGURES = (
+    "accuracy", "balanced_accuracy", "val_accuracy", "leakage", "leakage_norm", "mi_bits", "val_leakage",
+    "leak_linear", "leak_mlp", "leak_gbdt", "leak_probe25", "leak_probe50", "floor_leakage", "head_acc",
+    "dp_gap", "eo_gap", "majority_accuracy",
+)
+
+
+@dataclass
+class Merged:
+    """What merging runs from several sources did: runs seen twice (one run id) and trials run twice."""
+
+    same_runs: int = 0  # runs present more than once (the same run id, or an import of it): counted once
+    repeated: list[str] = field(default_factory=list)  # per trial run more than once: which run was kept, how far apart
+    largest: float = 0.0  # the largest difference of a figure between a kept run and a dropped one
+
+    def lines(self) -> list[str]:
+        out = []
+        if self.same_runs:
+            out.append(f"{self.same_runs} run(s) appear in more than one source (the same run id): each counted once")
+        if self.repeated:
+            out.append(f"{len(self.repeated)} trial(s) have more than one FINISHED run (the same configuration and seed, "
+                       f"say on two machines): each counts once, as its latest FINISHED run, never an average; the runs "
+                       f"differ by up to {self.largest:.4g} in a figure")
+        return out
+
+
+def run_key(frame):
+    """Per run, the run it is: its source's id for a run written by ``bench import``, else its own."""
+    column = f"tags.{SOURCE_RUN_TAG}"
+    if column not in frame.columns:
+        return frame["run_id"]
+    return frame[column].where(frame[column].map(lambda v: isinstance(v, str)), frame["run_id"])
+
+
+def merge_runs(frame, parents=None):
+    """(trials, invocations, :class:`Merged`) of runs gathered from several sources (MLflow, trial tables): a
+    run present twice is kept once; a trial (config hash, which holds the seed) with several FINISHED runs keeps
+    the one :func:`removal_bench.running.tracking.deduplicate` keeps (the latest), and every such trial is named
+    with the runs kept and dropped and the largest difference between their figures."""
+    import math
+
+    merged = Merged()
+    if frame is not None and not frame.empty:
+        once = ~run_key(frame).duplicated()
+        merged.same_runs = int((~once).sum())
+        frame = frame[once] if merged.same_runs else frame
+        finished = frame[frame["status"] == "FINISHED"]
+        several = finished["tags.bench.config_hash"].duplicated(keep=False)
+        if several.any():
+            kept_ids = set(deduplicate(frame)["run_id"])
+            for config_hash, runs in finished[several].groupby("tags.bench.config_hash", sort=True):
+                kept = runs[runs["run_id"].isin(kept_ids)]
+                if kept.empty:
+                    continue
+                kept = kept.iloc[0]
+                for _, other in runs[runs["run_id"] != kept["run_id"]].iterrows():
+                    gap, figure = 0.0, "none"
+                    for name in FIGURES:
+                        a, b = kept.get(f"metrics.{name}"), other.get(f"metrics.{name}")
+                        if isinstance(a, float) and isinstance(b, float) and math.isfinite(a) and math.isfinite(b) \
+                                and abs(a - b) > gap:
+                            gap, figure = abs(a - b), name
+                    merged.largest = max(merged.largest, gap)
+                    merged.repeated.append(
+                        f"{kept.get('tags.bench.label')} on {kept.get('tags.bench.dataset')}, seed {kept.get('tags.bench.seed')} "
+                        f"(config hash {config_hash}): kept run {_short(kept)}, dropped run {_short(other)}; largest "
+                        f"difference {gap:.4g} ({figure})")
+    if parents is not None and not parents.empty:
+        parents = parents[~run_key(parents).duplicated()]
+    return frame, parents, merged
+
+
+def _short(run) -> str:
+    key = run.get(f"tags.{SOURCE_RUN_TAG}")
+    key = key if isinstance(key, str) else run["run_id"]
+    where = run.get("tags.fingerprint.cpu")
+    return key + (f" ({where})" if isinstance(where, str) and where else "")
+
+
+def merge_records(records: list[dict[str, Any]], stream=None) -> list[dict[str, Any]]:
+    """Several tables' records as one table's: each run once (by run id), one run per trial (as
+    :func:`merge_runs`: the trials run more than once are printed to ``stream``), ordered as an export is."""
+    trials, invocations = read_frames(records)
+    trials, invocations, merged = merge_runs(trials, invocations)
+    keep = set(deduplicate(trials)["run_id"]) | set(invocations["run_id"] if not invocations.empty else [])
+    if stream is not None:
+        for line in merged.lines() + merged.repeated:
+            print(line, file=stream)
+    seen, out = set(), []
+    for record in records:
+        if record["run_id"] in keep and record["run_id"] not in seen:
+            seen.add(record["run_id"])
+            out.append(record)
+    def order(line):
+        return (line["kind"] != "invocation", line.get("start_time") is None, line.get("start_time") or 0, line["run_id"])
+
+    return sorted(out, key=order)
 
 
 # --------------------------------------------------------------------------- ranking against a file

@@ -261,6 +261,7 @@ def execute_leaderboard(
         frame = pd.concat([frame, theirs], ignore_index=True)
         parents = pd.concat([parents, their_parents], ignore_index=True)
         experiments = list(dict.fromkeys([*experiments, *export.experiments_of(committed)]))
+    frame, parents, merged = export.merge_runs(frame, parents)  # each run once; a trial run twice named, not averaged
     by_dataset = summaries.summarise(frame, expected_seeds=declared_seeds_of(parents))
     generated = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     from removal_bench.reporting.standings import of_datasets
@@ -275,6 +276,7 @@ def execute_leaderboard(
         head_plots = {dataset: f"{folder.name}/{path.name}"
                       for dataset, path in publish.write_head_plots(heads, folder).items()}
     behind = provenance(uri, experiments, frame, command, parents)
+    behind.merged = merged.lines() + merged.repeated
     text = tables.leaderboard_text(by_dataset, experiments, max_leakage, generated, provenance=behind, plots=plots,
                                    found=found, head_plots=head_plots, source=source)
     if "markdown" in paths:

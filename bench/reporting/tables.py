@@ -188,6 +188,7 @@ class Provenance:
     last_end: float = math.nan
     report_command: str = ""  # the command that wrote this file
     plugins: list[str] = field(default_factory=list)  # methods and datasets from other packages, with their provenance
+    merged: list[str] = field(default_factory=list)  # runs seen twice and trials run twice (export.Merged), when any
 
 
 def _duration(seconds: float) -> str:
@@ -208,6 +209,11 @@ def provenance_text(found: Provenance) -> str:
     if found.plugins:
         lines.append("- Plugins (methods and datasets from other packages, as their trials recorded them): "
                      + "; ".join(found.plugins) + ".")
+    if found.merged:
+        shown = found.merged[:12]
+        lines.append("- Merged sources: " + "; ".join(shown)
+                     + (f"; and {len(found.merged) - len(shown)} more (bench export --from lists every one)."
+                        if len(found.merged) > len(shown) else "."))
     if found.report_command:
         lines.append(f"- This file: `{found.report_command}`.")
     if found.commands:

@@ -1,0 +1,177 @@
+"""The compact trial table (``trials.jsonl.gz``, schema 2): each trial's own figures once, what its invocation
+shares once, gzip-compressed JSON lines.
+
+A schema-1 table (``trials.jsonl``, :mod:`removal_bench.reporting.export`) repeats on every line what is
+the same for hundreds of trials (package versions, commit, protocol, dataset options, recipe and its
+citation) and holds each trial's identity three times (parsed, as the ``bench.identity`` tag, and as
+params): 7.7 kB a trial. Schema 2 keeps, per line:
+
+- ``{"kind": "table", "schema": 2, ...}``: the first line (a concatenation of two tables holds two).
+- ``{"kind": "invocation", ...}``: as in schema 1 (run id, status, times, params, tags), without ``schema``.
+- ``{"kind": "setting", "id": ..., ...}``: what a group of trials shares: the experiment, the params and tags
+  of :func:`is_setting_param` / :func:`is_setting_tag` (dataset options, recipe, versions, commit, protocol,
+  hardware fingerprint, plugins, parent invocation), and the identity's typed dataset options and recipe. Its
+  ``id`` is a hash of its content, so two tables never give one id two meanings.
+- ``{"kind": "trial", "setting": ID, ...}``: flat: run id, status, times, ``dataset``, ``method``, ``label``,
+  ``seed``, ``config_hash``, ``config_key``, the typed hyperparameters as ``hp.<name>``, every final metric
+  as ``metrics.<name>``; rarely ``params.<name>`` / ``tags.<name>`` (what its setting and these fields do
+  not give back exactly) and ``drop`` (what they give that the run did not have).
+
+The rest of the run is derived on reading (:func:`decode_trial`): params ``method``, ``seed`` and
+``hp.<name>`` (the text MLflow logged), the tags ``bench.method``, ``bench.label``, ``bench.seed``,
+``bench.config_hash``, ``bench.config_key``, ``mlflow.runName`` and ``bench.identity`` (its canonical
+JSON). The writer checks every trial: it decodes the line it built and stores explicitly whatever does not
+come back identical, so the table reads back to the run's params, tags and metrics exactly, whatever they
+hold. ``pandas.read_json(path, lines=True)`` reads it (one row per line; ``kind == "trial"`` are the trials,
+with their figures as columns).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+from typing import Any, Iterable
+
+SCHEMA = 2
+HEADER = {"kind": "table", "schema": SCHEMA, "format": "removal-bench trial table, docs/RESULTS_TABLE.md"}
+SETTING_PARAMS = ("dataset", "epochs", "batch_size", "encoder")
+SETTING_PARAM_PREFIXES = ("data.", "recipe.")
+SETTING_TAGS = ("bench.dataset", "bench.git_commit", "bench.protocol", "bench.protocol_parts", "bench.threads",
+                "bench.kind", "mlflow.parentRunId", "encoder", "compute_path")
+SETTING_TAG_PREFIXES = ("version.", "fingerprint.", "plugin.", "mlflow.source.")
+# trial line field -> the tag it gives back
+FIELD_TAGS = {"dataset": "bench.dataset", "method": "bench.method", "label": "bench.label",
+              "config_hash": "bench.config_hash", "config_key": "bench.config_key"}
+RUN_FIELDS = ("run_id", "status", "start_time", "end_time")
+
+
+def is_setting_param(name: str) -> bool:
+    return name in SETTING_PARAMS or name.startswith(SETTING_PARAM_PREFIXES)
+
+
+def is_setting_tag(name: str) -> bool:
+    return name in SETTING_TAGS or name.startswith(SETTING_TAG_PREFIXES)
+
+
+def canonical(value: Any) -> str:
+    """As :func:`removal_bench.running.protocol.canonical` (the ``bench.identity`` tag's text)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def _dumps(line: dict[str, Any]) -> str:
+    return json.dumps(line, sort_keys=True, allow_nan=False, separators=(",", ":"))
+
+
+def _identity(tags: dict[str, str]) -> dict[str, Any] | None:
+    try:
+        found = json.loads(tags["bench.identity"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return found if isinstance(found, dict) else None
+
+
+def _text(value: Any) -> str:
+    """A hyperparameter as MLflow logged it (``str`` of the Python value)."""
+    return str(value)
+
+
+def decode_trial(line: dict[str, Any], setting: dict[str, Any]) -> tuple[dict[str, str], dict[str, str], dict[str, float]]:
+    """(params, tags, metrics) of a schema-2 trial line with its setting, each sorted by name."""
+    params, tags = dict(setting.get("params", {})), dict(setting.get("tags", {}))
+    hparams, metrics = {}, {}
+    for key, value in line.items():
+        if key.startswith("hp."):
+            hparams[key[3:]] = value
+        elif key.startswith("metrics."):
+            metrics[key[8:]] = value
+    for field, tag in FIELD_TAGS.items():
+        if line.get(field) is not None:
+            tags[tag] = line[field]
+    method, dataset, seed, label = line.get("method"), line.get("dataset"), line.get("seed"), line.get("label")
+    if method is not None:
+        params["method"] = method
+    if seed is not None:
+        params["seed"] = tags["bench.seed"] = _text(seed)
+    for name, value in hparams.items():
+        params[f"hp.{name}"] = _text(value)
+    if label is not None and dataset is not None and seed is not None:
+        tags["mlflow.runName"] = f"{label}/{dataset}/seed{seed}"
+    if "dataset_options" in setting and "recipe" in setting:
+        tags["bench.identity"] = canonical({"dataset": dataset, "dataset_options": setting["dataset_options"],
+                                            "hparams": hparams, "method": method, "recipe": setting["recipe"], "seed": seed})
+    for key, value in line.items():
+        if key.startswith("params."):
+            params[key[7:]] = value
+        elif key.startswith("tags."):
+            tags[key[5:]] = value
+    for key in line.get("drop", ()):
+        kind, _, name = key.partition(".")
+        (params if kind == "params" else tags).pop(name, None)
+    return dict(sorted(params.items())), dict(sorted(tags.items())), dict(sorted(metrics.items()))
+
+
+def _setting_of(record: dict[str, Any]) -> dict[str, Any]:
+    params, tags = record.get("params", {}), record.get("tags", {})
+    setting = {"experiment": record.get("experiment"),
+               "params": {k: v for k, v in sorted(params.items()) if is_setting_param(k)},
+               "tags": {k: v for k, v in sorted(tags.items()) if is_setting_tag(k)}}
+    identity = _identity(tags)
+    if identity is not None and isinstance(identity.get("dataset_options"), dict) and isinstance(identity.get("recipe"), dict):
+        setting["dataset_options"], setting["recipe"] = identity["dataset_options"], identity["recipe"]
+    setting["id"] = hashlib.sha256(_dumps(setting).encode()).hexdigest()[:16]
+    return setting
+
+
+def encode_trial(record: dict[str, Any], setting: dict[str, Any]) -> dict[str, Any]:
+    """The schema-2 line of a trial record (schema 1's fields ``params``, ``tags``, ``metrics`` and the run's),
+    checked: what the derivation does not give back exactly is stored explicitly."""
+    params, tags, metrics = record.get("params", {}), record.get("tags", {}), record.get("metrics", {})
+    line: dict[str, Any] = {"kind": "trial", "setting": setting["id"]}
+    for name in RUN_FIELDS:
+        line[name] = record.get(name)
+    for field, tag in FIELD_TAGS.items():
+        if tag in tags:
+            line[field] = tags[tag]
+    identity = _identity(tags) or {}
+    hparams = identity.get("hparams") if isinstance(identity.get("hparams"), dict) else \
+        {k[3:]: v for k, v in params.items() if k.startswith("hp.")}
+    if "seed" in identity:
+        line["seed"] = identity["seed"]
+    elif "bench.seed" in tags:
+        line["seed"] = tags["bench.seed"]
+    line.update({f"hp.{k}": v for k, v in hparams.items()})
+    line.update({f"metrics.{k}": v for k, v in metrics.items()})
+    got_params, got_tags, _ = decode_trial(line, setting)
+    for prefix, want, got in (("params", params, got_params), ("tags", tags, got_tags)):
+        for key, value in want.items():
+            if got.get(key) != value:
+                line[f"{prefix}.{key}"] = value
+        dropped = [f"{prefix}.{key}" for key in got if key not in want]
+        if dropped:
+            line.setdefault("drop", []).extend(dropped)
+    return line
+
+
+def encode(records: Iterable[dict[str, Any]]) -> str:
+    """Schema-1 records (invocations first, then trials, in the order given) as schema-2 JSON lines."""
+    out, written = [_dumps(HEADER)], set()
+    for record in records:
+        if record["kind"] == "invocation":
+            out.append(_dumps({key: record.get(key) for key in ("kind", "experiment", "run_id", *RUN_FIELDS[1:], "params", "tags")}))
+            continue
+        setting = _setting_of(record)
+        if setting["id"] not in written:
+            written.add(setting["id"])
+            out.append(_dumps({"kind": "setting", **setting}))
+        out.append(_dumps(encode_trial(record, setting)))
+    return "\n".join(out) + "\n"
+
+
+def compress(text: str) -> bytes:
+    """gzip, level 9, without a file name or time in the header: the same table gives the same bytes."""
+    buffer = io.BytesIO()
+    with gzip.GzipFile(fileobj=buffer, mode="wb", compresslevel=9, mtime=0, filename="") as stream:
+        stream.write(text.encode())
+    return buffer.getvalue()
