@@ -103,3 +103,62 @@ def test_our_parity_gap_is_ffbs_demographic_parity():
         ffb = abs(predicted[s == 1].mean() - predicted[s == 0].mean())
         ours = task_metrics(np.stack([1 - positive, positive], axis=1), y, s).dp_gap
         assert abs(ours - ffb) < 1e-12
+
+
+def _grid_frame(rows, val_by_alpha: dict[float, list[float]], test_by_alpha: dict[float, list[float]], skip=()):
+    """A frame as MLflow's search_runs gives it: one FINISHED run per planned trial, figures by alpha and seed."""
+    records = []
+    for entry in rows:
+        for point, trials in entry.candidates:
+            for trial in trials:
+                alpha, seed = point["alpha"], trial.config["seed"]
+                if (alpha, seed) in skip:
+                    continue
+                records.append({"run_id": f"run-{alpha}-{seed}", "status": "FINISHED", "start_time": pd.Timestamp(0),
+                                "tags.bench.config_hash": trial.key, "metrics.val_accuracy": val_by_alpha[alpha][seed],
+                                "metrics.accuracy": test_by_alpha[alpha][seed]})
+    return pd.DataFrame(records)
+
+
+def test_a_rows_grid_is_chosen_on_validation_and_named_in_the_report(tmp_path):
+    """EnD's rows choose alpha = beta per rho from a grid on val_accuracy (issue 26), never on the test figure."""
+    tables = select_tables(["end-table1"], load_tables())
+    request = ReproduceRequest(tables=["end-table1"], data_root=str(tmp_path), recipe="cpu-converged")
+    rows = [row for row in plan_rows(request, tables) if row.row.label == "rho 0.997"]
+    (entry,) = rows
+    assert [point["alpha"] for point, _ in entry.candidates] == [0.1, 0.5, 1.0] and len(entry.trials) == 9
+    assert len({trial.key for trial in entry.trials}) == 9  # every point and seed its own trial
+    entry.missing = []  # as if the data were there
+    # alpha 0.5 is best on validation; alpha 1 would be best on test: the row must report alpha 0.5's test figure
+    val = {0.1: [0.50, 0.52, 0.51], 0.5: [0.70, 0.69, 0.71], 1.0: [0.60, 0.61, 0.59]}
+    test = {0.1: [0.40, 0.41, 0.42], 0.5: [0.60, 0.62, 0.61], 1.0: [0.90, 0.91, 0.92]}
+    text = render(rows, _grid_frame(rows, val, test), request, "sqlite:////x/mlflow.db", 0.0)
+    line = next(line for line in text.splitlines() if line.startswith("| rho 0.997"))
+    cells = [cell.strip() for cell in line.strip("|").split("|")]
+    assert cells[4].startswith("61.00") and cells[5] == "3/3"
+    assert "**alpha=0.5, beta=0.5** chosen on val_accuracy" in cells[8] and "3 of 3 points complete" in cells[8]
+    assert "alpha=0.1,beta=0.1; alpha=0.5,beta=0.5; alpha=1,beta=1" in cells[8]
+    # a point with a seed missing cannot be chosen, however good its other seeds are
+    text = render(rows, _grid_frame(rows, val, test, skip={(0.5, 2)}), request, "sqlite:////x/mlflow.db", 0.0)
+    line = next(line for line in text.splitlines() if line.startswith("| rho 0.997"))
+    assert "**alpha=1, beta=1** chosen" in line and "2 of 3 points complete" in line
+    assert "| 91.00 +- 0.58 |" in line
+
+
+def test_reproduce_runs_every_rows_first_grid_point_before_any_second(tmp_path, monkeypatch):
+    """An interrupted grid leaves whole rows at the authors' default before any row's whole grid."""
+    from removal_bench.running import reproduce
+
+    seen = []
+    import removal_bench.running.runner as runner
+
+    def planned_then_stop(run, unique):  # the trials in the order they would run, then no run at all
+        seen.extend(unique)
+        raise UserError("stop here")
+
+    monkeypatch.setattr(reproduce, "missing_data", lambda *args: [])
+    monkeypatch.setattr(runner, "check_where", planned_then_stop)
+    with pytest.raises(UserError, match="stop here"):
+        reproduce.execute_reproduce(ReproduceRequest(tables=["end-table1"], data_root=str(tmp_path), recipe="cpu-converged"))
+    alphas = [trial.config["hparams"]["alpha"] for trial in seen]
+    assert len(seen) == 36 and alphas[:12] == [0.1] * 12 and set(alphas[12:24]) == {0.5, 1.0}

@@ -50,6 +50,10 @@ class Row:
     dataset: str
     options: dict[str, Any]
     numbers: tuple[Number, ...]
+    # hyperparameter points to choose from on validation, as the paper chose (EnD: alpha and beta per rho);
+    # empty: the table's hparams alone. The chosen point is the one with the highest mean of the table's
+    # ``select`` metric over its seeds (validation, never test), among points with every seed finished.
+    grid: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,7 @@ class Table:
     reasons: tuple[str, ...]
     rows: tuple[Row, ...]
     hparams: dict[str, Any] = field(default_factory=dict)
+    select: str = "val_accuracy"  # what a row's grid is chosen on
 
 
 def load_tables(path: Path = PUBLISHED) -> list[Table]:
@@ -83,6 +88,7 @@ def load_tables(path: Path = PUBLISHED) -> list[Table]:
                 dataset=row.get("dataset", entry["dataset"]),
                 options={**entry.get("options", {}), **row.get("options", {})},
                 numbers=tuple(Number(n["metric"], n.get("value"), float(n.get("spread", 0.0))) for n in row["numbers"]),
+                grid=tuple(dict(point) for point in row.get("grid", ())),
             )
             for row in entry["row"]
         )
@@ -91,6 +97,7 @@ def load_tables(path: Path = PUBLISHED) -> list[Table]:
             published_runs=entry["published_runs"], seeds=int(entry["seeds"]), seed_mode=entry["seed_mode"],
             scale=float(entry.get("scale", 1.0)), unit=entry.get("unit", ""), gpu=bool(entry.get("gpu", False)),
             reasons=tuple(entry.get("reasons", ())), rows=rows, hparams=dict(entry.get("hparams", {})),
+            select=entry.get("select", "val_accuracy"),
         ))
     return tables
 
@@ -178,6 +185,7 @@ class PlannedRow:
     trials: list = field(default_factory=list)  # removal_bench.running.runner.PlannedTrial
     missing: list[str] = field(default_factory=list)
     changes: list[str] = field(default_factory=list)  # how this row departs from the published setting
+    candidates: list[tuple[dict[str, Any], list]] = field(default_factory=list)  # (grid point, its trials)
 
 
 def scoped(items: Sequence[str], tables: list[Table], flag: str) -> dict[str, list[str]]:
@@ -248,15 +256,20 @@ def plan_rows(request: ReproduceRequest, tables: list[Table]) -> list[PlannedRow
             if recipe != "dataset":
                 entry.changes.append(f"recipe {recipe}")
             entry.changes += [f"recipe {k}={v}" for k, v in training.items()]
-            for seed in range(seeds):
-                seeded = {**options, "data_seed": seed} if table.seed_mode == "data_seed" else options
-                config = make_config(
-                    table.method, row.dataset, seeded, table.hparams, seed=seed, epochs=request.epochs,
-                    batch_size=request.batch_size, encoder=request.encoder, device=request.device,
-                    data_root=str(data_root), train=training, recipe=recipe,
-                )
-                entry.trials.append(PlannedTrial(config, config_hash(config), configuration_key(config),
-                                                 label_for(table.method, config["hparams"], training)))
+            for point in row.grid or ({},):
+                hparams = {**table.hparams, **point}
+                trials = []
+                for seed in range(seeds):
+                    seeded = {**options, "data_seed": seed} if table.seed_mode == "data_seed" else options
+                    config = make_config(
+                        table.method, row.dataset, seeded, hparams, seed=seed, epochs=request.epochs,
+                        batch_size=request.batch_size, encoder=request.encoder, device=request.device,
+                        data_root=str(data_root), train=training, recipe=recipe,
+                    )
+                    trials.append(PlannedTrial(config, config_hash(config), configuration_key(config),
+                                               label_for(table.method, config["hparams"], training)))
+                entry.candidates.append((point, trials))
+                entry.trials.extend(trials)
             entry.missing = missing_data(row.dataset, options, data_root)
             planned.append(entry)
     return planned
@@ -283,7 +296,11 @@ def execute_reproduce(request: ReproduceRequest, stream: TextIO | None = None) -
     tables = select_tables(request.tables, load_tables())
     rows = plan_rows(request, tables)
     run = run_request(request)
-    runnable = [trial for row in rows if not row.missing for trial in row.trials]
+    # grid points in rounds: every row's first point, then every row's second, ...: an interrupted run has whole
+    # rows at the first points (for EnD, the authors' default strength) before it has any row's whole grid
+    rounds = max((len(row.candidates) for row in rows), default=0)
+    runnable = [trial for index in range(rounds) for row in rows if not row.missing and index < len(row.candidates)
+                for trial in row.candidates[index][1]]
     unique = list({trial.key: trial for trial in runnable}.values())
     tracking_uri, gpus = check_where(run, unique)
     started = time.perf_counter()
@@ -363,6 +380,32 @@ def finished_values(trials, frame, metric: str, scale: float) -> tuple[list[floa
     return values, run_ids, notes
 
 
+def choose(entry: PlannedRow, frame, select: str) -> tuple[dict[str, Any], list, str]:
+    """The row's grid point chosen on ``select`` (validation), its trials, and a note naming the grid and the choice.
+
+    Without a grid: the row's only point, its trials, no note. With one: the point whose seeds' mean of
+    ``select`` is highest among the points with every seed finished (ties: the first in the file's order);
+    until one is complete, the first point, and the note says the choice is pending.
+    """
+    if len(entry.candidates) <= 1:
+        point, trials = entry.candidates[0] if entry.candidates else ({}, entry.trials)
+        return point, trials, ""
+    scored = []
+    for index, (point, trials) in enumerate(entry.candidates):
+        values, _, notes = finished_values(trials, frame, select, 1.0)
+        if not notes and values:
+            scored.append((sum(values) / len(values), -index, point, trials))
+    grid = "; ".join(",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in point.items())
+                     for point, _ in entry.candidates)
+    if not scored:
+        point, trials = entry.candidates[0]
+        return point, trials, f"grid {{{grid}}}: no point complete yet, choice on {select} pending"
+    score, _, point, trials = max(scored, key=lambda item: item[:2])
+    chosen = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in point.items())
+    return point, trials, (f"**{chosen}** chosen on {select} ({score:.4f}, mean over seeds) from the grid {{{grid}}} "
+                           f"({len(scored)} of {len(entry.candidates)} points complete)")
+
+
 def trial_seconds(frame, run_ids: set[str]) -> float:
     """Training plus evaluation seconds that the runs logged."""
     runs = frame[frame["run_id"].isin(run_ids)]
@@ -422,7 +465,9 @@ def render(rows: list[PlannedRow], frame, request: ReproduceRequest, tracking_ur
                         + ("; a GPU for the full setting" if table.gpu else "") + " |"
                     )
                     continue
-                values, run_ids, notes = finished_values(entry.trials, frame, number.metric, table.scale)
+                _, trials, choice = choose(entry, frame, table.select)
+                values, run_ids, notes = finished_values(trials, frame, number.metric, table.scale)
+                notes = ([choice] if choice else []) + notes
                 mean, error = mean_and_error(values)
                 ours = "-" if mean is None else f"{mean:.2f}" + (f" +- {error:.2f}" if error is not None else "")
                 difference = "-" if mean is None or number.value is None else f"{mean - number.value:+.2f}"
@@ -430,11 +475,13 @@ def render(rows: list[PlannedRow], frame, request: ReproduceRequest, tracking_ur
                 remarks = ["**reduced: " + ", ".join(entry.changes) + "**"] if entry.changes else []
                 lines.append(
                     f"| {row.label} | {row.dataset}:{options} | {number.metric} | {published} | {ours} | "
-                    f"{len(values)}/{len(entry.trials)} | {difference} | {outcome} | {'; '.join(remarks + notes)} |"
+                    f"{len(values)}/{len(trials)} | {difference} | {outcome} | {'; '.join(remarks + notes)} |"
                 )
                 if number is row.numbers[0] and run_ids:
                     appendix.append(f"| {table.id} | {row.label} | {', '.join(run_ids)} |")
                     table_runs.update(run_ids)
+                if number is row.numbers[0] and len(entry.candidates) > 1:  # the grid's cost counts too
+                    table_runs.update(finished_values(entry.trials, frame, table.select, 1.0)[1])
         if table_runs:
             lines += ["", f"Trial time: {trial_seconds(frame, table_runs):.0f} s over {len(table_runs)} runs "
                           "(their logged training and evaluation seconds)."]
