@@ -117,3 +117,33 @@ def test_bf16_training_agrees_with_fp32_within_seed_noise():
         a, b = [f[index] for f in fp32], [f[index] for f in bf16]
         assert abs(statistics.mean(a) - statistics.mean(b)) < margin, (name, a, b)
     assert statistics.mean(f[0] for f in bf16) > 0.2  # ten digits, unbiased test images: chance is 0.1
+
+
+def test_the_cpu_estimate_uses_the_fast_rate_only_where_the_recipe_and_the_cpu_allow(monkeypatch):
+    from types import SimpleNamespace
+
+    from removal_bench.running.estimate import CPU_RATES, estimate_cpu
+
+    def spec_and_size(config):
+        return SimpleNamespace(epochs=80, encoder="biased_mnist_cnn"), 60_000
+
+    options = {"rho": 0.99, "split": "reference"}
+    converged = [make_config("vanilla", "biased_mnist", options, seed=seed, recipe="cpu-converged") for seed in range(2)]
+    fp32 = [make_config("vanilla", "biased_mnist", options, seed=seed, recipe="cpu-converged",
+                        train={"precision": "fp32"}) for seed in range(2)]
+    images = 2 * 12 * 60_000
+
+    def minutes(lines):
+        return float(lines[0].split("about ")[1].split(" min")[0])
+
+    monkeypatch.setenv("BENCH_CPU_BF16", "1")
+    fast, slow = estimate_cpu(converged, spec_and_size), estimate_cpu(fp32, spec_and_size)
+    assert f"{images:,} images" in fast[0] and "has native bf16" in fast[0]
+    assert abs(minutes(fast) - images / CPU_RATES["lenet"][1] / 60) <= 0.5
+    assert abs(minutes(slow) - images / CPU_RATES["lenet"][0] / 60) <= 0.5
+    monkeypatch.setenv("BENCH_CPU_BF16", "0")  # no native bf16: the fp32 rate, whatever the recipe asks
+    assert minutes(estimate_cpu(converged, spec_and_size)) == minutes(slow)
+    two = estimate_cpu(converged, spec_and_size, concurrent=2)[0]
+    assert "with 2 at a time" in two
+    unknown = make_config("vanilla", "biased_mnist", options, recipe="cpu", encoder="mlp")
+    assert "mlp not estimated" in estimate_cpu([unknown], spec_and_size)[-1]

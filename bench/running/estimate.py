@@ -10,6 +10,11 @@ The estimate is training only (epochs x training images / rate, one trial at a t
 method at vanilla's rate: EnD's and HSIC's extra terms on a batch of 128-d features are small beside the
 convolutions); evaluation (the attackers, on the CPU) and data loading come on top. Another GPU, another
 torch, or GPUs shared between trials give other times: it is an estimate, and says so.
+
+On a CPU (issue 26) the same is printed from the one-thread training rates that ``python -m
+removal_bench.benchmarks cpu-paths`` measured (:data:`CPU_RATES`): the fp32 path for ``precision=fp32``, the
+fast path (bf16 autocast, channels_last, fused step) where the recipe asks for it and the CPU has native
+bf16, divided among the trials that run at once.
 """
 
 from __future__ import annotations
@@ -24,6 +29,14 @@ GPU_RATES: dict[str, tuple[float, float]] = {
     "rebias_cnn": (30.5e3, 18.8e3),
 }
 RATE_BATCH = 100
+CPU_CARD = "AMD EPYC core with avx512_bf16 (torch 2.14.1, one thread; python -m removal_bench.benchmarks cpu-paths)"
+# encoder -> (fp32 img/s, fast-path img/s), batch 100, one thread, 3 x 28 x 28 (docs/BIASED_MNIST.md, issue 26)
+CPU_RATES: dict[str, tuple[float, float]] = {
+    "lenet": (1115.0, 2392.0),
+    "small_cnn": (591.0, 964.0),
+    "biased_mnist_cnn": (40.0, 74.0),
+    "rebias_cnn": (43.0, 87.0),
+}
 
 
 @dataclass
@@ -73,6 +86,34 @@ def estimate(configs: Iterable[dict[str, Any]], spec_and_size: Callable[[dict[st
         result.seconds_loader += images / rates[1]
         result.estimated += 1
     return result
+
+
+def estimate_cpu(configs: Iterable[dict[str, Any]], spec_and_size: Callable[[dict[str, Any]], tuple[Any, int]],
+                 concurrent: int = 1) -> list[str]:
+    """Lines estimating the training time of ``configs`` on CPU threads at the measured one-thread rates."""
+    from removal_bench.core.hardware import native_bf16
+
+    fast_here = native_bf16() is not None
+    seconds, images, counted, unknown = 0.0, 0, 0, {}
+    for config in configs:
+        encoder, epochs, size = training_images(config, spec_and_size)
+        rates = CPU_RATES.get(encoder)
+        if rates is None:
+            unknown[encoder] = unknown.get(encoder, 0) + 1
+            continue
+        fast = (config.get("recipe") or {}).get("precision", "fp32") != "fp32" and fast_here
+        seconds += epochs * size / rates[1 if fast else 0]
+        images += epochs * size
+        counted += 1
+    out = []
+    if counted:
+        wall = seconds / max(concurrent, 1)
+        out.append(f"estimate: {counted} trials train {images:,} images: about {seconds / 60:.0f} min of one-thread "
+                   f"training, {wall / 60:.0f} min with {max(concurrent, 1)} at a time, at the rates measured on an "
+                   f"{CPU_CARD}; this CPU {'has' if fast_here else 'lacks'} native bf16; training only: an estimate")
+    for encoder, count in sorted(unknown.items()):
+        out.append(f"estimate: {count} trials with encoder {encoder} not estimated (no measured CPU rate)")
+    return out
 
 
 def loaded_size(config: dict[str, Any]) -> tuple[Any, int]:

@@ -326,6 +326,14 @@ def execute_reproduce(request: ReproduceRequest, stream: TextIO | None = None) -
 
             for line in estimate([trial.config for trial in todo], loaded_size).lines():
                 print(f"reproduce: {line}", file=sys.stderr, flush=True)
+        elif todo:
+            import os
+
+            from removal_bench.running.estimate import estimate_cpu, loaded_size
+
+            at_once = request.max_concurrent or max(1, int((os.cpu_count() or 1) // max(request.cpus_per_trial, 1)))
+            for line in estimate_cpu([trial.config for trial in todo], loaded_size, at_once if request.executor == "ray" else 1):
+                print(f"reproduce: {line}", file=sys.stderr, flush=True)
         if todo:
             drive(todo, run, tracker, gpus)
         else:
