@@ -47,8 +47,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 
 from removal_bench.core.params import Param
 from removal_bench.core.recipes import OURS_CHEAP
@@ -125,6 +123,9 @@ class ColoredDigits(Dataset):
     }
 
     def load(self, options: dict[str, Any], data_root: Path) -> Data:
+        from sklearn.datasets import load_digits  # here, not at the top: `bench list` needs no scikit-learn
+        from sklearn.model_selection import train_test_split
+
         seed = options["data_seed"]
         bunch = load_digits()
         grey, digits = bunch.images, bunch.target.astype(np.int64)

@@ -7,7 +7,10 @@ import argparse
 import math
 
 from removal_bench.core.errors import UserError
-from removal_bench.core.recipes import SOURCES
+
+# Nothing heavy here (torch, scikit-learn, MLflow, Ray, matplotlib): every command builds its parser from this
+# module, and `bench --help` or a mistyped option must answer at once (tests/test_startup.py). What needs torch
+# to check (method and dataset names, --recipe, --device) is checked after parsing, before anything is written.
 
 
 class Parser(argparse.ArgumentParser):
@@ -15,6 +18,15 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UserError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+def comma_names(text: str) -> list[str]:
+    """``a,b`` -> ``["a", "b"]`` (with ``action="extend"``, repeated options add up); an empty item is refused.
+    The same rule as :func:`removal_bench.running.runner.split_names`, for the commands that need no runner (torch)."""
+    names = [item.strip() for item in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"empty name in {text!r}")
+    return names
 
 
 def positive_int(text: str) -> int:
@@ -81,10 +93,11 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--set", dest="sets", action="append", default=[], metavar="METHOD.NAME=VALUE[,VALUE]",
                       help="set a hyperparameter; several values run each (repeatable)")
     training = parser.add_argument_group("training recipe (optimiser, schedule, epochs, ...; see bench list)")
-    training.add_argument("--recipe", choices=SOURCES, default="dataset",
+    training.add_argument("--recipe", default="dataset", metavar="SOURCE",
                           help="dataset: every method trains under its dataset's reference recipe (default); "
                                "reference: each method under its own paper's recipe where it declares one; "
-                               "cpu: the dataset's reduced CPU setting where it declares one (bench list)")
+                               "a recipe a dataset declares by name, e.g. cpu: its reduced CPU setting (bench list "
+                               "shows them; an unknown name is refused before anything runs)")
     training.add_argument("--train", dest="train", action="append", default=[], metavar="[METHOD.]FIELD=VALUE[,VALUE]",
                           help="override a recipe field, e.g. lr=0.01,0.1 schedule=cosine milestones=40/60 "
                                "grl.epochs=5; several values run each (a sweep draws them) (repeatable)")

@@ -29,11 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-import numpy as np
-
 from removal_bench.core.errors import UserError
-from removal_bench.measuring.attack import EMBEDDINGS_FILE, SPLITS, fitter, parse_attacker
-from removal_bench.measuring.attackers import ATTACKERS
+
+# numpy, scikit-learn (removal_bench.measuring), torch and MLflow are imported by the functions that use them:
+# `bench --help` and a mistyped option answer without them (tests/test_startup.py).
 
 
 def add_commands(subparsers) -> None:
@@ -100,6 +99,7 @@ def open_run(tracking_uri: str, run_id: str):
 
 def fetch(client, run, folder: Path, source: str) -> tuple[str, Path]:
     """Download the run's model file (preferred) or embeddings; UserError when it has neither."""
+    from removal_bench.measuring.attack import EMBEDDINGS_FILE
     from removal_bench.running.artifacts import MODEL_FILE
 
     names = {artifact.path for artifact in client.list_artifacts(run.info.run_id)}
@@ -116,6 +116,7 @@ def fetch(client, run, folder: Path, source: str) -> tuple[str, Path]:
 
 def from_model(path: Path, data_root: str | None, device: str) -> Bottlenecks:
     import removal_bench.datasets as dataset_registry
+    from removal_bench.measuring.attack import SPLITS
     from removal_bench.running.artifacts import ModelFileError, load_model
     from removal_bench.running.trial import embed_split, load_data, resolve_device
 
@@ -136,6 +137,10 @@ def from_model(path: Path, data_root: str | None, device: str) -> Bottlenecks:
 
 
 def from_embeddings(path: Path, run) -> Bottlenecks:
+    import numpy as np
+
+    from removal_bench.measuring.attack import EMBEDDINGS_FILE, SPLITS
+
     with np.load(path) as stored:
         arrays = {key: stored[key] for key in stored.files}
     missing = [f"z_{name}" for name in SPLITS if f"z_{name}" not in arrays]
@@ -174,8 +179,9 @@ class AttackRequest:
 
 
 def execute_attack(request: AttackRequest, stream: TextIO | None = None) -> int:
+    from removal_bench.measuring.attack import EMBEDDINGS_FILE, SPLITS, fitter, parse_attacker
+    from removal_bench.measuring.attackers import ATTACKERS, measure_leakage
     from removal_bench.running import preflight
-    from removal_bench.measuring.attackers import measure_leakage
 
     stream = stream or sys.stdout
     texts = [item for text in request.attackers for item in text.split(",") if item.strip()] if request.attackers else list(ATTACKERS)

@@ -2,6 +2,10 @@
 
 Bad input (an unknown name, a malformed option, a missing data file) gets one
 line on stderr and exit status 2. A traceback means a bug.
+
+Start-up: this module and the command modules import nothing heavy (torch, scikit-learn, MLflow, Ray,
+matplotlib, pandas): each handler imports what it uses once its arguments are parsed, so `bench --help`
+and a mistyped option answer at once (tests/test_startup.py; timings: python -m removal_bench.benchmarks startup).
 """
 
 from __future__ import annotations
@@ -28,7 +32,22 @@ def command_run(args: argparse.Namespace) -> int:
     request = RunRequest(**run_fields(args))
     finished = execute(request)
     publish_report(finished.frame, request, finished.tracking_uri, sys.stdout, parent_id=finished.parent_id)
+    if not (request.quiet or request.json_output):
+        print(trial_runs_line(finished.frame, request.experiment), file=sys.stdout)
     return finished.status
+
+
+def trial_runs_line(frame, experiment: str) -> str:
+    """Where a trial's run id is (``bench attack RUN_ID``): one example from ``frame`` (the invocation's trial
+    runs) and the report that lists them all."""
+    where = (f"every trial's run id: bench report --experiment {experiment} --json "
+             "(datasets.<name>.configurations[].runs, seed -> run id), or MLflow's UI")
+    if frame is None or frame.empty or "run_id" not in frame.columns:
+        return where
+    first = frame.sort_values("start_time").iloc[0] if "start_time" in frame.columns else frame.iloc[0]
+    label = first.get("tags.bench.label", first.get("tags.bench.method", "?"))
+    return (f"trial runs: e.g. {first['run_id']} ({label} on {first.get('tags.bench.dataset', '?')}, "
+            f"seed {first.get('params.seed', '?')}; bench attack {first['run_id']} re-attacks it); {where}")
 
 
 def command_list(args: argparse.Namespace) -> int:
@@ -67,7 +86,8 @@ def command_list(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> Parser:
-    parser = Parser(prog="bench", description="Benchmark information removal in deep networks.")
+    parser = Parser(prog="bench", description="Benchmark information removal in deep networks.",
+                    epilog="Each command has its own --help. The tour: README.md; every option: docs/USAGE.md.")
     commands = parser.add_subparsers(dest="command", parser_class=Parser)
     run = commands.add_parser("run", help="train every method on every dataset and seed; print Pareto tables")
     add_run_arguments(run)

@@ -24,9 +24,13 @@ from removal_bench.core.errors import UserError
 def _data_root(args: argparse.Namespace, write: bool = False) -> Path:
     """The data root, checked: a folder (or none yet); one this process can write when ``write``."""
     from removal_bench.running import preflight
-    from removal_bench.datasets import default_data_root
 
-    root = Path(args.data_root).expanduser() if args.data_root else default_data_root()
+    if args.data_root:
+        root = Path(args.data_root).expanduser()
+    else:
+        from removal_bench.datasets import default_data_root  # the registry: torch
+
+        root = default_data_root()
     if write:
         return preflight.writable_folder(root, "--data-root")
     return preflight.readable_folder(root, "--data-root")
@@ -42,10 +46,10 @@ def statuses(cls, data_root: Path) -> list[tuple[str, str]]:
 
 
 def command_check(args: argparse.Namespace) -> int:
+    data_root = _data_root(args)  # first: a wrong --data-root answers without the registry (torch)
     import removal_bench.datasets as registry
     from removal_bench.datasets.download import PRESENT
 
-    data_root = _data_root(args)
     if args.names:
         classes = [registry.get_dataset(name) for name in args.names]
     else:

@@ -99,11 +99,35 @@ def command_import(args: argparse.Namespace) -> int:
     for record in records:
         by_experiment.setdefault(args.experiment or record["experiment"], []).append(record)
     for experiment, lines in by_experiment.items():
-        written, skipped = import_records(uri, experiment, lines)
+        progress = None if args.quiet else Progress(f"experiment {experiment!r}")
+        if progress:
+            print(f"importing {len(lines)} runs into experiment {experiment!r} at {uri}; a line every 10 s",
+                  file=sys.stderr, flush=True)
+        written, skipped = import_records(uri, experiment, lines, progress=progress)
         if not args.quiet:
             print(f"experiment {experiment!r} at {uri}: {written} runs imported"
                   f"{f', {skipped} already there' if skipped else ''}", file=sys.stdout)
     return 0
+
+
+class Progress:
+    """``bench import``'s progress: a line on stderr at most every ``every`` seconds (a whole table takes minutes)."""
+
+    def __init__(self, what: str, every: float = 10.0, stream=None):
+        import time
+
+        self.what, self.every, self.stream = what, every, stream or sys.stderr
+        self.clock = time.monotonic
+        self.start = self.last = self.clock()
+
+    def __call__(self, done: int, total: int) -> None:
+        now = self.clock()
+        if done and now - self.last >= self.every:
+            self.last = now
+            rate = done / (now - self.start)
+            left = (total - done) / rate if rate > 0 else float("nan")
+            print(f"  {self.what}: {done}/{total} lines, {now - self.start:.0f} s, about {left:.0f} s left",
+                  file=self.stream, flush=True)
 
 
 def command_verify(args: argparse.Namespace) -> int:

@@ -30,11 +30,9 @@ def add_commands(subparsers) -> None:
     what.add_argument("--train", action="append", default=[], metavar="[TABLE:]FIELD=VALUE",
                       help="a training-recipe field for the rows (of TABLE), e.g. biased-fashion-mnist:epochs=5 "
                            "(repeatable)")
-    from removal_bench.core.recipes import SOURCES
-
     what.add_argument("--recipe", action="append", default=[], metavar="[TABLE:]SOURCE",
-                      help=f"whose training recipe the rows (of TABLE) start from: {', '.join(SOURCES)}: the dataset's "
-                           "(default), each method's paper's (reference), or a dataset's named one, e.g. cpu: "
+                      help="whose training recipe the rows (of TABLE) start from: the dataset's "
+                           "(dataset, the default), each method's paper's (reference), or a dataset's named one, e.g. cpu: "
                            "Biased-MNIST's reduced CPU setting (bench list); the file marks the rows reduced; "
                            "repeatable, e.g. --recipe rebias-table1:cpu --recipe end-table1:cpu")
     where = command.add_argument_group("where to run")

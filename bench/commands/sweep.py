@@ -18,7 +18,7 @@ def unit_interval(text: str) -> float:
 
 def add_commands(subparsers) -> None:
     # Imported here: removal_bench.commands.cli imports this module while it is itself being imported.
-    from removal_bench.commands.arguments import above_one, add_run_arguments, non_negative_int, positive_int
+    from removal_bench.commands.arguments import above_one, add_run_arguments, comma_names, non_negative_int, positive_int
 
     sweep = subparsers.add_parser(
         "sweep", help="random or grid search over each method's hyperparameters; resumable",
@@ -68,13 +68,18 @@ def add_commands(subparsers) -> None:
     report.set_defaults(handler=command_report)
 
     board = subparsers.add_parser("leaderboard", help="write results/LEADERBOARD.md: methods ranked by hypervolume per dataset")
-    board.add_argument("--experiment", action="append",
+    board.add_argument("--experiment", action="extend", type=comma_names,
                        help="MLflow experiment(s), comma-separated or repeated (default: every experiment with trial runs)")
     board.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///<cwd>/mlflow.db)")
     board.add_argument("--max-leakage", type=unit_interval,
                        help="model selection: best validation task accuracy with validation leakage at most this")
-    board.add_argument("--output", help="where to write it (default results/LEADERBOARD.md, or results/leaderboard.html "
-                                        "with --format html)")
+    board.add_argument("--output", metavar="FILE",
+                       help="where to write it (default results/LEADERBOARD.md, or results/leaderboard.html with "
+                            "--format html; one format with it); the Markdown's plots go to a folder beside it named "
+                            "after it, e.g. elsewhere/lb.md -> elsewhere/lb-plots/")
+    board.add_argument("--force", action="store_true",
+                       help="replace the default file even when it ranks a dataset this leaderboard does not "
+                            "(refused otherwise, so that e.g. --datasets adult cannot drop the other datasets' standings)")
     board.add_argument("--format", dest="formats", default="markdown",
                        help="markdown (default), html (one self-contained page with interactive plots), or markdown,html")
     board.add_argument("--from", dest="from_files", action="append", metavar="FILE",
@@ -83,7 +88,7 @@ def add_commands(subparsers) -> None:
                        help="rank the runs together with these trial tables' trials (the committed ones: "
                             "results/*/trials.jsonl), on the runs' datasets, where the protocol matches; "
                             "files go to results/<experiment>/ (repeatable)")
-    board.add_argument("--datasets", action="append",
+    board.add_argument("--datasets", action="extend", type=comma_names,
                        help="rank only these datasets' trials, comma-separated or repeated (default: every dataset)")
     add_output_arguments(board)
     board.set_defaults(handler=command_leaderboard)
@@ -123,16 +128,11 @@ def command_report(args: argparse.Namespace) -> int:
 
 
 def command_leaderboard(args: argparse.Namespace) -> int:
-    from removal_bench.reporting.leaderboard import execute_leaderboard
-    from removal_bench.running.runner import split_names
-
-    experiments = split_names(args.experiment) if args.experiment else None
     from removal_bench.reporting.html import parse_leaderboard_formats
+    from removal_bench.reporting.leaderboard import execute_leaderboard
 
-    from removal_bench.running.sweep import command_text
-
-    return execute_leaderboard(experiments, args.tracking_uri, args.max_leakage, args.output,
+    return execute_leaderboard(args.experiment or None, args.tracking_uri, args.max_leakage, args.output,
                                formats=parse_leaderboard_formats(args.formats), quiet=args.quiet, json_output=args.json_output,
-                               command=command_text(getattr(args, "command_line", None)),
+                               command=getattr(args, "command_line", None) or "",  # words: made text after the checks
                                from_files=args.from_files, with_files=args.with_files,
-                               datasets=split_names(args.datasets) if args.datasets else None)
+                               datasets=args.datasets or None, force=args.force)

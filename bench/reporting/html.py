@@ -49,6 +49,19 @@ def leaderboard_targets(formats: Iterable[str], output: str | None) -> dict[str,
     return {name: Path(output) if output else DEFAULT_OUTPUTS[name] for name in formats}
 
 
+def datasets_in_page(page: str) -> list[str]:
+    """The datasets a page written by :func:`write_page` ranks (the keys of its embedded data); [] if none."""
+    import json
+    import re
+
+    found = re.search(r'<script type="application/json" id="bench-data">(.*?)</script>', page, re.S)
+    try:
+        data = json.loads(found.group(1)) if found else {}
+    except ValueError:
+        return []
+    return sorted(data) if isinstance(data, dict) else []
+
+
 def _escape(value) -> str:
     return html.escape(str(value), quote=True)
 

@@ -93,11 +93,27 @@ def execute_report(
     if json_output:
         from removal_bench.reporting.documents import print_json, report_document
 
-        print_json(report_document(by_dataset, max_leakage, found, experiment=experiment, tracking_uri=uri,
-                                   results_dir=str(folder), files=[str(path) for path in written]), stream)
+        document = report_document(by_dataset, max_leakage, found, experiment=experiment, tracking_uri=uri,
+                                   results_dir=str(folder), files=[str(path) for path in written])
+        print_json(with_run_ids(document, frame), stream)
     elif not quiet:
         print(f"\nwrote {len(written)} files to {folder}", file=stream)
     return 0
+
+
+def with_run_ids(document: dict, frame) -> dict:
+    """``document`` (:func:`removal_bench.reporting.documents.report_document`) with each configuration's
+    ``runs``: seed -> the MLflow run id of the trial counted for it (``bench attack RUN_ID``)."""
+    trials = summaries.deduplicate(frame)
+    ids: dict[tuple[str, str], dict[str, str]] = {}
+    for dataset, key, seed, run_id in zip(trials["tags.bench.dataset"], trials["tags.bench.config_key"],
+                                          trials["tags.bench.seed"], trials["run_id"]):
+        ids.setdefault((str(dataset), str(key)), {})[str(seed)] = str(run_id)
+    for dataset, part in document.get("datasets", {}).items():
+        for configuration in part.get("configurations", []):
+            runs = ids.get((dataset, configuration["config_key"]), {})
+            configuration["runs"] = {seed: runs[seed] for seed in sorted(runs, key=summaries._seed_order)}
+    return document
 
 
 def bench_experiments(tracking_uri: str) -> list[str]:
@@ -128,16 +144,19 @@ def _described(parent) -> str:
     return text + (f" (search {search})" if isinstance(search, str) else "") + "  # rebuilt from the run's params"
 
 
-def provenance(tracking_uri: str | None, experiments: list[str], frame, command: str = "", parents=None) -> tables.Provenance:
+def provenance(tracking_uri: str | None, experiments: list[str], frame, command: str | list[str] = "",
+               parents=None) -> tables.Provenance:
     """Commands, trials, wall time and commits of the runs behind a leaderboard, from MLflow (or from
-    ``parents``, the invocation runs of a trial table)."""
+    ``parents``, the invocation runs of a trial table). ``command``: the command line that wrote it, as text
+    or as its words (default: this process's)."""
     from removal_bench.running.tracking import load_runs
 
     from removal_bench.running.sweep import command_text, portable_command
 
     trials = summaries.deduplicate(frame)
 
-    found = tables.Provenance(trials=len(trials), report_command=command or command_text())
+    command = command_text(command) if isinstance(command, list) else (command or command_text())
+    found = tables.Provenance(trials=len(trials), report_command=command)
     found.trial_seconds = sum(s for s in (_seconds(a, b) for a, b in zip(trials["start_time"], trials.get("end_time", [])))
                               if math.isfinite(s)) if "end_time" in trials.columns else math.nan
     commits = trials["tags.bench.git_commit"] if "tags.bench.git_commit" in trials.columns else []
@@ -180,6 +199,46 @@ def plugin_lines(trials) -> list[str]:
     return sorted(lines)
 
 
+def ran_any(parents, names) -> list[bool]:
+    """Per invocation run of ``parents``: whether it ran any of these datasets (by the names its params hold,
+    as :func:`declared_seeds_of` reads them)."""
+    if parents.empty or "params.datasets" not in parents.columns:
+        return [True] * len(parents)
+    return [bool(set(str(value).split(",")) & set(names)) for value in parents["params.datasets"]]
+
+
+def ranked_in(path: Path) -> list[str]:
+    """The datasets an existing leaderboard file ranks: the Markdown's dataset sections (``## name``), or the
+    page's embedded data (:mod:`removal_bench.reporting.html`); [] when it names none."""
+    import re
+
+    text = path.read_text(errors="replace")
+    if path.suffix.lower() in (".html", ".htm"):
+        from removal_bench.reporting.html import datasets_in_page
+
+        return datasets_in_page(text)
+    return re.findall(r"^## ([a-z0-9_]+)$", text, re.M)  # sections named by a dataset; the others are capitalised
+
+
+def refuse_fewer_datasets(paths: dict, ranked: list[str]) -> None:
+    """A UserError when a default leaderboard file (results/LEADERBOARD.md, results/leaderboard.html) ranks a
+    dataset this one does not: replacing it would drop that dataset's standings. ``--output`` (elsewhere) or
+    ``--force`` (replace anyway) says it is meant."""
+    from removal_bench.reporting.html import DEFAULT_OUTPUTS
+
+    defaults = {target.resolve() for target in DEFAULT_OUTPUTS.values()}
+    for path in paths.values():
+        if path not in defaults or not path.is_file():
+            continue
+        before = ranked_in(path)
+        dropped = [name for name in before if name not in ranked]
+        if dropped:
+            raise UserError(
+                f"{path} ranks {len(before)} dataset(s) ({', '.join(before)}); this leaderboard ranks {len(ranked)} "
+                f"({', '.join(ranked)}) and would drop {', '.join(dropped)}: write it elsewhere with --output FILE, "
+                "or replace it with --force")
+
+
 def only_datasets(frame, parents, names: list[str]):
     """The trials of these datasets (a UserError naming those without any) and the invocations that ran them."""
     present = set(frame["tags.bench.dataset"])
@@ -187,10 +246,7 @@ def only_datasets(frame, parents, names: list[str]):
     if missing:
         raise UserError(f"no trials of dataset(s) {', '.join(missing)} (the runs have: {', '.join(sorted(present))})")
     frame = frame[frame["tags.bench.dataset"].isin(names)]
-    if not parents.empty and "params.datasets" in parents.columns:
-        ran = [bool(set(str(value).split(",")) & set(names)) for value in parents["params.datasets"]]  # names, as declared_seeds_of reads them
-        parents = parents[ran]
-    return frame, parents
+    return frame, parents[ran_any(parents, names)]
 
 
 def execute_leaderboard(
@@ -202,10 +258,11 @@ def execute_leaderboard(
     formats: tuple[str, ...] = ("markdown",),
     quiet: bool = False,
     json_output: bool = False,
-    command: str = "",
+    command: str | list[str] = "",
     from_files: list[str] | None = None,
     with_files: list[str] | None = None,
     datasets: list[str] | None = None,
+    force: bool = False,
 ) -> int:
     """``formats``: markdown (``results/LEADERBOARD.md``) and/or html (``results/leaderboard.html``, :mod:`removal_bench.reporting.html`).
 
@@ -213,7 +270,8 @@ def execute_leaderboard(
     of MLflow. ``with_files``: rank the runs (from MLflow or ``from_files``) together with these tables' trials,
     on the datasets of the runs, where the protocol matches (else a UserError naming the difference); the
     files then go to ``results/<experiment>/`` unless ``--output`` says otherwise. ``datasets``: rank only these
-    datasets' trials (and name only the invocations that ran them)."""
+    datasets' trials (and name only the invocations that ran them). Without ``output``, a default file that
+    ranks a dataset this leaderboard does not is refused unless ``force`` (:func:`refuse_fewer_datasets`)."""
     from removal_bench.reporting import export
     from removal_bench.running import preflight
     from removal_bench.running.tracking import _quiet_mlflow, load_runs, require_experiment
@@ -257,12 +315,18 @@ def execute_leaderboard(
 
         theirs, their_parents = export.read_frames(committed)
         export.comparable(frame, theirs)
-        theirs = theirs[theirs["tags.bench.dataset"].isin(set(frame["tags.bench.dataset"]))]
+        ours = set(frame["tags.bench.dataset"])
+        theirs = theirs[theirs["tags.bench.dataset"].isin(ours)]
         frame = pd.concat([frame, theirs], ignore_index=True)
-        parents = pd.concat([parents, their_parents], ignore_index=True)
+        # provenance: only the invocations that ran a dataset ranked here (not every dataset of the tables)
+        parents = pd.concat([parents, their_parents[ran_any(their_parents, ours)]], ignore_index=True)
+        if "run_id" in parents.columns:  # an invocation both hold (its table --with itself) counts once
+            parents = parents.drop_duplicates("run_id")
         experiments = list(dict.fromkeys([*experiments, *export.experiments_of(committed)]))
     frame, parents, merged = export.merge_runs(frame, parents)  # each run once; a trial run twice named, not averaged
     by_dataset = summaries.summarise(frame, expected_seeds=declared_seeds_of(parents))
+    if not output and not force:
+        refuse_fewer_datasets(paths, sorted(by_dataset))  # before any file (plots included) is written
     generated = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     from removal_bench.reporting.standings import of_datasets
 

@@ -11,7 +11,6 @@ from removal_bench.reporting.documents import print_json, report_document
 from removal_bench.reporting.files import write_text
 from removal_bench.reporting.plots import front_plot, head_png
 from removal_bench.reporting.summaries import Row
-from removal_bench.running.runner import results_folder
 from removal_bench.running.tracking import log_report
 from removal_bench.reporting.tables import csv_text, explain, hypervolume_notes, latex_text, markdown_text, methods_table, table
 
@@ -106,6 +105,8 @@ def publish_report(
     found = standings.of_datasets(by_dataset, max_leakage)  # once, for the printed tables, the files and the JSON
     if not (request.quiet or request.json_output):
         print_report(by_dataset, stream, max_leakage, found)
+    from removal_bench.running.runner import results_folder  # here: runner imports torch, bench report needs none
+
     results_dir = results_folder(request)
     try:
         written = write_results(by_dataset, results_dir, request.experiment, formats, max_leakage, found)

@@ -516,13 +516,15 @@ def log_report(tracking_uri: str, parent_id: str, paths: list[Path], folder: str
 SOURCE_RUN_TAG = "bench.source_run_id"  # an imported run: the id of the run whose trial it is (bench import)
 
 
-def import_records(tracking_uri: str, experiment: str, records: list[dict[str, Any]]) -> tuple[int, int]:
+def import_records(tracking_uri: str, experiment: str, records: list[dict[str, Any]],
+                   progress=None) -> tuple[int, int]:
     """Write a trial table's lines (``bench export``) into ``experiment``: each invocation and each trial as
     a run with the same status, start and end times, params, tags and final metrics, tagged with the id of
     the run it came from (:data:`SOURCE_RUN_TAG`); trials point to their imported invocation. A line whose
     source run (or an import of it) is already in the experiment is skipped, so importing twice adds
     nothing. Returns (runs written, lines skipped). ``bench sweep`` then counts the imported trials as
-    complete (by config hash) and ``bench export`` gives back the source run ids."""
+    complete (by config hash) and ``bench export`` gives back the source run ids. ``progress(done, total)``,
+    if given, is called after each line (``bench import`` prints from it)."""
     tracker = Tracker(tracking_uri, experiment, resume="the same bench import command skips what it already wrote")
     present, parents = set(), {}  # source run ids in the store; source invocation id -> its run here
     for kind in ("invocation", "trial"):
@@ -538,7 +540,9 @@ def import_records(tracking_uri: str, experiment: str, records: list[dict[str, A
                 parents[source] = run_id
     written, skipped = 0, 0
     ordered = sorted(records, key=lambda r: (r["kind"] != "invocation", r.get("start_time") or 0, r["run_id"]))
-    for record in ordered:
+    for done, record in enumerate(ordered):
+        if progress is not None:
+            progress(done, len(ordered))
         source = record["run_id"]
         if source in present:
             skipped += 1

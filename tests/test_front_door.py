@@ -1,0 +1,148 @@
+"""The rough edges a newcomer met (issue 28, item 3), each pinned by what a user sees.
+
+- ``bench leaderboard`` never silently replaces the default leaderboard with one that ranks fewer datasets:
+  refused (one line, exit 2, nothing written) unless ``--output`` (elsewhere; the plots beside it, in
+  ``<name>-plots/``) or ``--force``.
+- ``--with`` names, in the provenance, only the invocations that ran a dataset it ranks (a one-dataset
+  ranking listed all twelve invocations of the committed table and their 3 h of wall time).
+- ``bench report --json`` gives every trial's run id (what ``bench attack`` takes).
+- ``bench import`` says what it is doing while it works (the committed table took minutes in silence).
+
+Built from slices of the committed trial table, so nothing trains here.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from removal_bench.commands.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+COMMITTED = next((p for p in (ROOT / "results" / "curves" / "trials.jsonl.gz", ROOT / "results" / "curves" / "trials.jsonl")
+                  if p.exists()), None)
+pytestmark = [pytest.mark.timeout(600), pytest.mark.skipif(COMMITTED is None, reason="no committed trial table")]
+
+
+@pytest.fixture(scope="module")
+def records():
+    from removal_bench.reporting import export
+
+    return export.read_lines([str(COMMITTED)])
+
+
+def table(path: Path, records, datasets: set[str], methods: set[str] | None = None) -> Path:
+    """A trial table (one whole run a line) of the committed table's trials of ``datasets`` (and ``methods``),
+    with the invocations that ran them."""
+    kept = []
+    for record in records:
+        if record["kind"] == "invocation":
+            if set(str(record["params"].get("datasets", "")).split(",")) & datasets:
+                kept.append(record)
+        elif record["tags"].get("bench.dataset") in datasets and (methods is None or record["tags"].get("bench.method") in methods):
+            kept.append(record)
+    path.write_text("".join(json.dumps(record) + "\n" for record in kept))
+    return path
+
+
+def error_line(capsys) -> str:
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("bench: error: "), lines
+    return lines[0]
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_the_default_leaderboard_is_not_replaced_by_one_ranking_fewer_datasets(records, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    small = table(tmp_path / "small.jsonl", records, {"synthetic", "german"}, {"vanilla", "leace", "irene"})
+    assert main(["leaderboard", "--from", str(small), "--format", "markdown,html", "--quiet"]) == 0
+    board = tmp_path / "results" / "LEADERBOARD.md"
+    assert "## german" in board.read_text() and "## synthetic" in board.read_text()
+    before = snapshot(tmp_path / "results")
+    capsys.readouterr()
+
+    # refused: the Markdown, the page, and both at once; not a byte written
+    for formats in ("markdown", "html", "markdown,html"):
+        assert main(["leaderboard", "--from", str(small), "--datasets", "synthetic", "--format", formats, "--quiet"]) == 2
+        line = error_line(capsys)
+        assert "ranks 2 dataset(s) (german, synthetic)" in line and "would drop german" in line, line
+        assert "--output FILE" in line and "--force" in line
+        assert snapshot(tmp_path / "results") == before
+
+    # elsewhere: --output, with its plots beside it in a folder named after it
+    assert main(["leaderboard", "--from", str(small), "--datasets", "synthetic", "--output", "elsewhere/lb.md", "--quiet"]) == 0
+    assert "## synthetic" in (tmp_path / "elsewhere" / "lb.md").read_text()
+    assert (tmp_path / "elsewhere" / "lb-plots" / "synthetic.png").is_file()
+    assert snapshot(tmp_path / "results") == before
+
+    # a leaderboard ranking every dataset of the file (or more) replaces it as before; --force replaces any
+    assert main(["leaderboard", "--from", str(small), "--quiet"]) == 0
+    assert main(["leaderboard", "--from", str(small), "--datasets", "synthetic", "--force", "--quiet"]) == 0
+    text = board.read_text()
+    assert "## synthetic" in text and "## german" not in text
+
+
+def test_with_names_only_the_invocations_of_the_datasets_it_ranks(records, tmp_path, monkeypatch):
+    """Ranking synthetic ``--with`` the whole committed table: its provenance counts the invocations that ran
+    synthetic (each once, though both tables hold them), not the table's twelve."""
+    monkeypatch.chdir(tmp_path)
+    ours = table(tmp_path / "ours.jsonl", records, {"synthetic"})
+    synthetic_invocations = [r for r in records if r["kind"] == "invocation" and r["params"].get("datasets") == "synthetic"]
+    every_invocation = [r for r in records if r["kind"] == "invocation"]
+    assert len(every_invocation) > len(synthetic_invocations) >= 1
+    assert main(["leaderboard", "--from", str(ours), "--with", str(COMMITTED), "--output", "lb.md", "--quiet"]) == 0
+    text = (tmp_path / "lb.md").read_text()
+    counted = re.search(r"^- Trials: (\d+) .*?from (\d+) invocation\(s\)", text, re.M)
+    assert counted, text[:3000]
+    assert int(counted.group(2)) == len(synthetic_invocations)
+    commands = text.split("- Commands:", 1)[1].split("\n## ", 1)[0]
+    assert "--datasets synthetic" in commands
+    for other in ("colored_digits", "adult", "compas", "german", "biased_mnist"):
+        assert f"--datasets {other}" not in commands
+
+
+def test_report_json_gives_each_trials_run_id_and_import_shows_progress(records, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    small = table(tmp_path / "vanilla.jsonl", records, {"synthetic"}, {"vanilla"})
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    lines = len(small.read_text().splitlines())
+    assert main(["import", str(small), "--tracking-uri", uri]) == 0
+    captured = capsys.readouterr()
+    assert f"importing {lines} runs into experiment 'curves'" in captured.err
+    assert main(["report", "--experiment", "curves", "--tracking-uri", uri, "--json", "--results-dir", "out"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    configurations = document["datasets"]["synthetic"]["configurations"]
+    assert len(configurations) == 1
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    runs = configurations[0]["runs"]
+    sources = {r["tags"]["bench.seed"]: r["run_id"] for r in records
+               if r["kind"] == "trial" and r["tags"].get("bench.dataset") == "synthetic" and r["tags"].get("bench.method") == "vanilla"}
+    assert sorted(runs) == sorted(sources) == configurations[0]["seeds"]["with_run"]
+    for seed, run_id in runs.items():
+        run = client.get_run(run_id)  # a run of the store, the one bench attack RUN_ID would open
+        assert run.data.tags["bench.seed"] == seed and run.data.tags["bench.source_run_id"] == sources[seed]
+
+
+def test_import_progress_lines():
+    from removal_bench.commands.export import Progress
+
+    stream = io.StringIO()
+    progress = Progress("experiment 'x'", every=0.0, stream=stream)
+    progress(0, 10)
+    assert stream.getvalue() == ""  # nothing before the first line is in
+    progress(4, 10)
+    line = stream.getvalue().strip()
+    assert line.startswith("experiment 'x': 4/10 lines, ") and line.endswith(" s left"), line
+    quiet = Progress("y", every=3600.0, stream=stream)
+    quiet(5, 10)
+    assert stream.getvalue().strip() == line  # at most one line per `every` seconds
