@@ -27,7 +27,7 @@
 # (2026-12-01): import, six sweeps that run nothing, the leaderboard (the same but for its provenance lines) and
 # the table again (plus the six new invocations).
 #
-# On another machine, continuing from the committed table of every trial (results/curves/trials.jsonl, which
+# On another machine, continuing from the committed table of every trial (results/curves/trials.jsonl.gz, which
 # holds every trial run so far, a section left unfinished included): `IMPORT=1 sh results/leaderboard.sh`
 # first writes that table into the store (bench import; a second import adds nothing), so the sweeps skip
 # every trial it holds and run only the rest. Never with a changed protocol: regenerate in a fresh store.
@@ -48,7 +48,7 @@ TRACKING_URI=${TRACKING_URI:-sqlite:///$PWD/mlflow.db}
 IMPORT=${IMPORT:-0}
 
 if [ "$IMPORT" = 1 ]; then
-    "$BENCH" import "$RESULTS/$EXPERIMENT/trials.jsonl" --experiment "$EXPERIMENT" --tracking-uri "$TRACKING_URI"
+    "$BENCH" import "$RESULTS/$EXPERIMENT/trials.jsonl.gz" --experiment "$EXPERIMENT" --tracking-uri "$TRACKING_URI"
 fi
 
 epochs_option() { if [ -n "$EPOCHS" ]; then echo "--epochs $EPOCHS"; fi; }
@@ -87,4 +87,4 @@ fi
 
 # The portable table of every trial (bench export): what `bench leaderboard --from` rebuilds the leaderboard
 # from and what `bench leaderboard --with` ranks a new method against; committed beside the leaderboard.
-"$BENCH" export --experiment "$EXPERIMENT" --tracking-uri "$TRACKING_URI" --output "$RESULTS/$EXPERIMENT/trials.jsonl" --quiet
+"$BENCH" export --experiment "$EXPERIMENT" --tracking-uri "$TRACKING_URI" --output "$RESULTS/$EXPERIMENT/trials.jsonl.gz" --quiet

@@ -1,7 +1,7 @@
 """The committed leaderboard is what the committed trial table gives on the committed code.
 
 ``results/LEADERBOARD.md`` and ``results/leaderboard.html`` are written by ``bench leaderboard --from
-results/curves/trials.jsonl --format markdown,html`` (results/README.md). Rebuilt here from that table into
+results/curves/trials.jsonl.gz --format markdown,html`` (results/README.md). Rebuilt here from that table into
 a temporary folder, every line of the Markdown must come back the same but the generation time and the
 command that wrote it, and the page's embedded data (every figure, interval and rank of every dataset) the
 same: a change to the reporting code that moves a committed number fails here until the leaderboard is
@@ -19,7 +19,7 @@ import pytest
 from tests.conftest import bench_command, quiet_env, without_generation
 
 ROOT = Path(__file__).resolve().parents[1]
-TABLE = ROOT / "results" / "curves" / "trials.jsonl"
+TABLE = ROOT / "results" / "curves" / "trials.jsonl.gz"
 pytestmark = pytest.mark.timeout(600)
 
 
@@ -31,8 +31,8 @@ def _data(page: str) -> str:
 
 def test_the_committed_leaderboard_rebuilds_from_the_committed_table(tmp_path):
     (tmp_path / "results" / "curves").mkdir(parents=True)
-    (tmp_path / "results" / "curves" / "trials.jsonl").symlink_to(TABLE)  # the path as results/README.md types it
-    done = subprocess.run(bench_command() + ["leaderboard", "--from", "results/curves/trials.jsonl", "--format",
+    (tmp_path / "results" / "curves" / "trials.jsonl.gz").symlink_to(TABLE)  # the path as results/README.md types it
+    done = subprocess.run(bench_command() + ["leaderboard", "--from", "results/curves/trials.jsonl.gz", "--format",
                                              "markdown,html", "--quiet"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=540, env=quiet_env())
     assert done.returncode == 0, done.stderr[-3000:]
@@ -47,3 +47,14 @@ def test_the_committed_leaderboard_rebuilds_from_the_committed_table(tmp_path):
     assert _data(page) == _data((ROOT / "results" / "leaderboard.html").read_text())
     plots = sorted(p.name for p in (tmp_path / "results" / "leaderboard-plots").iterdir())
     assert plots == sorted(p.name for p in (ROOT / "results" / "leaderboard-plots").iterdir())
+
+
+def test_the_committed_table_is_compact_and_whole():
+    """Issue 29: at most 1 kB a trial on disk, every trial of the leaderboard's sweep, the schema-1 fields intact."""
+    from removal_bench.reporting import export
+
+    records = export.read_lines([TABLE], full=True)
+    trials = [r for r in records if r["kind"] == "trial"]
+    assert len(trials) == 1561 and sum(r["kind"] == "invocation" for r in records) == 12
+    assert TABLE.stat().st_size <= 1000 * len(trials)
+    assert all(r["identity"]["seed"] == int(r["seed"]) and r["versions"]["torch"] for r in trials)

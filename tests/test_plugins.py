@@ -76,7 +76,9 @@ def test_a_plugin_by_import_path_runs_on_ray_and_records_its_provenance(work):
 
 
 def test_export_has_one_line_per_trial_with_identity_and_exact_figures(work):
-    lines = [json.loads(line) for line in (work / "results" / "committed" / "trials.jsonl").read_text().splitlines()]
+    from removal_bench.reporting.export import read_lines
+
+    lines = read_lines([work / "results" / "committed" / "trials.jsonl.gz"], full=True)
     trials = [line for line in lines if line["kind"] == "trial"]
     assert len(trials) == 4 and sum(line["kind"] == "invocation" for line in lines) == 1
     runs = trial_runs(work, "committed").set_index("run_id")
@@ -100,7 +102,7 @@ def test_leaderboard_from_the_table_is_the_leaderboard_from_mlflow(work, tmp_pat
     for folder in (from_mlflow, from_table):
         folder.mkdir()
         shutil.copy(work / "mlflow.db", folder / "mlflow.db")
-    table = work / "results" / "committed" / "trials.jsonl"
+    table = work / "results" / "committed" / "trials.jsonl.gz"
     ok(bench(["leaderboard", "--experiment", "committed", "--format", "markdown,html", "--quiet"], from_mlflow))
     (from_table / "mlflow.db").unlink()  # no store at all
     ok(bench(["leaderboard", "--from", str(table), "--format", "markdown,html", "--quiet"], from_table))
@@ -118,15 +120,17 @@ def test_leaderboard_from_the_table_is_the_leaderboard_from_mlflow(work, tmp_pat
 def test_import_gives_the_table_back_and_a_sweep_resumes_from_it(work, tmp_path):
     """A committed table read into a fresh store (a new machine): exported again it is the same file byte for
     byte, a second import adds nothing, the leaderboard is the table's, and a sweep counts its trials complete."""
-    table = work / "results" / "committed" / "trials.jsonl"
+    table = work / "results" / "committed" / "trials.jsonl.gz"
     first = ok(bench(["import", str(table)], tmp_path))
     assert "5 runs imported" in first.stdout  # 1 invocation + 4 trials
     again = ok(bench(["import", str(table)], tmp_path))
     assert "0 runs imported, 5 already there" in again.stdout
-    ok(bench(["export", "--experiment", "committed", "--output", "back.jsonl", "--quiet"], tmp_path))
-    assert (tmp_path / "back.jsonl").read_bytes() == table.read_bytes()
+    ok(bench(["export", "--experiment", "committed", "--output", "back.jsonl.gz", "--quiet"], tmp_path))
+    assert (tmp_path / "back.jsonl.gz").read_bytes() == table.read_bytes()
     imported = trial_runs(tmp_path, "committed")
-    assert len(imported) == 4 and not set(imported["run_id"]) & {json.loads(line)["run_id"] for line in table.read_text().splitlines()}
+    from removal_bench.reporting.export import read_lines
+
+    assert len(imported) == 4 and not set(imported["run_id"]) & {record["run_id"] for record in read_lines([table])}
     ok(bench(["leaderboard", "--experiment", "committed", "--quiet"], tmp_path))
     ok(bench(["leaderboard", "--from", str(table), "--output", "table/LEADERBOARD.md", "--quiet"], tmp_path))
     assert _without_generation((tmp_path / "results" / "LEADERBOARD.md").read_text()) == \
@@ -138,9 +142,11 @@ def test_import_gives_the_table_back_and_a_sweep_resumes_from_it(work, tmp_path)
 
 
 def test_leaderboard_of_some_datasets_ranks_only_theirs(work, tmp_path):
-    table = work / "results" / "committed" / "trials.jsonl"
+    table = work / "results" / "committed" / "trials.jsonl.gz"
     mixed = tmp_path / "mixed.jsonl"  # the table, plus its trials again as another dataset's
-    lines = table.read_text().splitlines()
+    from removal_bench.reporting.export import read_lines
+
+    lines = [json.dumps(record) for record in read_lines([table], full=True)]
     other = []
     for line in lines:
         record = json.loads(line)
@@ -162,7 +168,7 @@ def test_leaderboard_of_some_datasets_ranks_only_theirs(work, tmp_path):
 
 
 def test_with_ranks_the_new_method_beside_the_table_where_the_protocol_matches(work):
-    table = work / "results" / "committed" / "trials.jsonl"
+    table = work / "results" / "committed" / "trials.jsonl.gz"
     done = ok(bench(["leaderboard", "--experiment", "mine", "--with", str(table), "--format", "markdown,html",
                      "--json"], work))
     document = json.loads(done.stdout)
@@ -179,7 +185,7 @@ def test_with_ranks_the_new_method_beside_the_table_where_the_protocol_matches(w
 
 
 def test_with_refuses_a_different_protocol_naming_the_difference(work):
-    table = work / "results" / "committed" / "trials.jsonl"
+    table = work / "results" / "committed" / "trials.jsonl.gz"
     ok(bench(["run", "--methods", "vanilla", "--datasets", "synthetic:n_train=400:n_eval=300", "--seeds", "2",
               "--epochs", "1", "--experiment", "bigger", "--executor", "serial", "--quiet"], work))
     done = bench(["leaderboard", "--experiment", "bigger", "--with", str(table)], work)
@@ -193,13 +199,14 @@ def test_with_refuses_a_different_protocol_naming_the_difference(work):
 
 
 def test_verify_reruns_a_sample_bit_identically_and_catches_a_changed_figure(work, tmp_path):
-    table = work / "results" / "committed" / "trials.jsonl"
+    table = work / "results" / "committed" / "trials.jsonl.gz"
     done = ok(bench(["verify", str(table), "--sample", "2"], work))
     assert "2 of 2 sampled trials came back within tolerance 0 (2 bit-identical)" in done.stdout, done.stdout
     changed = tmp_path / "changed.jsonl"
     lines = []
-    for line in table.read_text().splitlines():
-        record = json.loads(line)
+    from removal_bench.reporting.export import read_lines
+
+    for record in read_lines([table], full=True):
         if record["kind"] == "trial":
             record["metrics"]["accuracy"] += 0.01
         lines.append(json.dumps(record))
@@ -207,7 +214,7 @@ def test_verify_reruns_a_sample_bit_identically_and_catches_a_changed_figure(wor
     done = bench(["verify", str(changed), "--sample", "1"], work)
     assert done.returncode == 1 and "differs" in done.stdout and "accuracy" in done.stdout, done.stdout
     assert ok(bench(["verify", str(changed), "--sample", "1", "--tolerance", "0.02"], work)).stdout.count("within") >= 1
-    record = json.loads(table.read_text().splitlines()[-1])
+    record = read_lines([table], full=True)[-1]
     record["config_hash"] = "0" * 16
     forged = tmp_path / "forged.jsonl"
     forged.write_text(json.dumps(record) + "\n")

@@ -20,6 +20,7 @@ on the lent GPU machine as it is.
     python -m removal_bench.benchmarks cpu-paths                # image training img/s: fp32 against the fast CPU path (bf16, channels_last), FLOPs, share of peak
     python -m removal_bench.benchmarks startup                  # bench --help, list, bad input: seconds, MB, imports
     python -m removal_bench.benchmarks mnist-curve --tracking-uri sqlite:///../mlflow-reproduce.db   # Biased-MNIST per rho
+    python -m removal_bench.benchmarks table-scale              # bench leaderboard/report --from on 1k, 10k, 100k-trial tables
 
 ``gpu``, ``cache-read`` and ``images`` import neither Ray nor MLflow (the GPU machine has neither).
 """
@@ -99,6 +100,7 @@ from removal_bench.benchmarks.gpu import add_gpu_commands  # noqa: E402  (torch 
 from removal_bench.benchmarks.cpu import add_cpu_commands  # noqa: E402
 from removal_bench.benchmarks.curves import add_curve_commands  # noqa: E402
 from removal_bench.benchmarks.mnist import add_mnist_commands  # noqa: E402  (MLflow imported when run)
+from removal_bench.benchmarks.tables import add_table_commands  # noqa: E402
 from removal_bench.benchmarks.startup import add_startup_commands  # noqa: E402
 
 
@@ -118,6 +120,7 @@ def main(argv: list[str] | None = None) -> None:
     add_cpu_commands(commands)
     add_curve_commands(commands)
     add_mnist_commands(commands)
+    add_table_commands(commands)
     add_startup_commands(commands)
     arguments = parser.parse_args(argv)
     arguments.handler(arguments)

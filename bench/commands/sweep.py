@@ -64,6 +64,8 @@ def add_commands(subparsers) -> None:
     report.add_argument("--format", dest="formats", default="markdown,csv",
                         help="markdown, csv, latex, comma-separated (default markdown,csv); the plot is always written")
     report.add_argument("--results-dir", help="where the files go (default results/<experiment>)")
+    report.add_argument("--from", dest="from_files", action="append", metavar="FILE",
+                        help="report on trial table(s) written by bench export instead of MLflow (repeatable)")
     add_output_arguments(report)
     report.set_defaults(handler=command_report)
 
@@ -86,7 +88,7 @@ def add_commands(subparsers) -> None:
                        help="build from trial table(s) written by bench export instead of MLflow (repeatable)")
     board.add_argument("--with", dest="with_files", action="append", metavar="FILE",
                        help="rank the runs together with these trial tables' trials (the committed ones: "
-                            "results/*/trials.jsonl), on the runs' datasets, where the protocol matches; "
+                            "results/*/trials.jsonl.gz), on the runs' datasets, where the protocol matches; "
                             "files go to results/<experiment>/ (repeatable)")
     board.add_argument("--datasets", action="extend", type=comma_names,
                        help="rank only these datasets' trials, comma-separated or repeated (default: every dataset)")
@@ -124,7 +126,7 @@ def command_report(args: argparse.Namespace) -> int:
     from removal_bench.reporting.leaderboard import execute_report, parse_formats
 
     return execute_report(args.experiment, args.tracking_uri, args.max_leakage, parse_formats(args.formats), args.results_dir,
-                          quiet=args.quiet, json_output=args.json_output)
+                          quiet=args.quiet, json_output=args.json_output, from_files=args.from_files)
 
 
 def command_leaderboard(args: argparse.Namespace) -> int:

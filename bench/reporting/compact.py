@@ -77,15 +77,17 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def decode_trial(line: dict[str, Any], setting: dict[str, Any]) -> tuple[dict[str, str], dict[str, str], dict[str, float]]:
-    """(params, tags, metrics) of a schema-2 trial line with its setting, each sorted by name."""
-    params, tags = dict(setting.get("params", {})), dict(setting.get("tags", {}))
-    hparams, metrics = {}, {}
+def own_items(line: dict[str, Any], setting: dict[str, Any]) -> tuple[dict, dict, dict, list[tuple[str, str]]]:
+    """What a schema-2 trial line gives beyond its setting: (params, tags, metrics, dropped), where ``params``
+    and ``tags`` replace the setting's of the same name and ``dropped`` are ("params" or "tags", name) to remove."""
+    params, tags, hparams, metrics, given = {}, {}, {}, {}, []
     for key, value in line.items():
-        if key.startswith("hp."):
-            hparams[key[3:]] = value
-        elif key.startswith("metrics."):
+        if key.startswith("metrics."):
             metrics[key[8:]] = value
+        elif key.startswith("hp."):
+            hparams[key[3:]] = value
+        elif key.startswith(("params.", "tags.")):
+            given.append((key, value))
     for field, tag in FIELD_TAGS.items():
         if line.get(field) is not None:
             tags[tag] = line[field]
@@ -99,17 +101,100 @@ def decode_trial(line: dict[str, Any], setting: dict[str, Any]) -> tuple[dict[st
     if label is not None and dataset is not None and seed is not None:
         tags["mlflow.runName"] = f"{label}/{dataset}/seed{seed}"
     if "dataset_options" in setting and "recipe" in setting:
-        tags["bench.identity"] = canonical({"dataset": dataset, "dataset_options": setting["dataset_options"],
-                                            "hparams": hparams, "method": method, "recipe": setting["recipe"], "seed": seed})
-    for key, value in line.items():
+        tags["bench.identity"] = _identity_text(setting, dataset, hparams, method, seed)
+    for key, value in given:
         if key.startswith("params."):
             params[key[7:]] = value
-        elif key.startswith("tags."):
+        else:
             tags[key[5:]] = value
+    dropped = []
     for key in line.get("drop", ()):
         kind, _, name = key.partition(".")
         (params if kind == "params" else tags).pop(name, None)
+        dropped.append((kind, name))
+    return params, tags, metrics, dropped
+
+
+_SETTING_TEXTS: dict[int, tuple[dict, str, str]] = {}  # id() of a setting -> (it, its options' and recipe's JSON)
+
+
+def _identity_text(setting: dict[str, Any], dataset: Any, hparams: dict, method: Any, seed: Any) -> str:
+    """``canonical`` of the identity {dataset, dataset_options, hparams, method, recipe, seed}, with the setting's
+    parts encoded once per setting: JSON of a dict with sorted keys is its keys' and values' JSON in that order."""
+    found = _SETTING_TEXTS.get(id(setting))
+    if found is None or found[0] is not setting:
+        if len(_SETTING_TEXTS) > 10000:
+            _SETTING_TEXTS.clear()
+        found = _SETTING_TEXTS[id(setting)] = (setting, canonical(setting["dataset_options"]), canonical(setting["recipe"]))
+    return (f'{{"dataset":{canonical(dataset)},"dataset_options":{found[1]},"hparams":{canonical(hparams)},'
+            f'"method":{canonical(method)},"recipe":{found[2]},"seed":{canonical(seed)}}}')
+
+
+def decode_trial(line: dict[str, Any], setting: dict[str, Any]) -> tuple[dict[str, str], dict[str, str], dict[str, float]]:
+    """(params, tags, metrics) of a schema-2 trial line with its setting, each sorted by name."""
+    own_params, own_tags, metrics, dropped = own_items(line, setting)
+    params, tags = {**setting.get("params", {}), **own_params}, {**setting.get("tags", {}), **own_tags}
+    for kind, name in dropped:
+        (params if kind == "params" else tags).pop(name, None)
     return dict(sorted(params.items())), dict(sorted(tags.items())), dict(sorted(metrics.items()))
+
+
+def frame_columns(trials: list[tuple[dict[str, Any], dict[str, Any]]]) -> dict[str, Any]:
+    """The ``params.*``, ``tags.*`` and ``metrics.*`` columns of ``mlflow.search_runs``'s frame for schema-2 trial
+    lines with their settings, column by column (no per-trial dictionaries of every field): what a setting gives
+    is filled for all its trials at once. Columns come in the order a frame built row by row from the decoded
+    trials would have (first appearance, each trial's params, tags and metrics sorted by name); a value a trial
+    lacks is NaN."""
+    import numpy as np
+
+    n = len(trials)
+    order: dict[str, None] = {}
+    objects: dict[str, np.ndarray] = {}
+    floats: dict[str, np.ndarray] = {}
+    signatures: dict[tuple, None] = {}
+    rows: dict[str, list[int]] = {}
+    settings: dict[str, dict[str, Any]] = {}
+    later: list[tuple[str, int, Any]] = []
+
+    def column(name: str) -> np.ndarray:
+        found = objects.get(name)
+        if found is None:
+            found = objects[name] = np.full(n, np.nan, dtype=object)
+        return found
+
+    for index, (line, setting) in enumerate(trials):
+        params, tags, metrics, dropped = own_items(line, setting)
+        key = setting["id"]
+        settings.setdefault(key, setting)
+        rows.setdefault(key, []).append(index)
+        signature = (key, tuple(params), tuple(tags), tuple(metrics), tuple(dropped))
+        if signature not in signatures:
+            signatures[signature] = None
+            gone = set(dropped)
+            names = sorted(({*setting.get("params", {})} | {*params}) - {n for k, n in gone if k == "params"})
+            order.update(dict.fromkeys(f"params.{name}" for name in names))
+            names = sorted(({*setting.get("tags", {})} | {*tags}) - {n for k, n in gone if k == "tags"})
+            order.update(dict.fromkeys(f"tags.{name}" for name in names))
+            order.update(dict.fromkeys(f"metrics.{name}" for name in sorted(metrics)))
+        for name, value in params.items():
+            later.append((f"params.{name}", index, value))
+        for name, value in tags.items():
+            later.append((f"tags.{name}", index, value))
+        for name, value in metrics.items():
+            values = floats.get(f"metrics.{name}")
+            if values is None:
+                values = floats[f"metrics.{name}"] = np.full(n, np.nan)
+            values[index] = value
+        for kind, name in dropped:
+            later.append((f"{kind}.{name}", index, np.nan))
+    for key, setting in settings.items():  # what a setting gives, for all its trials at once
+        where = np.asarray(rows[key])
+        for prefix in ("params", "tags"):
+            for name, value in setting.get(prefix, {}).items():
+                column(f"{prefix}.{name}")[where] = value
+    for name, index, value in later:  # then each trial's own values, and what it drops
+        column(name)[index] = value
+    return {name: floats[name] if name in floats else column(name) for name in order}
 
 
 def _setting_of(record: dict[str, Any]) -> dict[str, Any]:

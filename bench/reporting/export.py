@@ -1,15 +1,17 @@
 """A portable table of every trial: MLflow's runs as JSON lines, read back into the frame the reports use.
 
-``bench export`` writes one file per experiment (``results/<experiment>/trials.jsonl``): one line per
-trial (``"kind": "trial"``; one run per trial, as the reports count them:
-:func:`removal_bench.running.tracking.deduplicate`) and one per invocation (``"kind": "invocation"``:
-the command, seeds and times that the leaderboard's provenance and expected seeds come from).
+``bench export`` writes one file per experiment (``results/<experiment>/trials.jsonl.gz``): the compact
+table (schema 2, :mod:`removal_bench.reporting.compact`: per trial its own fields once, what its invocation
+shares once, gzip; docs/RESULTS_TABLE.md), one trial per trial (one run per trial, as the reports count
+them: :func:`removal_bench.running.tracking.deduplicate`) and the invocations (the command, seeds and times
+that the leaderboard's provenance and expected seeds come from). ``--output NAME.jsonl`` writes schema 1
+instead: one whole run a line (``"kind": "trial"`` or ``"invocation"``), every field spelled out, which
+:func:`read_lines` reads as well.
 
 Why JSON lines and not CSV: every value keeps its type (a hyperparameter ``"1"`` stays the string
 MLflow holds, a figure keeps every bit of its float: ``json`` writes the shortest repr that reads back
 to the same double), nested identity (hyperparameters, dataset options, recipe, plugins) stays
-nested, and a line is a whole trial, so the file diffs and concatenates line by line in git.
-``pandas.read_json(path, lines=True)`` reads it as a table.
+nested. ``pandas.read_json(path, lines=True)`` reads either kind as a table.
 
 A trial line carries its identity (method, hyperparameters, dataset and options, recipe, seed, config
 hash, the ``bench.identity`` that ``bench verify`` rebuilds the trial from), where it ran (MLflow
@@ -298,19 +300,78 @@ def _decoded(record: dict[str, Any], settings: dict[str, dict], path: Path, numb
     setting = settings.get(record.get("setting"))
     if setting is None:
         raise UserError(f"{where}: trial of setting {record.get('setting')!r}, which the table does not hold")
-    try:
-        params, tags, metrics = compact.decode_trial(record, setting)
-    except (TypeError, AttributeError, ValueError) as error:
-        raise UserError(f"{where} is not a trial of schema {compact.SCHEMA}: {error}") from None
-    return {"kind": "trial", "schema": SCHEMA, "experiment": setting.get("experiment"), "run_id": record["run_id"],
-            "parent_run_id": tags.get("mlflow.parentRunId"), "status": record["status"],
-            "start_time": record.get("start_time"), "end_time": record.get("end_time"),
-            "params": params, "tags": tags, "metrics": metrics}
+    if not all(isinstance(setting.get(part, {}), dict) for part in ("params", "tags")) \
+            or not isinstance(record.get("drop", []), list):
+        raise UserError(f"{where} is not a trial of schema {compact.SCHEMA}: its setting or drop list is malformed")
+    return CompactTrial(record, setting)
+
+
+class CompactTrial(dict):
+    """A schema-2 trial as a schema-1 record whose ``params``, ``tags``, ``metrics`` and ``parent_run_id`` are
+    decoded when first read (:func:`removal_bench.reporting.compact.decode_trial`); until then
+    :func:`read_frames` builds the frame from the compact line itself, column by column (a 100,000-trial table
+    never holds 100,000 dictionaries of every field)."""
+
+    LAZY = ("params", "tags", "metrics", "parent_run_id")
+
+    def __init__(self, line: dict[str, Any], setting: dict[str, Any]):
+        super().__init__(kind="trial", schema=SCHEMA, experiment=setting.get("experiment"), run_id=line["run_id"],
+                         status=line["status"], start_time=line.get("start_time"), end_time=line.get("end_time"))
+        self.line, self.setting = line, setting
+
+    @property
+    def decoded(self) -> bool:
+        return dict.__contains__(self, "params")
+
+    def _decode(self) -> None:
+        from removal_bench.reporting import compact
+
+        if not self.decoded:
+            params, tags, metrics = compact.decode_trial(self.line, self.setting)
+            dict.update(self, params=params, tags=tags, metrics=metrics, parent_run_id=tags.get("mlflow.parentRunId"))
+
+    def __missing__(self, key):
+        if key in self.LAZY:
+            self._decode()
+            return dict.__getitem__(self, key)
+        raise KeyError(key)
+
+    def get(self, key, default=None):
+        if key in self.LAZY:
+            self._decode()
+        return dict.get(self, key, default)
+
+    def __contains__(self, key) -> bool:
+        return key in self.LAZY or dict.__contains__(self, key)
+
+    def keys(self):
+        self._decode()
+        return dict.keys(self)
+
+    def items(self):
+        self._decode()
+        return dict.items(self)
+
+    def values(self):
+        self._decode()
+        return dict.values(self)
+
+    def __iter__(self):
+        self._decode()
+        return dict.__iter__(self)
+
+    def __eq__(self, other):
+        self._decode()
+        if isinstance(other, CompactTrial):
+            other._decode()
+        return dict.__eq__(self, other)
+
+    __hash__ = None
 
 
 def complete(record: dict[str, Any]) -> dict[str, Any]:
     """A trial record with every schema-1 field (identity, protocol, versions, plugins ...) read from its tags."""
-    if record["kind"] != "trial" or "identity" in record:
+    if record["kind"] != "trial" or dict.__contains__(record, "identity"):
         return record if record["kind"] == "trial" or "schema" in record else {**record, "schema": SCHEMA}
     return trial_record(record["experiment"], record["run_id"], record["status"], record.get("start_time"),
                         record.get("end_time"), record["params"], record["tags"], record["metrics"])
@@ -322,6 +383,8 @@ def _frame(records: list[dict[str, Any]]):
     import pandas as pd
 
     n = len(records)
+    if n and all(isinstance(r, CompactTrial) and not r.decoded for r in records):
+        return _compact_frame(records)
     columns: dict[str, list] = {"run_id": [None] * n, "status": [None] * n, "experiment": [None] * n}
     times = {"start_time": np.full(n, np.iinfo(np.int64).min, dtype=np.int64),
              "end_time": np.full(n, np.iinfo(np.int64).min, dtype=np.int64)}
@@ -344,6 +407,25 @@ def _frame(records: list[dict[str, Any]]):
     for name, values in list(columns.items())[3:]:
         frame[name] = np.asarray(values, dtype=float) if name.startswith("metrics.") else values
     return pd.DataFrame(frame) if n else pd.DataFrame()
+
+
+def _compact_frame(records: list["CompactTrial"]):
+    """:func:`_frame` of undecoded schema-2 trials, from their lines (:func:`removal_bench.reporting.compact.frame_columns`)."""
+    import numpy as np
+    import pandas as pd
+
+    from removal_bench.reporting import compact
+
+    frame = {"run_id": [r["run_id"] for r in records], "status": [r["status"] for r in records],
+             "experiment": [r["experiment"] for r in records]}
+    for name in ("start_time", "end_time"):
+        values = pd.Series([r[name] for r in records], dtype="float64")
+        frame[name] = pd.to_datetime(values.round().astype("Int64"), unit="ms", utc=True)
+    try:
+        frame.update(compact.frame_columns([(r.line, r.setting) for r in records]))
+    except (TypeError, AttributeError, ValueError) as error:
+        raise UserError(f"a trial of the table is not of schema {compact.SCHEMA}: {error}") from None
+    return pd.DataFrame(frame)
 
 
 def read_frames(records: list[dict[str, Any]]):
@@ -521,5 +603,7 @@ def _protocol_difference(mine, theirs, dataset: str) -> str:
     ours, others = parts(mine), parts(theirs)
     if not ours or not others:
         return "the fingerprints differ"
-    best = min((differences(a, b) for a in ours for b in others), key=len)
+    # parts only one side has (a refined curve's points: docs/PROTOCOL.md) against the other side's nearest
+    pairs = [(a, b) for a in ours for b in others if a not in others or b not in ours]
+    best = min((differences(a, b) for a, b in pairs or [(a, b) for a in ours for b in others]), key=len)
     return "; ".join(best[:3]) or "the fingerprints differ"

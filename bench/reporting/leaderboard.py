@@ -69,7 +69,9 @@ def execute_report(
     stream: TextIO | None = None,
     quiet: bool = False,
     json_output: bool = False,
+    from_files: list[str] | None = None,
 ) -> int:
+    """``bench report``: from MLflow's runs of ``experiment``, or (``from_files``) from trial tables (``bench export``)."""
     from removal_bench.running import preflight
     from removal_bench.running.tracking import load_runs, require_experiment
 
@@ -77,13 +79,24 @@ def execute_report(
     check_max_leakage(max_leakage)
     if not experiment or not experiment.strip():
         raise UserError("--experiment must not be empty")
-    folder = preflight.writable_folder(Path(results_dir or Path("results") / experiment), "--results-dir").resolve()
-    uri = preflight.tracking_uri(tracking_uri, write=False)
-    require_experiment(uri, experiment)
-    frame = load_runs(uri, experiment)
+    uri, parents = None, None
+    if from_files:  # a trial table: its experiment, its invocations' declared seeds, no MLflow
+        from removal_bench.reporting import export
+
+        records = export.read_lines(from_files)
+        experiment = experiment if experiment != "default" else export.experiments_of(records)[0]
+        folder = preflight.writable_folder(Path(results_dir or Path("results") / experiment), "--results-dir").resolve()
+        frame, parents = export.read_frames(records)
+        frame, parents, _ = export.merge_runs(frame, parents)
+    else:
+        folder = preflight.writable_folder(Path(results_dir or Path("results") / experiment), "--results-dir").resolve()
+        uri = preflight.tracking_uri(tracking_uri, write=False)
+        require_experiment(uri, experiment)
+        frame = load_runs(uri, experiment)
     if frame.empty:
         raise UserError(f"experiment {experiment!r} at {uri} holds no trial runs")
-    by_dataset = summaries.summarise(frame, expected_seeds=declared_seeds(uri, [experiment]))
+    seeds = declared_seeds_of(parents) if parents is not None else declared_seeds(uri, [experiment])
+    by_dataset = summaries.summarise(frame, expected_seeds=seeds)
     from removal_bench.reporting.standings import of_datasets
 
     found = of_datasets(by_dataset, max_leakage)  # once, for the printed tables, the files and the JSON

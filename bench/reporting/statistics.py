@@ -76,7 +76,17 @@ def resample_means(values: np.ndarray, replicates: int, rng: np.random.Generator
     if values.shape[0] == 0:
         return np.full((replicates, values.shape[1]), math.nan)
     draws = rng.integers(0, values.shape[0], size=(replicates, values.shape[0]))
-    return values[draws].mean(axis=1)
+    if values.shape[1] == 1:
+        return values[draws].mean(axis=1)
+    # Several metrics: ``values[draws].mean(axis=1)`` sums each (replicate, metric) over the drawn seeds in draw
+    # order (the reduced axis is not the innermost). One metric at a time, seeds as rows, gives the very same
+    # sums (np.add.reduce over axis 0 adds whole rows in order) without the strided (replicates, seeds, metrics)
+    # gather: 5x faster at 300 seeds, every bit the same (tests/test_table_scale.py).
+    order = np.ascontiguousarray(draws.T)
+    out = np.empty((replicates, values.shape[1]))
+    for metric in range(values.shape[1]):
+        out[:, metric] = np.add.reduce(values[:, metric][order], axis=0) / values.shape[0]
+    return out
 
 
 def mean_interval(values: Sequence[float], rng: np.random.Generator, replicates: int = REPLICATES) -> Interval:

@@ -200,6 +200,17 @@ def _as_float(text: str) -> float:
         return math.nan
 
 
+UNREAD_TAGS = ("tags.bench.identity", "tags.bench.protocol_parts")  # long texts no summary reads
+
+
+def _read_here(name: str) -> bool:
+    """Whether :func:`summarise` reads the frame's column ``name`` (the run's fields, its bench tags but the
+    long ones, the attacker, hyperparameters, dataset options, recipe and metrics)."""
+    return (not name.startswith(("params.", "tags.", "metrics.")) or name.startswith(("metrics.", "params.hp.", "params.data."))
+            or name.startswith("params.") and name[len("params."):] in SETTING_RECIPE
+            or name.startswith("tags.bench.") and name not in UNREAD_TAGS or name == "tags.leakage_attacker")
+
+
 def summarise(frame, expected_seeds: dict[str, Iterable[str]] | Iterable[str] | None = None) -> dict[str, list[Row]]:
     """Rows per dataset, ordered by method name then by hyperparameter values (numbers as numbers, so a
     strength curve reads from weak to strong), with Pareto marks.
@@ -211,6 +222,7 @@ def summarise(frame, expected_seeds: dict[str, Iterable[str]] | Iterable[str] | 
     by_dataset: dict[str, list[Row]] = {}
     if frame is None or frame.empty:
         return by_dataset
+    frame = frame[[name for name in frame.columns if _read_here(name)]]  # 100,000 trials: copy and group only these
     frame = deduplicate(frame)
     frame = frame.assign(_outcome=outcome(frame), _seed=frame["tags.bench.seed"].astype(str))
     for dataset, runs in frame.groupby("tags.bench.dataset"):
@@ -252,10 +264,10 @@ def summarise(frame, expected_seeds: dict[str, Iterable[str]] | Iterable[str] | 
             commits = _column(group, "tags.bench.git_commit")
             if commits is not None:
                 row.commits = sorted({str(c) for c in commits if isinstance(c, str) and c})
-            starts = [_milliseconds(v) for v in group["start_time"]] if "start_time" in group.columns else []
-            starts = [s for s in starts if math.isfinite(s)]
-            if starts:
-                row.first_start, row.last_start = min(starts), max(starts)
+            if "start_time" in group.columns:  # the earliest and latest start (a time's order is its number's)
+                first, last = _milliseconds(group["start_time"].min()), _milliseconds(group["start_time"].max())
+                if math.isfinite(first) and math.isfinite(last):
+                    row.first_start, row.last_start = first, last
             by_dataset.setdefault(dataset, []).append(row)
     for dataset, rows in by_dataset.items():
         rows.sort(key=_row_order)
