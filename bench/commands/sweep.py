@@ -41,6 +41,10 @@ def add_commands(subparsers) -> None:
                              "other hyperparameters at their defaults, the recipe at the dataset's")
     search.add_argument("--strengths", type=positive_int, default=8,
                         help="log-spaced points per strength curve with --curve (default 8)")
+    search.add_argument("--refine", type=non_negative_int, default=0, metavar="K",
+                        help="with --curve: K more strengths per curve, each bisecting (in log space) the neighbouring "
+                             "pair whose validation figures differ most; planned from finished rounds only, so the "
+                             "same command resumes to the same points (default 0; docs/PROTOCOL.md)")
     search.add_argument("--sweep-seed", type=non_negative_int, default=0,
                         help="seed of the random draws (default 0); the same seed draws the same configurations")
     search.add_argument("--scheduler", choices=("none", "asha"), default="none",
@@ -111,6 +115,7 @@ def command_sweep(args: argparse.Namespace) -> int:
     request = SweepRequest(
         **run_fields(args),
         samples=args.samples, grid=args.grid, grid_points=args.grid_points, curve=args.curve, strengths=args.strengths,
+        refine=args.refine,
         sweep_seed=args.sweep_seed,
         scheduler=args.scheduler, max_leakage=args.max_leakage, grace_period=args.grace_period,
         reduction_factor=args.reduction_factor, restart=args.restart, formats=parse_formats(args.formats),

@@ -38,6 +38,7 @@ def row_document(row: summaries.Row) -> dict[str, Any]:
         "errors": list(row.errors),
         "pareto": row.pareto,
         "selected": row.selected,
+        **({"refined": row.refined} if row.refined else {}),  # a refined curve's point: its round
         "commits": list(row.commits),
         "first_start_ms": _number(row.first_start),
         "last_start_ms": _number(row.last_start),

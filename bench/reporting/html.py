@@ -122,7 +122,7 @@ def _configurations(rows: list[summaries.Row]) -> str:
     headers = ["", "configuration", "seeds"] + [tables.HEADERS[m] for m in tables.TABLE_METRICS] + ["attackers", "notes"]
     body = []
     for row in rows:
-        mark = ("*" if row.pareto else "") + (">" if row.selected else "")
+        mark = ("*" if row.pareto else "") + (">" if row.selected else "") + ("r" if row.refined else "")
         attackers = ", ".join(f"{name} x{count}" for name, count in sorted(row.attackers.items()))
         body.append([mark, row.label, seeds_cell(row)]
                     + [_cell(row.stats.get(m)) for m in tables.TABLE_METRICS] + [attackers, tables.notes(row)])
@@ -158,7 +158,9 @@ def page(by_dataset: dict[str, list[summaries.Row]], experiments: list[str], max
                       for method, note in tables.curve_notes(rows).items())
             + f"{_head_figure(dataset, heads.get(dataset))}"
             + (f'<p class="note">{_escape(reading)}</p>' if reading else "")
-            + f"<details><summary>Every configuration ({len(rows)})</summary>{_configurations(rows)}</details></section>"
+            + f"<details><summary>Every configuration ({len(rows)})"
+            + ("; r: a strength added by refinement" if any(r.refined for r in rows) else "")
+            + f"</summary>{_configurations(rows)}</details></section>"
         )
     starts = [r.first_start for rows in by_dataset.values() for r in rows if math.isfinite(r.first_start)]
     ends = [r.last_start for rows in by_dataset.values() for r in rows if math.isfinite(r.last_start)]
@@ -272,6 +274,7 @@ SCRIPT = r"""
     var marks = [];
     if (row.pareto) marks.push("Pareto-optimal");
     if (row.selected) marks.push("its method's selected configuration");
+    if (row.refined) marks.push("a strength added by refinement (round " + row.refined + ")");
     if (marks.length) lines.push(marks.join("; "));
     return lines;
   }
@@ -344,6 +347,7 @@ SCRIPT = r"""
         var point = el("circle", {cx: sx(x), cy: sy(y), r: r.selected ? 6 : 4.5, "class": "point", stroke: colour,
                                   "stroke-width": 1.6, fill: r.pareto ? colour : "#fff", tabindex: 0,
                                   "data-label": r.label}, layer);
+        if (r.refined) point.setAttribute("stroke-dasharray", "2 1.5");  // a strength added by refinement
         var lines = describe(r);
         el("title", {}, point).textContent = lines.join("\n");
         point.addEventListener("mouseenter", function (event) { show(event, lines); });
@@ -374,7 +378,8 @@ SCRIPT = r"""
     container.appendChild(svg);
     var caption = document.createElement("figcaption");
     caption.textContent = rows.length + " configurations with results; filled: Pareto-optimal among all methods; " +
-      "large: each method's selected configuration; bars: standard error over seeds; lines: each method's front.";
+      "large: each method's selected configuration; bars: standard error over seeds; lines: each method's front" +
+      (rows.some(function (r) { return r.refined; }) ? "; dashed outline: a strength added by refinement." : ".");
     container.appendChild(caption);
   }
 

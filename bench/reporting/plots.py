@@ -16,6 +16,7 @@ from pathlib import Path
 from removal_bench.measuring.pareto import pareto_mask
 
 MARKERS = "osD^vP*Xhp<>"
+REFINED_LABEL = "refined strength (dashed ring)"
 CAPTION = (
     "Lines: each method's front (its configurations that no other of its configurations beats on both axes); "
     "points: mean over seeds, bars: ± 1 standard error over seeds; hollow points: the method's dominated "
@@ -80,6 +81,12 @@ def front_plot(rows, path: Path, title: str, legend_notes: dict[str, str] | None
         axes.errorbar([r.mean("leakage_norm") for r in front], [r.mean("accuracy") for r in front],
                       xerr=errors[0], yerr=errors[1], color=colour, marker=marker, markersize=5, capsize=2,
                       linewidth=1.4, elinewidth=0.8, label=label, drawstyle="steps-post" if len(front) > 1 else "default")
+    refined = [r for r in rows if getattr(r, "refined", 0)
+               and math.isfinite(r.mean("accuracy")) and math.isfinite(r.mean("leakage_norm"))]
+    if refined:  # a ring around each strength that bench sweep --refine added (docs/PROTOCOL.md, "Refined curves")
+        axes.scatter([r.mean("leakage_norm") for r in refined], [r.mean("accuracy") for r in refined], marker="o",
+                     s=95, facecolors="none", edgecolors="black", linewidths=0.8, linestyle=(0, (2, 1.5)),
+                     label=REFINED_LABEL, zorder=3)
     floors = [sum(values) / len(values) for r in rows if r.method == "vanilla"
               for values in [list(r.per_seed.get("floor_leakage_norm", {}).values())] if values]
     if floors:
@@ -153,6 +160,19 @@ def head_series(rows) -> dict[str, list[tuple[float, tuple[float, float], tuple[
     return series
 
 
+def refined_strengths(method: str, rows) -> set[float]:
+    """The strengths (on :func:`strength_axis`) of ``method``'s rows that a refinement added."""
+    axis = strength_axis(method, [r for r in rows if r.method == method])
+    out = set()
+    for row in rows:
+        if row.method == method and getattr(row, "refined", 0) and axis in row.hparams:
+            try:
+                out.add(float(row.hparams[axis]))
+            except ValueError:
+                pass
+    return out
+
+
 def head_png(rows, title: str) -> bytes | None:
     """The head-versus-attacker picture of one dataset as PNG bytes; None when no method there has a head and a
     strength curve. ``bench leaderboard`` renders it once and gives it to the Markdown (a file) and the HTML page
@@ -177,6 +197,12 @@ def head_png(rows, title: str) -> bytes | None:
             errors = [p[which][1] if math.isfinite(p[which][1]) else 0.0 for p in points]
             axis.errorbar(xs, means, yerr=errors, linestyle=style, marker="o", markersize=3, capsize=2, label=label,
                           color="tab:red" if which == 1 else "tab:blue")
+        added = refined_strengths(method, rows)
+        marked = [(p[0], p[which][0]) for p in points for which in (1, 2) if p[0] in added and math.isfinite(p[which][0])]
+        if marked:
+            axis.scatter([x for x, _ in marked], [y for _, y in marked], marker="o", s=40, facecolors="none",
+                         edgecolors="black", linewidths=0.7, linestyle=(0, (2, 1.5)),
+                         label=REFINED_LABEL if index == 0 else None, zorder=3)
         axis.set_xscale("log")
         lowest = min((p[which][0] for p in points for which in (1, 2) if math.isfinite(p[which][0])), default=0.0)
         axis.set_ylim(min(-0.1, lowest - 0.1), 1.05)  # a head fooled past chance reads below 0

@@ -65,7 +65,8 @@ def print_report(by_dataset: dict[str, list[Row]], stream, max_leakage: float | 
         print(standings.reliability_text(standing).replace("**", ""), file=stream)
         print(standings.ranking_table(standing, "simple_outline"), file=stream)
         print(standings.budget_table(standing, "simple_outline"), file=stream)
-    print("\n" + explain(max_leakage) + " " + standings.explain(replicates), file=stream)
+    refined = any(r.refined for rows in by_dataset.values() for r in rows)
+    print("\n" + explain(max_leakage, refined) + " " + standings.explain(replicates), file=stream)
 
 
 def head_images(by_dataset: dict[str, list[Row]]) -> dict[str, bytes]:

@@ -53,6 +53,7 @@ class Row:
     last_start: float = math.nan
     pareto: bool = False
     selected: bool = False  # its method's model selection on this dataset
+    refined: int = 0  # a refined curve's point: its round (bench sweep --refine; tag bench.refined), else 0
     # metric -> seed -> value, FINISHED seeds only; the bootstrap (bench.statistics) resamples these.
     # Leakage figures also come normalised per seed as ``<metric>_norm`` (0 at chance, 1 at full recovery).
     per_seed: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -261,6 +262,9 @@ def summarise(frame, expected_seeds: dict[str, Iterable[str]] | Iterable[str] | 
             if attackers is not None:
                 counts = attackers.value_counts()
                 row.attackers = {str(k): str(v) for k, v in counts.items()}
+            rounds = _column(group, "tags.bench.refined")
+            if rounds is not None:
+                row.refined = min((int(r) for r in rounds if isinstance(r, str) and r.isdigit()), default=0)
             commits = _column(group, "tags.bench.git_commit")
             if commits is not None:
                 row.commits = sorted({str(c) for c in commits if isinstance(c, str) and c})

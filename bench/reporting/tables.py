@@ -9,6 +9,8 @@ from removal_bench.reporting import standings
 from removal_bench.reporting.cells import _cell, _date, _number, seeds_cell
 from removal_bench.reporting.summaries import CSV_METRICS, MethodSummary, Row, dataset_setting
 
+REFINED_MARK = ("r: a strength added by refinement (bench sweep --refine: the log-space midpoint of the neighbouring "
+                "strengths whose validation figures differ most, docs/PROTOCOL.md); ")
 TABLE_METRICS = ("accuracy", "leakage", "leakage_norm", "mi_bits", "floor_leakage", "head_acc", "head_predicts_y")
 
 
@@ -46,7 +48,7 @@ def table(rows: list[Row], tablefmt: str = "simple_outline") -> str:
     headers = ["", "method", "seeds"] + [HEADERS[m] for m in TABLE_METRICS] + ["notes"]
     body = []
     for row in rows:
-        mark = ("*" if row.pareto else "") + (">" if row.selected else "")
+        mark = ("*" if row.pareto else "") + (">" if row.selected else "") + ("r" if row.refined else "")
         body.append(
             [mark, row.label, seeds_cell(row)]
             + [_cell(row.stats.get(metric)) for metric in TABLE_METRICS]
@@ -72,7 +74,7 @@ def methods_table(summaries: list[MethodSummary], tablefmt: str = "simple_outlin
     return tabulate(body, headers=headers, tablefmt=tablefmt, disable_numparse=True)
 
 
-def explain(max_leakage: float | None = None) -> str:
+def explain(max_leakage: float | None = None, refined: bool = False) -> str:
     bound = f"validation leakage <= {max_leakage:g}" if max_leakage is not None else "no bound on validation leakage"
     return (
         "task acc: test accuracy; leakage: test balanced accuracy of the best fresh attacker "
@@ -80,7 +82,8 @@ def explain(max_leakage: float | None = None) -> str:
         "probabilities only; head acc: the method's own training-time head (not leakage); "
         "mean ± standard error over seeds; seeds: finished/expected; * Pareto-optimal (higher accuracy, "
         "lower leakage); > the method's selected configuration: best mean validation task accuracy with "
-        f"{bound}, among configurations with no FAILED seed (test figures reported); hypervolume: area "
+        f"{bound}, among configurations with no FAILED seed (test figures reported); "
+        + (REFINED_MARK if refined else "") + "hypervolume: area "
         "dominated by the method's configurations in the (task accuracy, 1 - leak norm) plane above "
         "(majority-class accuracy, 0)."
     )
@@ -94,7 +97,7 @@ def csv_text(rows: list[Row], summaries: list[MethodSummary] | None = None) -> s
     stream = io.StringIO()
     writer = csv.writer(stream)
     header = ["dataset", "label", "method", "config_key", "expected_seeds", "finished", "failed", "stopped",
-              "missing_seeds", "pareto", "selected", "method_hypervolume"]
+              "missing_seeds", "pareto", "selected", "method_hypervolume", "refined"]
     for metric in CSV_METRICS:
         header += [f"{metric}_mean", f"{metric}_se"]
     header.append("errors")
@@ -103,7 +106,7 @@ def csv_text(rows: list[Row], summaries: list[MethodSummary] | None = None) -> s
         volume = volumes.get(row.method, math.nan)
         line = [row.dataset, row.label, row.method, row.config_key, len(row.expected), row.finished, row.failed,
                 row.stopped, " ".join(row.missing), int(row.pareto), int(row.selected),
-                "" if not math.isfinite(volume) else f"{volume:.6g}"]
+                "" if not math.isfinite(volume) else f"{volume:.6g}", row.refined]
         for metric in CSV_METRICS:
             mean, error = row.stats.get(metric, (math.nan, math.nan))
             line += ["" if not math.isfinite(mean) else f"{mean:.6g}", "" if not math.isfinite(error) else f"{error:.6g}"]
@@ -131,7 +134,8 @@ def latex_text(rows: list[Row], summaries: list[MethodSummary], caption: str) ->
 
     pm = r"$\pm$"
     config_body = [
-        [("$^*$" if r.pareto else "") + ("$^\\dagger$" if r.selected else ""), _latex_escape(r.label), seeds_cell(r)]
+        [("$^*$" if r.pareto else "") + ("$^\\dagger$" if r.selected else "") + ("$^r$" if r.refined else ""),
+         _latex_escape(r.label), seeds_cell(r)]
         + [_cell(r.stats.get(m), pm) for m in TABLE_METRICS]
         + [_latex_escape(notes(r, 40))]
         for r in rows
@@ -168,7 +172,8 @@ def hypervolume_notes(standing) -> dict[str, str]:
 def markdown_text(rows: list[Row], summaries: list[MethodSummary], title: str, max_leakage: float | None,
                   standing=None) -> str:
 
-    text = f"# {title}\n\n{table(rows, 'github')}\n\n## Methods\n\n{methods_table(summaries, 'github')}\n\n{explain(max_leakage)}\n"
+    text = (f"# {title}\n\n{table(rows, 'github')}\n\n## Methods\n\n{methods_table(summaries, 'github')}\n\n"
+            f"{explain(max_leakage, any(r.refined for r in rows))}\n")
     if standing is not None:
         text += f"\n## Confidence\n\n{standings.standing_markdown(standing)}\n\n{standings.explain(standing.replicates)}\n"
     return text
@@ -295,7 +300,8 @@ def leaderboard_text(by_dataset: dict[str, list[Row]], experiments: list[str], m
             lines += [reading, ""]
         lines += [standings.standing_markdown(standing), "",
                   f"<details><summary>Every configuration ({len(rows)})</summary>\n\n{table(rows, 'github')}\n\n</details>"]
-    lines += ["", "## Reading it", "", standings.explain(replicates), "", explain(max_leakage)]
+    lines += ["", "## Reading it", "", standings.explain(replicates), "",
+              explain(max_leakage, any(r.refined for rows in by_dataset.values() for r in rows))]
     return "\n".join(lines) + "\n"
 
 

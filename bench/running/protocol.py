@@ -11,6 +11,12 @@ leakage, the floor or the hypervolume's reference mean). Seeds and the strengths
 property of a set of trials, not of one: ``bench leaderboard --with`` compares them per dataset
 (:mod:`removal_bench.reporting.export`).
 
+A refined curve's added points (``bench sweep --curve --refine K``, :mod:`removal_bench.running.sweep`) carry the
+refinement in their fingerprint: ``refinement`` holds the number of log-spaced strengths it bisected from and the
+rule's version (:data:`removal_bench.running.sweep.REFINE_RULE`), so curves refined from another grid or by
+another rule, or not refined, do not rank together; the round is the trial's ``bench.refined`` tag. The
+log-spaced points of a refined sweep are the plain curve's trials (same identity, same fingerprint).
+
 ``bench.identity`` is the canonical JSON of the trial's identity (``removal_bench.running.trial.IDENTITY_KEYS``):
 what ``bench verify`` rebuilds the trial from, checked against ``bench.config_hash``.
 """
@@ -47,7 +53,17 @@ def protocol_parts(config: dict[str, Any]) -> dict[str, Any]:
         "attackers": attacker_settings(),
         "probe_sizes": bool(config.get("probe_sizes", True)),
         "metrics": METRIC_DEFINITIONS,
+        **refinement_part(config),
     }
+
+
+def refinement_part(config: dict[str, Any]) -> dict[str, Any]:
+    """``{"refinement": {...}}`` for a refined curve point (its config's ``curve_refine``), else nothing: the
+    fingerprints of every other trial stay as they were."""
+    refine = config.get("curve_refine")
+    if not refine:
+        return {}
+    return {"refinement": {"base_strengths": refine["base_strengths"], "rule": refine["rule"]}}
 
 
 def canonical(value: Any) -> str:
@@ -65,12 +81,15 @@ def identity(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def tags(config: dict[str, Any]) -> dict[str, str]:
-    """``bench.protocol``, ``bench.protocol_parts``, ``bench.identity`` and ``bench.threads`` of a trial."""
+    """``bench.protocol``, ``bench.protocol_parts``, ``bench.identity`` and ``bench.threads`` of a trial, and
+    ``bench.refined`` (its refinement round) on a refined curve's point."""
     parts = protocol_parts(config)
     out = {"bench.protocol": fingerprint(parts), "bench.protocol_parts": canonical(parts),
            "bench.identity": canonical(identity(config))}
     if config.get("threads"):
         out["bench.threads"] = str(config["threads"])
+    if config.get("curve_refine"):
+        out["bench.refined"] = str(config["curve_refine"]["round"])
     return out
 
 

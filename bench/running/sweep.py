@@ -20,6 +20,11 @@ Strength curves (``--curve``)
     recipe at the dataset's. A method without a strength (vanilla, LEACE) is one
     configuration. :func:`strength_values`.
 
+Refined curves (``--curve --refine K``)
+    After the log-spaced strengths, K rounds add one strength per curve each: the log-space midpoint of the
+    neighbouring pair across which the seed-mean validation point moves most (:func:`choose_bisection`,
+    :func:`refine_round`). A round is planned only from complete rounds, so a rerun runs the same points.
+
 Resume
     Before running, the driver asks MLflow which trials of the experiment are
     complete (a FINISHED run, or one stopped early by the scheduler; by config
@@ -40,12 +45,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import itertools
+import math
 import os
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -84,6 +90,7 @@ class SweepRequest(RunRequest):
     grid_points: int = 3
     curve: bool = False  # strength curves instead of a search
     strengths: int = DEFAULT_STRENGTHS
+    refine: int = 0  # with curve: rounds of bisection after the log-spaced strengths (choose_bisection)
     command: str = ""  # the command line, kept on the parent run for the leaderboard's provenance
     sweep_seed: int = 0
     scheduler: str = "none"  # "none" or "asha"
@@ -153,6 +160,185 @@ def curve_configurations(
     return [{**dict(zip(names, values)), **point} for point in curve for values in itertools.product(*axes.values())]
 
 
+# --------------------------------------------------------------------------- refined curves
+
+# In a refined trial's protocol fingerprint (removal_bench.running.protocol): bump it when the choice below changes,
+# so that curves refined by different rules never rank together.
+REFINE_RULE = "bisect-largest-val-move/1"
+
+
+@dataclass(frozen=True)
+class Bisection:
+    """One refinement round's choice on one curve (:func:`choose_bisection`)."""
+
+    point: dict[str, Any] | None  # the new strength values; None: nothing chosen
+    between: tuple[dict[str, Any], dict[str, Any]] | None = None  # the neighbouring pair it bisects
+    move: float = math.nan  # how far the seed-mean validation point moves across that pair
+    waiting: int = 0  # trials of the curve without a FINISHED run: nothing is chosen until they have one
+
+
+def _normalised(balanced_accuracy: float, num_private: float) -> float:
+    """(leakage - 1/K) / (1 - 1/K), as the reports normalise it (removal_bench.reporting.statistics)."""
+    if not (math.isfinite(balanced_accuracy) and math.isfinite(num_private)) or num_private < 2:
+        return math.nan
+    return (balanced_accuracy - 1.0 / num_private) / (1.0 - 1.0 / num_private)
+
+
+def _mean(values: list[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return math.fsum(finite) / len(finite) if finite else math.nan
+
+
+def _figure(record: dict[str, Any], name: str) -> float:
+    try:
+        value = float(record.get(name))
+    except (TypeError, ValueError):
+        return math.nan
+    return value
+
+
+def midpoint(low: dict[str, Any], high: dict[str, Any], integers: Iterable[str] = ()) -> dict[str, Any]:
+    """The log-space midpoint of two strength points, each hyperparameter sqrt(low * high), rounded as the
+    log-spaced strengths are (3 significant digits; integer hyperparameters to the nearest integer)."""
+    integers = set(integers)
+    out = {}
+    for name in low:
+        value = math.sqrt(float(low[name]) * float(high[name]))
+        out[name] = int(round(value)) if name in integers else float(f"{value:.3g}")
+    return out
+
+
+def choose_bisection(records: Iterable[dict[str, Any]], integers: Iterable[str] = ()) -> Bisection:
+    """The next strength of one curve, from the records of every trial planned on it so far.
+
+    A record is one planned trial: ``strengths`` (its strength hyperparameters' values), ``status`` (its
+    run's: ``FINISHED``, ``FAILED``, ..., or ``MISSING`` when it has none), and its run's *validation*
+    figures ``val_accuracy``, ``val_leakage`` and ``num_private``. Test figures are never read.
+
+    What it chooses from: the curve's points (its log-spaced strengths and the points earlier rounds
+    added), each summarised by its seed-mean validation point (mean ``val_accuracy``, mean normalised
+    ``val_leakage``). Across each neighbouring pair (points ordered by strength) the point moves by
+    max(|change in val_accuracy|, |change in normalised val_leakage|); the pair with the largest move is
+    bisected in log space (:func:`midpoint`). Ties go to the weaker pair (lower strength); a pair whose
+    midpoint rounds onto an existing point (neighbouring integers, or 3-digit values that close) cannot be
+    bisected, and the next pair in that order is taken. A pair with no finite figure moves by -inf.
+
+    Why it is deterministic: it reads only figures of FINISHED runs of the trials already planned, and
+    only when *every* one of them is FINISHED (else ``waiting`` counts the others and nothing is chosen),
+    so the choice is a function of those trials' figures, which a rerun reads back unchanged; the
+    order of the records does not matter (points are sorted by strength, seeds summed in a sorted order).
+    """
+    records = list(records)
+    waiting = sum(1 for record in records if record.get("status") != "FINISHED")
+    if waiting or not records:
+        return Bisection(None, waiting=waiting)
+    by_point: dict[tuple, list[dict[str, Any]]] = {}
+    for record in records:
+        by_point.setdefault(tuple(sorted(record["strengths"].items())), []).append(record)
+    ordered = sorted(by_point, key=lambda marker: tuple(float(value) for _, value in marker))
+    figures = []
+    for marker in ordered:
+        mine = sorted(by_point[marker], key=lambda r: str(r.get("seed")))
+        accuracy = _mean([_figure(r, "val_accuracy") for r in mine])
+        leakage = _mean([_normalised(_figure(r, "val_leakage"), _figure(r, "num_private")) for r in mine])
+        figures.append((accuracy, leakage))
+    pairs = []
+    for index in range(len(ordered) - 1):
+        changes = [abs(b - a) for a, b in zip(figures[index], figures[index + 1]) if math.isfinite(a) and math.isfinite(b)]
+        pairs.append((-(max(changes) if changes else -math.inf), index))
+    existing = set(ordered)
+    for negative_move, index in sorted(pairs):  # largest move first; ties: the lower index, the weaker pair
+        low, high = dict(ordered[index]), dict(ordered[index + 1])
+        point = midpoint(low, high, integers)
+        if tuple(sorted(point.items())) not in existing:
+            return Bisection(point, (low, high), -negative_move)
+    return Bisection(None)
+
+
+@dataclass
+class Curve:
+    """One strength curve of a sweep: a method on a dataset with every hyperparameter but its strengths fixed."""
+
+    dataset: str
+    options: dict[str, Any]  # as parsed from the dataset text
+    method: str
+    drawn: dict[str, Any]  # the configuration without its strengths (``recipe.<field>`` keys included)
+    integers: tuple[str, ...]  # strength hyperparameters of integer type
+    data_root: str
+    points: list[tuple[dict[str, Any], list[PlannedTrial]]] = dataclasses.field(default_factory=list)
+    settled: str = ""  # why no further round refines it (waiting for trials, nothing left to bisect)
+
+    def name(self) -> str:
+        fixed = ", ".join(f"{k}={v}" for k, v in sorted(self.drawn.items())
+                          if v != _default(self.method, k))
+        return f"{self.method}{f'({fixed})' if fixed else ''} on {self.dataset}"
+
+
+def _default(method: str, name: str) -> Any:
+    if name.startswith(RECIPE_PREFIX):
+        return None
+    cls = method_registry.get_method(method)
+    return getattr(cls, "curve_fixed", {}).get(name, cls.hparams[name].default)
+
+
+def curve_records(curve: Curve, runs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """:func:`choose_bisection`'s records of ``curve``: one per planned trial, from ``runs`` (config hash -> the
+    trial's deduplicated run as a row of ``mlflow.search_runs``)."""
+    records = []
+    for strengths, trials in curve.points:
+        for trial in trials:
+            run = runs.get(trial.key)
+            record = {"strengths": strengths, "seed": trial.config["seed"],
+                      "status": run.get("status", "MISSING") if run is not None else "MISSING"}
+            for name in ("val_accuracy", "val_leakage", "num_private"):
+                record[name] = run.get(f"metrics.{name}") if run is not None else None
+            records.append(record)
+    return records
+
+
+def refined_trials(request: SweepRequest, curve: Curve, strengths: dict[str, Any], round_: int) -> list[PlannedTrial]:
+    """The trials (every seed) of a refined point; their config carries ``curve_refine``, which the protocol
+    fingerprint and the ``bench.refined`` tag read (not the identity: the config hash is the point's)."""
+    drawn = {**curve.drawn, **strengths}
+    hparams = {k: v for k, v in drawn.items() if not k.startswith(RECIPE_PREFIX)}
+    changes = {k[len(RECIPE_PREFIX):]: v for k, v in drawn.items() if k.startswith(RECIPE_PREFIX)}
+    trials = seeded_trials(request, curve.method, curve.dataset, curve.options, hparams, changes, curve.data_root)
+    for trial in trials:
+        trial.config["curve_refine"] = {"round": round_, "base_strengths": request.strengths, "rule": REFINE_RULE}
+    return trials
+
+
+def refine_round(request: SweepRequest, curves: list[Curve], runs: dict[str, dict[str, Any]],
+                 round_: int) -> tuple[list[PlannedTrial], list[str]]:
+    """Round ``round_`` of every curve not yet settled: the new trials, and a line per curve saying what was
+    chosen (or why nothing was). Each curve's choice reads only its own points so far (base and rounds before)."""
+    new, lines = [], []
+    for curve in curves:
+        if curve.settled:
+            continue
+        choice = choose_bisection(curve_records(curve, runs), curve.integers)
+        if choice.waiting:
+            curve.settled = (f"{curve.name()}: refinement waits for {choice.waiting} trial(s) without a FINISHED run; "
+                             "the same command continues it once they finish")
+            lines.append(curve.settled)
+            continue
+        if choice.point is None:
+            curve.settled = f"{curve.name()}: no neighbouring strengths left to bisect"
+            lines.append(curve.settled)
+            continue
+        trials = refined_trials(request, curve, choice.point, round_)
+        curve.points.append((choice.point, trials))
+        new += trials
+        low, high = choice.between
+
+        def text(point):
+            return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in point.items())
+
+        lines.append(f"{curve.name()}: {text(choice.point)} (between {text(low)} and {text(high)}, "
+                     f"validation point moves {choice.move:.3f})")
+    return new, lines
+
+
 def configurations(
     method: str, overrides: dict[str, list[str]], samples: int, sweep_seed: int, grid_points: int | None = None,
     recipe_overrides: dict[str, list[str]] | None = None,
@@ -191,6 +377,13 @@ def validate(request: SweepRequest) -> None:
         raise UserError(f"--samples must be at least 1, got {request.samples}")
     if request.curve and (request.grid or request.samples is not None):
         raise UserError("--curve runs each method's strength curve: give it without --grid or --samples")
+    if request.refine < 0:
+        raise UserError(f"--refine must not be negative, got {request.refine}")
+    if request.refine and not request.curve:
+        raise UserError("--refine bisects strength curves: give it with --curve")
+    if request.refine and request.scheduler == "asha":
+        raise UserError("--refine chooses from finished trials' validation figures; --scheduler asha stops trials "
+                        "early: give one of them")
     if request.strengths < 2:
         raise UserError(f"--strengths must be at least 2, got {request.strengths}")
     if request.grid_points < 2:
@@ -209,6 +402,12 @@ def validate(request: SweepRequest) -> None:
 
 def plan_sweep(request: SweepRequest) -> list[PlannedTrial]:
     """Every (dataset, method, configuration, seed) of the sweep, validated, without repeats."""
+    return plan_curves(request)[0]
+
+
+def plan_curves(request: SweepRequest) -> tuple[list[PlannedTrial], list[Curve]]:
+    """:func:`plan_sweep`'s trials and, with ``--curve``, the strength curves they make up (methods without a
+    strength make none), in plan order: what ``--refine`` bisects."""
     validate(request)
     methods, dataset_texts = plugin_names(request)  # installed plugins and import paths (removal_bench.running.plugins)
     if len(set(methods)) != len(methods):
@@ -226,19 +425,29 @@ def plan_sweep(request: SweepRequest) -> list[PlannedTrial]:
     }
     data_root = request.data_root or str(dataset_registry.default_data_root())
     planned: list[PlannedTrial] = []
+    curves: dict[tuple, Curve] = {}
     for dataset_text in dataset_texts:
         dataset, options = parse_dataset(dataset_text)
         for method in methods:
+            cls = method_registry.get_method(method)
+            strengths = getattr(cls, "strength", {}) if request.curve else {}
             for drawn in by_method[method]:
                 hparams = {k: v for k, v in drawn.items() if not k.startswith(RECIPE_PREFIX)}
                 changes = {k[len(RECIPE_PREFIX):]: v for k, v in drawn.items() if k.startswith(RECIPE_PREFIX)}
-                planned += seeded_trials(request, method, dataset, options, hparams, changes, data_root)
-    return unique(planned, "the sweep names the same trial twice (a repeated dataset?)")
+                trials = seeded_trials(request, method, dataset, options, hparams, changes, data_root)
+                planned += trials
+                if strengths:
+                    rest = {k: v for k, v in drawn.items() if k not in strengths}
+                    curve = curves.setdefault((dataset_text, method, repr(sorted(rest.items()))), Curve(
+                        dataset, options, method, rest, tuple(n for n in strengths if cls.hparams[n].type is int),
+                        data_root))
+                    curve.points.append(({k: drawn[k] for k in strengths}, trials))
+    return unique(planned, "the sweep names the same trial twice (a repeated dataset?)"), list(curves.values())
 
 
 def search_text(request: SweepRequest) -> str:
     if request.curve:
-        return f"curve({request.strengths})"
+        return f"curve({request.strengths})" + (f"+refine({request.refine})" if request.refine else "")
     return f"grid({request.grid_points})" if request.grid else f"random({request.samples or DEFAULT_SAMPLES})"
 
 
@@ -304,11 +513,12 @@ def asha_options(request: SweepRequest, planned: list[PlannedTrial]):
 
 
 def execute_sweep(request: SweepRequest) -> Finished:
-    """Plan, skip what the experiment already holds, run the rest; every planned trial's runs for the report
+    """Plan, skip what the experiment already holds, run the rest; with ``--refine``, then each refinement round
+    (:func:`refine_round`) the same way under a parent run of its own; every planned trial's runs for the report
     (``reporting.publish.publish_report``), and exit status 0 when at least one trial finished."""
     from removal_bench.running.tracking import Tracker, completed_hashes, deduplicate, load_runs
 
-    planned = plan_sweep(request)
+    planned, curves = plan_curves(request)
     tracking_uri, gpus = check_where(request, planned)
     prepare_data(planned)
     asha = asha_options(request, planned) if request.scheduler == "asha" else None
@@ -322,8 +532,10 @@ def execute_sweep(request: SweepRequest) -> Finished:
     todo = [p for p in planned if p.key not in complete]
     identity = sweep_id(planned)
     configs = len({(p.config["dataset"], p.config_key) for p in planned})
+    stream = Discard() if request.quiet else sys.stderr
+    started = time.strftime('%Y%m%d-%H%M%S')
     parent = tracker.start_parent(
-        f"sweep-{time.strftime('%Y%m%d-%H%M%S')}",
+        f"sweep-{started}",
         {
             **invocation_params(planned, request),
             "trials": len(todo), "planned": len(planned),
@@ -341,12 +553,44 @@ def execute_sweep(request: SweepRequest) -> Finished:
         f"{len(planned) - len(todo)} already complete in experiment {request.experiment!r}"
         f"{' (ignored: --restart)' if request.restart else ''}; running {len(todo)} {where_text(request)}; "
         f"MLflow {tracking_uri}, run {parent}",
-        file=Discard() if request.quiet else sys.stderr, flush=True,
+        file=stream, flush=True,
     )
     if todo:
         drive(todo, request, tracker, gpus, asha)
     else:
         tracker.finish_parent("FINISHED")
+
+    for round_ in range(1, request.refine + 1 if curves else 1):
+        runs = load_runs(tracking_uri, request.experiment)
+        runs = {} if runs.empty else {row["tags.bench.config_hash"]: row for row in deduplicate(runs).to_dict("records")}
+        new, lines = refine_round(request, curves, runs, round_)
+        if not new and not lines:
+            break
+        planned = unique(planned + new, "a refined strength repeats a planned trial")
+        complete = {} if request.restart else completed_hashes(tracking_uri, request.experiment)
+        todo = [p for p in new if p.key not in complete]
+        print(f"refinement round {round_} of {request.refine}: {len(new) // max(request.seeds, 1)} strengths x "
+              f"{request.seeds} seeds = {len(new)} trials; {len(new) - len(todo)} already complete; running {len(todo)}",
+              file=stream, flush=True)
+        for line in lines:
+            print(f"  {line}", file=stream, flush=True)
+        if not todo:
+            continue
+        parent = tracker.start_parent(
+            f"sweep-{started}-refine{round_}",
+            {
+                **invocation_params(todo, request),
+                "trials": len(todo), "planned": len(new), "already_complete": len(new) - len(todo),
+                "configurations": len({(p.config["dataset"], p.config_key) for p in new}),
+                "search": search_text(request), "refine_round": round_,
+                "command": request.command or command_text(),
+                "sweep_seed": request.sweep_seed, "scheduler": request.scheduler,
+                "max_leakage": request.max_leakage if request.max_leakage is not None else "none",
+                "restart": request.restart, "sweep_id": identity,
+            },
+        )
+        tracker.call(tracker.client.set_tag, parent, "bench.sweep_id", identity)
+        drive(todo, request, tracker, gpus, None)
 
     frame = load_runs(tracking_uri, request.experiment)
     keys = {p.key for p in planned}
