@@ -81,13 +81,21 @@ def own_items(line: dict[str, Any], setting: dict[str, Any]) -> tuple[dict, dict
     """What a schema-2 trial line gives beyond its setting: (params, tags, metrics, dropped), where ``params``
     and ``tags`` replace the setting's of the same name and ``dropped`` are ("params" or "tags", name) to remove."""
     params, tags, hparams, metrics, given = {}, {}, {}, {}, []
-    for key, value in line.items():
-        if key.startswith("metrics."):
-            metrics[key[8:]] = value
-        elif key.startswith("hp."):
-            hparams[key[3:]] = value
-        elif key.startswith(("params.", "tags.")):
-            given.append((key, value))
+    keys = tuple(line)
+    kinds = _KINDS.get(keys)
+    if kinds is None:  # how each key of lines shaped like this one is read (trials of a table share a few shapes)
+        if len(_KINDS) > 10000:
+            _KINDS.clear()
+        kinds = _KINDS[keys] = tuple(
+            (key, 0, key[8:]) if key.startswith("metrics.") else (key, 1, key[3:]) if key.startswith("hp.")
+            else (key, 2, key) if key.startswith(("params.", "tags.")) else (key, 3, key) for key in keys)
+    for key, kind, name in kinds:
+        if kind == 0:
+            metrics[name] = line[key]
+        elif kind == 1:
+            hparams[name] = line[key]
+        elif kind == 2:
+            given.append((key, line[key]))
     for field, tag in FIELD_TAGS.items():
         if line.get(field) is not None:
             tags[tag] = line[field]
@@ -115,6 +123,8 @@ def own_items(line: dict[str, Any], setting: dict[str, Any]) -> tuple[dict, dict
     return params, tags, metrics, dropped
 
 
+_KINDS: dict[tuple, tuple] = {}  # a trial line's keys -> (key, 0 metric / 1 hyperparameter / 2 param or tag / 3 other, name)
+_TEXTS: dict[Any, str] = {}  # canonical JSON of the values trials repeat (dataset, method, hyperparameters)
 _SETTING_TEXTS: dict[int, tuple[dict, str, str]] = {}  # id() of a setting -> (it, its options' and recipe's JSON)
 
 
@@ -126,8 +136,23 @@ def _identity_text(setting: dict[str, Any], dataset: Any, hparams: dict, method:
         if len(_SETTING_TEXTS) > 10000:
             _SETTING_TEXTS.clear()
         found = _SETTING_TEXTS[id(setting)] = (setting, canonical(setting["dataset_options"]), canonical(setting["recipe"]))
-    return (f'{{"dataset":{canonical(dataset)},"dataset_options":{found[1]},"hparams":{canonical(hparams)},'
-            f'"method":{canonical(method)},"recipe":{found[2]},"seed":{canonical(seed)}}}')
+    return (f'{{"dataset":{_repeated(dataset)},"dataset_options":{found[1]},"hparams":{_repeated(hparams)},'
+            f'"method":{_repeated(method)},"recipe":{found[2]},"seed":{_repeated(seed)}}}')
+
+
+def _repeated(value: Any) -> str:
+    """``canonical(value)``, remembered for the values trials repeat (a dict by its items, with their types)."""
+    try:
+        key = (type(value), tuple((k, type(v), v) for k, v in value.items())) if isinstance(value, dict) else (type(value), value)
+        hash(key)
+    except TypeError:
+        return canonical(value)
+    found = _TEXTS.get(key)
+    if found is None:
+        if len(_TEXTS) > 100000:
+            _TEXTS.clear()
+        found = _TEXTS[key] = canonical(value)
+    return found
 
 
 def decode_trial(line: dict[str, Any], setting: dict[str, Any]) -> tuple[dict[str, str], dict[str, str], dict[str, float]]:

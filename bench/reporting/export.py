@@ -300,7 +300,7 @@ def _decoded(record: dict[str, Any], settings: dict[str, dict], path: Path, numb
     setting = settings.get(record.get("setting"))
     if setting is None:
         raise UserError(f"{where}: trial of setting {record.get('setting')!r}, which the table does not hold")
-    if not all(isinstance(setting.get(part, {}), dict) for part in ("params", "tags")) \
+    if not isinstance(setting.get("params", {}), dict) or not isinstance(setting.get("tags", {}), dict) \
             or not isinstance(record.get("drop", []), list):
         raise UserError(f"{where} is not a trial of schema {compact.SCHEMA}: its setting or drop list is malformed")
     return CompactTrial(record, setting)
