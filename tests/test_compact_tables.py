@@ -123,3 +123,24 @@ def test_bench_export_from_converts_and_merges_tables(tmp_path):
     assert refused.returncode == 2 and refused.stderr.strip().splitlines() == [
         f"bench: error: --output {tmp_path / 'x.csv'}: a trial table ends in .jsonl.gz (compact) or .jsonl (one whole run a line)"]
     assert not (tmp_path / "x.csv").exists()
+
+
+def test_the_leaderboard_names_merged_runs_and_report_reads_a_table(tmp_path):
+    from removal_bench.reporting import tables
+
+    mine = _frame("irene", 2, 2)
+    again = mine.copy()
+    again["run_id"] = again["run_id"] + "-b"
+    again["start_time"] = again["start_time"] + pd.Timedelta(days=1)
+    again["metrics.leakage"] = again["metrics.leakage"] + 0.0625
+    _, _, merged = export.merge_runs(pd.concat([mine, again], ignore_index=True))
+    text = tables.provenance_text(tables.Provenance(merged=merged.lines() + merged.repeated))
+    assert "- Merged sources: 4 trial(s) have more than one FINISHED run" in text
+    assert "never an average" in text and "kept run irene-irene0-0-b, dropped run irene-irene0-0; largest difference 0.0625 (leakage)" in text
+    assert "Merged sources" not in tables.provenance_text(tables.Provenance())  # nothing merged: no line
+
+    table = _table(pd.concat([_frame("vanilla", 1, 3), _frame("irene", 2, 3)], ignore_index=True), tmp_path / "t.jsonl.gz")
+    done = subprocess.run(bench_command() + ["report", "--from", str(table), "--results-dir", str(tmp_path / "out"), "--quiet"],
+                          capture_output=True, text=True, timeout=300, env=quiet_env(), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "irene" in (tmp_path / "out" / "synthetic.md").read_text()
