@@ -101,9 +101,13 @@ ARGUMENT_ERRORS = [
     (["leaderboard", "--format", "pdf"], "unknown leaderboard --format"),
     (["attack"], "the following arguments are required: RUN_ID"),
     (["attack", "abc", "--from", "disk"], "invalid choice"),
+    (["attack", "abc"], "no MLflow store at"),
+    (["attack", "abc", "--data-root", "{file}"], "is a file, not a folder"),
     (["import"], "the following arguments are required: FILE"),
     (["import", "{tmp}/missing.jsonl"], "does not exist"),
     (["verify", "{tmp}/missing.jsonl", "--sample", "0"], "must be at least 1"),
+    (["verify", "{tmp}/missing.jsonl"], "does not exist (bench export writes one)"),
+    (["verify", "{tmp}/missing.jsonl", "--datasets", "a,,b"], "empty name"),
     (["reproduce", "--seeds", "0"], "must be at least 1"),
 ]
 

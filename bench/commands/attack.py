@@ -179,20 +179,23 @@ class AttackRequest:
 
 
 def execute_attack(request: AttackRequest, stream: TextIO | None = None) -> int:
-    from removal_bench.measuring.attack import EMBEDDINGS_FILE, SPLITS, fitter, parse_attacker
-    from removal_bench.measuring.attackers import ATTACKERS, measure_leakage
     from removal_bench.running import preflight
 
     stream = stream or sys.stdout
+    if request.source not in ("auto", "model", "embeddings"):
+        raise UserError(f"--from must be auto, model or embeddings, got {request.source!r}")
+    if request.data_root:
+        preflight.readable_folder(request.data_root, "--data-root")
+    uri = preflight.tracking_uri(request.tracking_uri, write=False)  # the cheap checks first: no scikit-learn, torch, MLflow
+    from removal_bench.measuring.attack import EMBEDDINGS_FILE, SPLITS, fitter, parse_attacker
+    from removal_bench.measuring.attackers import ATTACKERS, measure_leakage
+
     texts = [item for text in request.attackers for item in text.split(",") if item.strip()] if request.attackers else list(ATTACKERS)
     specs = [parse_attacker(text) for text in texts]
     names = [spec.name for spec in specs]
     if len(set(names)) != len(names):
         raise UserError(f"--attacker names the same attacker twice ({', '.join(names)})")
-    if request.source not in ("auto", "model", "embeddings"):
-        raise UserError(f"--from must be auto, model or embeddings, got {request.source!r}")
     preflight.device(request.device)
-    uri = preflight.tracking_uri(request.tracking_uri, write=False)
     client, run = open_run(uri, request.run_id)
     with tempfile.TemporaryDirectory(prefix="bench-attack-") as folder:
         kind, path = fetch(client, run, Path(folder), request.source)

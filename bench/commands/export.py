@@ -9,7 +9,7 @@ import sys
 
 
 def add_commands(subparsers) -> None:
-    from removal_bench.commands.arguments import non_negative_float, non_negative_int, positive_int
+    from removal_bench.commands.arguments import comma_names, non_negative_float, non_negative_int, positive_int
 
     export = subparsers.add_parser(
         "export", help="write every trial of an experiment to a portable table (compact JSON lines): identity and figures",
@@ -68,7 +68,7 @@ def add_commands(subparsers) -> None:
                         help="distribution mode: family-wise error of the figure tests (default 0.01)")
     verify.add_argument("--tolerance", type=non_negative_float, default=0.0,
                         help="exact mode: largest absolute difference accepted per figure (default 0: bit-identical)")
-    verify.add_argument("--datasets", action="append",
+    verify.add_argument("--datasets", action="extend", type=comma_names,
                         help="draw only trials of these datasets, comma-separated or repeated")
     verify.add_argument("--data-root", help="folder holding dataset folders (default $BENCH_DATA_ROOT or ~/.cache/removal-bench)")
     verify.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N")
@@ -133,8 +133,6 @@ class Progress:
 def command_verify(args: argparse.Namespace) -> int:
     from removal_bench.reporting.verify import execute_verify
 
-    from removal_bench.running.runner import split_names
-
     return execute_verify(args.files, args.sample, args.sample_seed, args.tolerance, args.data_root, args.device,
                           stream=sys.stdout, quiet=args.quiet, seeds=args.seeds, mode=args.mode, alpha=args.alpha,
-                          datasets=split_names(args.datasets) if args.datasets else None)
+                          datasets=args.datasets or None)
