@@ -56,7 +56,8 @@ def mnist_curve(arguments: argparse.Namespace) -> None:
     keys = ["params.data.rho", *hp]
     for key, group in sorted(runs.groupby(keys, dropna=False), key=lambda item: [float(v) for v in item[0]]):
         rho = key[0]
-        label = ",".join(f"{column.removeprefix('params.hp.')}={value}" for column, value in zip(hp, key[1:])) or "-"
+        label = ",".join(f"{column.removeprefix('params.hp.')}={value}" for column, value in zip(hp, key[1:])
+                         if isinstance(value, str)) or "-"  # a method without that hyperparameter: NaN, left out
         accuracy = [float(v) * 100 for v in group["metrics.accuracy"]]
         sd = statistics.stdev(accuracy) if len(accuracy) > 1 else math.nan
         epochs: dict[int, list[float]] = {}
