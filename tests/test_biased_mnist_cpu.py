@@ -89,7 +89,8 @@ def test_reproduce_with_recipe_cpu_plans_lenet_trials_and_marks_every_row_reduce
     tables = select_tables(["rebias-table1", "end-table1"], load_tables())
     request = ReproduceRequest(tables=["rebias-table1", "end-table1"], recipe="cpu", data_root=str(tmp_path))
     rows = plan_rows(request, tables)
-    assert len(rows) == 8 and all(len(row.trials) == 3 for row in rows)
+    # ReBias's rows: 3 seeds; EnD's: 3 seeds at each of its row's 3 grid points (chosen on validation, issue 26)
+    assert len(rows) == 8 and {row.table.id: len(row.trials) for row in rows} == {"rebias-table1": 3, "end-table1": 9}
     assert {t.config["recipe"]["encoder"] for row in rows for t in row.trials} == {"lenet"}
     assert all("recipe cpu" in row.changes for row in rows)
     # the reduced note appears beside our numbers: fake one finished run per trial
