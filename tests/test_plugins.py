@@ -158,7 +158,7 @@ def test_leaderboard_of_some_datasets_ranks_only_theirs(work, tmp_path):
     mixed.write_text("\n".join(lines + other) + "\n")
     both = ok(bench(["leaderboard", "--from", str(mixed), "--json"], tmp_path))
     assert sorted(json.loads(both.stdout)["datasets"]) == ["german", "synthetic"]
-    one = ok(bench(["leaderboard", "--from", str(mixed), "--datasets", "synthetic", "--json"], tmp_path))
+    one = ok(bench(["leaderboard", "--from", str(mixed), "--datasets", "synthetic", "--json", "--force"], tmp_path))  # replaces the two-dataset file
     assert sorted(json.loads(one.stdout)["datasets"]) == ["synthetic"]
     shutil.rmtree(tmp_path / "results")
     refused = bench(["leaderboard", "--from", str(mixed), "--datasets", "synthetic,adult"], tmp_path)
