@@ -147,3 +147,23 @@ def test_the_cpu_estimate_uses_the_fast_rate_only_where_the_recipe_and_the_cpu_a
     assert "with 2 at a time" in two
     unknown = make_config("vanilla", "biased_mnist", options, recipe="cpu", encoder="mlp")
     assert "mlp not estimated" in estimate_cpu([unknown], spec_and_size)[-1]
+
+
+def test_lenet_pooling_before_relu_is_the_same_function_and_gradient_as_after():
+    """Issue 26 moved lenet's max-pooling before its ReLU (a quarter of the activations through the ReLU): the
+    outputs and every gradient equal those of the order before, in fp32, so its earlier results keep their meaning."""
+    from torch import nn
+
+    from removal_bench.core.encoders import LeNetStyle
+
+    torch.manual_seed(3)
+    new = LeNetStyle((3, 28, 28))
+    old = LeNetStyle((3, 28, 28))
+    old.features = nn.Sequential(old.features[0], nn.ReLU(), nn.MaxPool2d(2), old.features[3], nn.ReLU(), nn.MaxPool2d(2))
+    old.load_state_dict(new.state_dict())  # the convolutions keep their indices (0 and 3): the same state dict
+    x = torch.randn(32, 3, 28, 28)
+    a, b = new(x), old(x)
+    assert torch.equal(a, b)
+    (a * torch.arange(a.shape[1])).sum().backward()
+    (b * torch.arange(b.shape[1])).sum().backward()
+    assert all(torch.equal(p.grad, q.grad) for p, q in zip(new.parameters(), old.parameters()))
