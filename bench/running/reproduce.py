@@ -403,14 +403,15 @@ def choose(entry: PlannedRow, frame, select: str) -> tuple[dict[str, Any], list,
         values, _, notes = finished_values(trials, frame, select, 1.0)
         if not notes and values:
             scored.append((sum(values) / len(values), -index, point, trials))
-    grid = "; ".join(",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in point.items())
-                     for point, _ in entry.candidates)
+    def text(point: dict[str, Any], between: str) -> str:
+        return between.join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in point.items())
+
+    grid = "; ".join(text(point, ",") for point, _ in entry.candidates)
     if not scored:
         point, trials = entry.candidates[0]
         return point, trials, f"grid {{{grid}}}: no point complete yet, choice on {select} pending"
     score, _, point, trials = max(scored, key=lambda item: item[:2])
-    chosen = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in point.items())
-    return point, trials, (f"**{chosen}** chosen on {select} ({score:.4f}, mean over seeds) from the grid {{{grid}}} "
+    return point, trials, (f"**{text(point, ', ')}** chosen on {select} ({score:.4f}, mean over seeds) from the grid {{{grid}}} "
                            f"({len(scored)} of {len(entry.candidates)} points complete)")
 
 
