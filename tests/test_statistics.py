@@ -106,3 +106,30 @@ def test_the_budget_interval_includes_the_uncertainty_of_the_selection_itself():
     (choice,) = statistics.budget_bootstrap([noisy, safe], (0.1,), statistics.generator("straddle"), 1000)
     assert choice.index == 1  # the mean validation leakage of noisy is 0.11 > 0.1
     assert choice.accuracy.low == pytest.approx(0.60) and choice.accuracy.high == pytest.approx(0.90)
+
+
+def test_the_overview_lists_tied_methods_in_the_ranking_tables_order_not_alphabetically():
+    """Issue 28: one order for tied methods everywhere. Two datasets where ``zeta`` and ``alpha`` tie on rank
+    (1= on both) but ``zeta`` has the higher hypervolume, so each ranking table lists it first: the overview
+    must too (it sorted ties by name before)."""
+    from removal_bench.reporting.standings import DatasetStanding, MethodStanding, Reliability, overview
+    from removal_bench.reporting.statistics import Interval
+
+    def standing(dataset: str, figures: list[tuple[str, float, int]]) -> DatasetStanding:
+        methods = [MethodStanding(method=name, summary=None, hypervolume=Interval(hv, hv - 0.05, hv + 0.05),
+                                  rank=rank, rank_interval=Interval(rank, rank, rank))
+                   for name, hv, rank in figures]  # already in the ranking table's order: tied rank, then hypervolume
+        nothing = Interval(math.nan, math.nan, math.nan)
+        return DatasetStanding(dataset=dataset, methods=methods, reliability=Reliability(nothing, nothing),
+                               budgets=(), replicates=0)
+
+    found = {"one": standing("one", [("zeta", 0.62, 1), ("alpha", 0.60, 1), ("mid", 0.40, 3)]),
+             "two": standing("two", [("zeta", 0.55, 1), ("alpha", 0.54, 1), ("mid", 0.30, 3)])}
+    headers, body = overview(found)
+    assert headers == ["method", "one", "two"]
+    assert [row[0] for row in body] == ["zeta", "alpha", "mid"]
+    assert body[0][1].startswith("1= · 0.620")
+    # a tie on mean rank and on mean place falls back to the name, so the order never depends on dict order
+    found = {"one": standing("one", [("zeta", 0.62, 1), ("alpha", 0.60, 1)]),
+             "two": standing("two", [("alpha", 0.55, 1), ("zeta", 0.54, 1)])}
+    assert [row[0] for row in overview(found)[1]] == ["alpha", "zeta"]

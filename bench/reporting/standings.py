@@ -176,18 +176,26 @@ def rank_cells(standing: DatasetStanding) -> dict[str, str]:
 def overview(found: dict[str, DatasetStanding]) -> tuple[list[str], list[list[str]]]:
     """Methods as rows, datasets as columns: each cell the tied rank and the hypervolume's 95% interval; each
     dataset's header carries its reliability flag. Methods in order of their mean rank over the datasets where
-    they ran (a method missing from a dataset gets ``-`` there)."""
+    they ran (a method missing from a dataset gets ``-`` there); methods tied on it in order of their mean place
+    in the datasets' ranking tables (which list tied methods by hypervolume), so that one order holds for tied
+    methods everywhere; the name last."""
     datasets = list(found)
     ranks = {dataset: rank_cells(standing) for dataset, standing in found.items()}
     cells: dict[str, dict[str, str]] = {}
     order: dict[str, list[int]] = {}
+    places: dict[str, list[int]] = {}
     for dataset, standing in found.items():
-        for method in standing.methods:
+        for place, method in enumerate(standing.methods):
             cells.setdefault(method.method, {})[dataset] = (
                 f"{ranks[dataset][method.method]} · {_figure_cell(method.hypervolume, 3)}")
+            places.setdefault(method.method, []).append(place)
             if method.rank is not None:
                 order.setdefault(method.method, []).append(method.rank)
-    methods = sorted(cells, key=lambda m: (sum(order.get(m, [99])) / len(order.get(m, [99])), m))
+
+    def mean(values: list[int]) -> float:
+        return sum(values) / len(values)
+
+    methods = sorted(cells, key=lambda m: (mean(order.get(m, [99])), mean(places[m]), m))
     headers = ["method"] + [dataset + (" (flagged)" if found[dataset].reliability.flagged else "") for dataset in datasets]
     body = [[method] + [cells[method].get(dataset, "-") for dataset in datasets] for method in methods]
     return headers, body
