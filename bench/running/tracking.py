@@ -514,6 +514,8 @@ def log_report(tracking_uri: str, parent_id: str, paths: list[Path], folder: str
 # --------------------------------------------------------------------------- a trial table back into a store
 
 SOURCE_RUN_TAG = "bench.source_run_id"  # an imported run: the id of the run whose trial it is (bench import)
+# An imported run being written: set when it is created, removed once its params, metrics and status are in.
+IMPORT_PENDING_TAG = "bench.import_pending"
 
 
 def import_records(tracking_uri: str, experiment: str, records: list[dict[str, Any]],
@@ -531,6 +533,14 @@ def import_records(tracking_uri: str, experiment: str, records: list[dict[str, A
         frame = load_runs(tracking_uri, experiment, kind=kind)
         if frame.empty:
             continue
+        pending = frame.get(f"tags.{IMPORT_PENDING_TAG}")
+        if pending is not None:
+            # A run an earlier import was writing when it was stopped (SIGKILL, SIGTERM, a full store): its source
+            # tag was there, so it used to be skipped for good, RUNNING, without its metrics (found by
+            # tests/test_chaos.py, issue 30). It is deleted here and written again, whole, below.
+            for run_id in frame.loc[pending.notna(), "run_id"]:
+                tracker.call(tracker.client.delete_run, run_id)
+            frame = frame[pending.isna()]
         present |= set(frame["run_id"])
         sources = frame.get(f"tags.{SOURCE_RUN_TAG}")
         for run_id, source in zip(frame["run_id"], sources if sources is not None else [None] * len(frame)):
@@ -547,7 +557,7 @@ def import_records(tracking_uri: str, experiment: str, records: list[dict[str, A
         if source in present:
             skipped += 1
             continue
-        tags = {**record.get("tags", {}), SOURCE_RUN_TAG: source}
+        tags = {**record.get("tags", {}), SOURCE_RUN_TAG: source, IMPORT_PENDING_TAG: "1"}
         parent = tags.get("mlflow.parentRunId")
         if parent:
             tags["mlflow.parentRunId"] = parents.get(parent, parent)
@@ -558,6 +568,7 @@ def import_records(tracking_uri: str, experiment: str, records: list[dict[str, A
         tracker._log(run_id, params=record.get("params", {}), metrics=metrics, step=int(metrics.get("epochs", 0) or 0))
         if record.get("status") in ("FINISHED", "FAILED", "KILLED"):  # one that never ended stays RUNNING, as it was
             tracker.call(tracker.client.set_terminated, run_id, status=record["status"], end_time=record.get("end_time"))
+        tracker.call(tracker.client.delete_tag, run_id, IMPORT_PENDING_TAG)  # whole now
         if record["kind"] == "invocation":
             parents[source] = run_id
         present.add(source)
