@@ -24,6 +24,7 @@ class Listener(Protocol):
     def epoch(self, key: str, metrics: dict[str, Any]) -> None: ...
     def finished(self, key: str, result: dict[str, Any]) -> None: ...
     def stopped(self, key: str, reason: str) -> None: ...  # a scheduler ended the trial early
+    # Optional: ``retried(key, failures, limit)``, a trial's worker died and Ray Tune runs it again (run_ray).
 
 
 SCORE = "bench_score"
@@ -110,6 +111,12 @@ def run_ray(configs: list[dict[str, Any]], listener: Listener, options: RayOptio
     # Ctrl-C raises KeyboardInterrupt here (as in the serial executor) instead of
     # Tune's graceful stop, so the driver closes the open runs as KILLED.
     os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
+    # A trial's worker that dies (killed, preempted, out of memory) is retried by Tune up to max_failures
+    # times, from the start: the trial is seeded, so the retry gives the figures an uninterrupted run gives
+    # (tests/test_chaos.py). Tune logged each such death with a 30-line traceback of its own internals on
+    # the driver's stderr (found by the chaos test, issue 30); the listener's ``retried`` prints one line
+    # instead, and a trial that fails max_failures + 1 times is recorded FAILED with Ray's message.
+    os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
     import ray
     from ray import tune
 
@@ -163,6 +170,12 @@ def run_ray(configs: list[dict[str, Any]], listener: Listener, options: RayOptio
             else:
                 clean.pop("bench_final", None)
                 listener.epoch(key, clean)
+
+        @forwarding
+        def on_trial_recover(self, iteration, trials, trial, **info):
+            retried = getattr(listener, "retried", None)
+            if retried is not None:
+                retried(trial.config["trial"]["trial_key"], trial.num_failures, options.max_failures)
 
         @forwarding
         def on_trial_error(self, iteration, trials, trial, **info):

@@ -336,6 +336,14 @@ class DriverListener:
         where = f"{trial.label} on {trial.config['dataset']}, seed {trial.config['seed']}"
         print(f"[{len(self.done):>3}/{len(self.by_key)}] {where}: {reason}", file=self.stream, flush=True)
 
+    def retried(self, key: str, failures: int, limit: int) -> None:
+        """The trial's Ray worker died (killed, preempted, out of memory) and Ray Tune runs it again from the
+        start, in the same MLflow run: one line, where Tune printed a traceback (issue 30)."""
+        trial = self.by_key[key]
+        where = f"{trial.label} on {trial.config['dataset']}, seed {trial.config['seed']}"
+        print(f"[retry] {where}: its Ray worker died; running it again from the start "
+              f"(failure {failures} of at most {limit} retried)", file=self.stream, flush=True)
+
     def abandon(self, status: str = "KILLED") -> None:
         """Close the runs of trials that never reported an end (interrupted invocation)."""
         for key, run_id in self.run_ids.items():
