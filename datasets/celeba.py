@@ -91,7 +91,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from removal_bench.core.disk import full_disk_error, is_disk_full
+from removal_bench.core.disk import FULL_ERRNOS, full_disk_error, is_disk_full, size_text
 from removal_bench.core.errors import UserError
 from removal_bench.core.params import Param
 from removal_bench.core.recipes import IRENE_CELEBA
@@ -244,6 +244,7 @@ def build_cache(image_folder: Path, names: list[str], cache_folder: Path, manife
              array_path)  # fmt: skip
     try:
         images = np.lib.format.open_memmap(temporary, mode="w+", dtype=np.uint8, shape=(len(names), 3, resolution, resolution))
+        reserve(temporary)  # before the first page is written: see reserve
 
         def fill(start: int) -> None:
             for row in range(start, min(start + BUILD_CHUNK, len(names))):
@@ -274,9 +275,27 @@ def build_cache(image_folder: Path, names: list[str], cache_folder: Path, manife
         except OSError:
             pass
         if is_disk_full(error):
-            raise full_disk_error(error, array_path, "the CelebA image cache; set the option cache_dir to a folder "
-                                  "with room") from None
+            size = len(names) * 3 * resolution * resolution
+            raise full_disk_error(error, array_path, f"the CelebA image cache, {size_text(size)}; free space or set the "
+                                  "option cache_dir to a folder with room, then run the same command again") from None
         raise
+
+
+def reserve(path: str | Path) -> None:
+    """Allocate the whole (sparse) file on its disk now. The cache is written through a memory map, and a
+    page that the disk has no room for is not an error there but a SIGBUS that kills the process (seen on
+    a full tmpfs); ``posix_fallocate`` turns it into ``ENOSPC`` before anything is written. A file system
+    that cannot allocate ahead (``EOPNOTSUPP``, ``EINVAL``) is left as it was."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    handle = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(handle, 0, os.fstat(handle).st_size)
+    except OSError as error:
+        if error.errno in FULL_ERRNOS:
+            raise
+    finally:
+        os.close(handle)
 
 
 def cached_images(

@@ -100,6 +100,31 @@ def write_atomic(path: str | Path, text: str | bytes, what: str) -> Path:
     return path
 
 
+def save_atomic(path: str | Path, write, what: str) -> Path:
+    """Like :func:`write_atomic` for a file that a library writes itself (``torch.save``, ``np.savez``):
+    ``write(stream)`` fills a temporary file beside ``path``, open for binary writing, which is renamed into
+    place when whole and removed on any failure; a full disk raises :class:`DiskFull` naming ``path`` and
+    ``what``. A stream rather than a file name: ``torch.save`` to a name reports a full disk as "unexpected
+    pos 704 vs 598" or "file write failed" (its C++ writer drops the errno), to a stream as ``ENOSPC``."""
+    path = Path(path)
+    temporary = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+        with os.fdopen(handle, "wb") as stream:
+            write(stream)
+        publish(temporary, path)
+        temporary = None
+    except Exception as error:
+        if is_disk_full(error):
+            raise full_disk_error(error, path, what) from None
+        raise
+    finally:
+        if temporary is not None:
+            remove_quietly(temporary)
+    return path
+
+
 def publish(temporary: str | Path, path: str | Path) -> None:
     """Give a finished temporary file the usual permissions (mkstemp makes it 0600) and move it in place."""
     umask = os.umask(0)

@@ -93,12 +93,10 @@ def save_model(path: str | Path, method: nn.Module, config: dict[str, Any], enco
         "state_dict": {key: value.detach().cpu().contiguous() for key, value in method.state_dict().items()},
         "attributes": {name or ".": _plain_attributes(module) for name, module in method.named_modules()},
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    torch.save(payload, partial)
-    partial.replace(path)
-    return path
+    from removal_bench.core.disk import save_atomic
+
+    # written whole or not at all; a full disk is DiskFull naming the file
+    return save_atomic(path, lambda stream: torch.save(payload, stream), "the trial's model, --log-models")
 
 
 class ModelFileError(ValueError):

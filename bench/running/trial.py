@@ -38,7 +38,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import tempfile
 import time
 import traceback
@@ -53,7 +52,7 @@ import torch
 
 import removal_bench.datasets as dataset_registry
 import removal_bench.methods as method_registry
-from removal_bench.core.disk import DISK_FULL_KEY, DISK_FULL_WHAT_KEY, is_disk_full
+from removal_bench.core.disk import DISK_FULL_KEY, DISK_FULL_WHAT_KEY, DiskFull, is_disk_full, save_atomic
 from removal_bench.core.errors import UserError
 from removal_bench.core.params import resolve
 from removal_bench.core.recipes import Recipe, identity_fields, resolve_recipe
@@ -437,12 +436,12 @@ def _random_state(device: torch.device) -> dict[str, Any]:
 
 
 def save_training(path: Path, method: method_registry.Method, trained: Trained, device: torch.device) -> None:
-    """Keep a finished training for :func:`replay_training` (written whole, then renamed into place)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
-    torch.save({"encoder": method.encoder.state_dict(), "classifier": method.classifier.state_dict(),
-                "trained": trained, "random": _random_state(device)}, partial)
-    partial.replace(path)
+    """Keep a finished training for :func:`replay_training` (written whole, then renamed into place; a full
+    disk is :class:`removal_bench.core.disk.DiskFull` naming the file, and leaves nothing behind)."""
+    kept = {"encoder": method.encoder.state_dict(), "classifier": method.classifier.state_dict(),
+            "trained": trained, "random": _random_state(device)}
+    save_atomic(path, lambda stream: torch.save(kept, stream),
+                "the training kept for the invocation's other trials that train alike (reuse_dir)")
 
 
 def replay_training(path: Path, method: method_registry.Method, device: torch.device, report: Reporter | None) -> Trained | None:
@@ -575,17 +574,10 @@ def run_trial(config: dict[str, Any], report: Reporter | None = None) -> dict[st
     metrics.update(fingerprint(torch.get_num_threads()))  # tags fingerprint.*: where bit-identical figures can be expected
 
     if config.get("embeddings_path"):
-        path = Path(config["embeddings_path"])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(".partial.npz")
-        np.savez_compressed(
-            partial,
-            z_probe=probe.z, y_probe=probe.y, s_probe=probe.s,
-            z_val=val_e.z, y_val=val_e.y, s_val=val_e.s,
-            z_test=test.z, y_test=test.y, s_test=test.s,
-            num_private=spec.num_private, seed=config["seed"],
-        )
-        partial.replace(path)
+        arrays = dict(z_probe=probe.z, y_probe=probe.y, s_probe=probe.s, z_val=val_e.z, y_val=val_e.y, s_val=val_e.s,
+                      z_test=test.z, y_test=test.y, s_test=test.s, num_private=spec.num_private, seed=config["seed"])
+        save_atomic(config["embeddings_path"], lambda stream: np.savez_compressed(stream, **arrays),
+                    "the trial's embeddings, --save-embeddings")
     if config.get("model_path"):  # removal_bench.running.artifacts: state dict plus the config that rebuilds it
         from removal_bench.running.artifacts import save_model
 
@@ -606,9 +598,16 @@ def execute_trial(config: dict[str, Any], report: Reporter | None = None) -> dic
             "traceback": traceback.format_exc(),
         }
         if is_disk_full(error):  # but a full disk stops them all (removal_bench.running.runner.DriverListener)
+            # A fault of the machine, not a bug: no traceback (MLflow would stage it in the temporary folder,
+            # which may be the full one), and the line names the file our writer names.
+            result.pop("traceback")
             written = [config.get(name) for name in ("embeddings_path", "model_path", "reuse_dir") if config.get(name)]
-            path = getattr(error, "filename", None) or (str(Path(written[0]).parent) if written else tempfile.gettempdir())
-            result.update({DISK_FULL_KEY: str(path), DISK_FULL_WHAT_KEY: "the files of trial "
-                           f"{config['method']} on {config['dataset']}, seed {config['seed']}"})
+            path = (getattr(error, "path", None) or getattr(error, "filename", None)
+                    or (str(Path(written[0]).parent) if written else tempfile.gettempdir()))
+            what = f"trial {config['method']} on {config['dataset']}, seed {config['seed']}"
+            what = f"{error.what}, {what}" if isinstance(error, DiskFull) else f"the files of {what}"
+            result.update({DISK_FULL_KEY: str(path), DISK_FULL_WHAT_KEY: what})
+            if isinstance(error, DiskFull):
+                result["error"] = f"DiskFull: {error.detail}: cannot write {path} ({what})"
         return result
     return {"status": "FINISHED", **metrics}
