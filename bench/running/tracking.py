@@ -19,6 +19,16 @@ A trial is *complete* when it has a FINISHED run or one stopped early by the
 scheduler: a resumed sweep skips exactly those (:func:`completed_hashes`).
 Runs left RUNNING by a killed driver, or KILLED by an interrupted one, are not.
 
+Runs left RUNNING (a driver killed with SIGKILL or by the machine's end, a store too full to close
+them) are closed by the next command that opens the experiment (:func:`close_orphans`: ``bench run``,
+``sweep``, ``reproduce``, ``report``, ``leaderboard``, ``export``, ``import``), KILLED with the reason in
+``bench.closed_reason``, in one line on stderr, when their driver is gone: the invocation run names
+its driver (``bench.driver.host``, ``.pid``, ``.started``: boot id and start time, so that a reused pid
+is not taken for it; ``.pidns``, the pid namespace); on this machine the driver is gone when that
+process no longer exists. A driver elsewhere (another host, another container) cannot be asked: its
+runs are closed only when nothing of the invocation was written for ``BENCH_ORPHAN_HOURS`` (default
+24; ``inf``: never), and until then a line says they are left alone.
+
 When the store stops answering (a server restarted mid-sweep, a locked SQLite
 file), every read and write is retried for ``BENCH_TRACKING_RETRY_SECONDS``
 (default 120) and MLflow's own HTTP retries are turned off, so that the wait is
@@ -43,7 +53,9 @@ from typing import Any
 
 import numpy as np
 
-from removal_bench.core.disk import DiskFull, Terminated, full_disk_error, is_disk_full, termination_pending
+from removal_bench.core.disk import (
+    DiskFull, Terminated, full_disk_error, is_disk_full, remove_quietly, termination_pending,
+)
 from removal_bench.core.errors import UserError
 
 PACKAGES = ("torch", "numpy", "scikit-learn", "ray", "mlflow", "concept-erasure")
@@ -140,9 +152,17 @@ class Retrying:
 
     def full(self, error: BaseException, function) -> DiskFull:
         """The one line for a store or artefact folder that is full: which file, which request."""
-        request = getattr(function, "__name__", "a request").replace("_", " ")
-        if isinstance(error, OSError) and getattr(error, "filename", None):
-            return full_disk_error(error, None, f"an MLflow artifact, {request}, tracking URI {self.tracking_uri}")
+        name = getattr(function, "__name__", "a request")
+        request = name.replace("_", " ")
+        if isinstance(error, OSError) and (getattr(error, "filename2", None) or getattr(error, "filename", None)):
+            # shutil's copy names its source in filename and the file it could not write in filename2
+            return full_disk_error(error, error.filename2 or error.filename,
+                                   f"an MLflow artifact, {request}, tracking URI {self.tracking_uri}")
+        if name.startswith("log_") and name not in ("log_batch", "log_metric", "log_param", "log_inputs"):
+            import tempfile  # an artefact: MLflow stages it in the temporary folder, then copies it to the run's folder
+
+            return full_disk_error(error, None, f"an MLflow artifact, {request}, staged in {tempfile.gettempdir()} "
+                                   f"or copied to the run's artifact folder (tracking URI {self.tracking_uri})")
         if self.tracking_uri.startswith("sqlite:///"):
             return full_disk_error(error, self.tracking_uri[len("sqlite:///"):], f"the MLflow store, {request}")
         return full_disk_error(error, None, f"the MLflow store at {self.tracking_uri} is full, {request}")
@@ -319,6 +339,7 @@ class Tracker:
             if found.lifecycle_stage != "active":
                 raise UserError(f"MLflow experiment {experiment!r} is deleted; restore it or pick another --experiment")
             self.experiment_id = found.experiment_id
+            close_orphans(tracking_uri, found.experiment_id, experiment, self.call)
         self.experiment = experiment
         self.parent_id: str | None = None
         self.recorded = 0  # trials whose end is in the store
@@ -331,7 +352,7 @@ class Tracker:
         self.call(self.client.set_terminated, run_id, status=status)
 
     def start_parent(self, name: str, params: dict[str, Any]) -> str:
-        tags = {"bench.kind": "invocation", **provenance_tags()}
+        tags = {"bench.kind": "invocation", **provenance_tags(), **driver_tags()}
         run = self.call(self.client.create_run, self.experiment_id, tags=tags, run_name=name)
         self.parent_id = run.info.run_id
         self._log(self.parent_id, params=params)
@@ -391,9 +412,39 @@ class Tracker:
             self.call(self.client.log_text, run_id, result["traceback"], "traceback.txt")
         for path in artifacts:
             if Path(path).exists():
-                self.call(self.client.log_artifact, run_id, str(path))
+                self.log_artifact(run_id, Path(path))
         self.terminate(run_id, status)
         self.recorded += 1
+
+    def log_artifact(self, run_id: str, path: Path) -> None:
+        """Copy a trial's file into its run's artifact folder. A full one is :class:`DiskFull` naming the copy,
+        which is removed (MLflow copies in place); the run is closed FAILED with the reason in ``bench.error``
+        where the store still takes it (else it stays RUNNING until :func:`close_orphans` closes it)."""
+        try:
+            self.call(self.client.log_artifact, run_id, str(path))
+        except DiskFull as error:
+            destination = self.artifact_file(run_id, path.name)
+            if destination is not None:
+                remove_quietly(destination)
+            full = DiskFull(destination or error.path, f"an MLflow artifact, {path.name} of run {run_id}", error.detail)
+            try:
+                self._log(run_id, tags={"bench.error": f"DiskFull: {full}"})
+                self.terminate(run_id, "FAILED")
+            except Exception:
+                pass
+            raise full from None
+
+    def artifact_file(self, run_id: str, name: str) -> Path | None:
+        """Where a local artifact store keeps the run's file ``name`` (None: not a local folder, or unknown)."""
+        from urllib.parse import unquote, urlparse
+
+        try:
+            uri = self.client.get_run(run_id).info.artifact_uri
+        except Exception:
+            return None
+        if uri.startswith("file:"):
+            return Path(unquote(urlparse(uri).path)) / name
+        return Path(uri) / name if uri.startswith("/") else None
 
     def stop_child(self, run_id: str, reason: str) -> None:
         """A trial that the scheduler ended early: KILLED, with the reason in ``bench.stopped_early``."""
@@ -412,6 +463,169 @@ class Tracker:
             params=[Param(k, str(v)[:6000]) for k, v in (params or {}).items()],
             tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()],
         )
+
+
+# --------------------------------------------------------------------------- runs whose driver is gone
+
+ORPHAN_HOURS_VARIABLE = "BENCH_ORPHAN_HOURS"
+DEFAULT_ORPHAN_HOURS = 24.0  # a driver elsewhere writes at least every epoch; a day of silence is no live sweep
+CLOSED_REASON_TAG = "bench.closed_reason"
+DRIVER_HOST, DRIVER_PID, DRIVER_STARTED, DRIVER_PIDNS = (
+    "bench.driver.host", "bench.driver.pid", "bench.driver.started", "bench.driver.pidns")
+_CLOSED_CHECKED: set[tuple[str, str]] = set()  # (tracking URI, experiment id) already looked at by this process
+
+
+def orphan_hours() -> float:
+    text = os.environ.get(ORPHAN_HOURS_VARIABLE)
+    if text is None:
+        return DEFAULT_ORPHAN_HOURS
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value >= 0:
+        raise UserError(f"{ORPHAN_HOURS_VARIABLE} must be a number of hours, at least 0 (inf: never), got {text!r}")
+    return value
+
+
+def process_start(pid: int) -> str | None:
+    """``<boot id>:<start time in clock ticks>`` of process ``pid`` (Linux's /proc), None where unknown.
+
+    A pid is reused once its process is gone; the pair names one process of one boot."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        ticks = stat[stat.rindex(")") + 2 :].split()[19]  # field 22, starttime
+    except (OSError, ValueError, IndexError):
+        return None
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        boot = "?"
+    return f"{boot}:{ticks}"
+
+
+def pid_namespace() -> str:
+    """The pid namespace of this process (``pid:[4026531836]``), "" where unknown: containers on one host share
+    its name but not its pids."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+
+
+def driver_tags() -> dict[str, str]:
+    """What names this driver on its invocation run, for :func:`close_orphans` of a later command."""
+    import socket
+
+    return {DRIVER_HOST: socket.gethostname(), DRIVER_PID: str(os.getpid()),
+            DRIVER_STARTED: process_start(os.getpid()) or "", DRIVER_PIDNS: pid_namespace()}
+
+
+def _process_exists(pid: int) -> bool:
+    if os.name == "nt":  # os.kill(pid, 0) would end the process there; driver_gone never asks on Windows
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: it exists
+        return True
+    except (OSError, OverflowError, ValueError):
+        return False
+    return True
+
+
+def driver_gone(tags: dict[str, str], last_write_ms: int | None, now_ms: int | None = None) -> tuple[bool | None, str]:
+    """Whether the driver named by an invocation's ``tags`` is gone: True (with why), False (alive, on this
+    machine), or None (elsewhere or unnamed, and written to within ``BENCH_ORPHAN_HOURS``: left alone)."""
+    import socket
+
+    host, pid_text = tags.get(DRIVER_HOST), tags.get(DRIVER_PID, "")
+    here = (os.name != "nt" and host == socket.gethostname() and pid_text.isdigit()
+            and (tags.get(DRIVER_PIDNS, "") == pid_namespace() or not tags.get(DRIVER_PIDNS)))
+    if here:
+        pid, started = int(pid_text), tags.get(DRIVER_STARTED, "")
+        if not _process_exists(pid):
+            return True, f"its driver, pid {pid} on {host}, is no longer running"
+        now_started = process_start(pid)
+        if started and now_started and now_started != started:
+            return True, f"its driver, pid {pid} on {host}, is no longer running (the pid is another process's now)"
+        return False, ""
+    hours = orphan_hours()
+    now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+    idle = (now_ms - last_write_ms) / 3.6e6 if last_write_ms else math.inf
+    who = f"its driver on {host} (pid {pid_text})" if host else "its driver (unnamed: written before bench 0.1 named it)"
+    if idle >= hours:
+        return True, f"{who} wrote nothing for {idle:.1f} h ({ORPHAN_HOURS_VARIABLE}={hours:g})"
+    return None, f"{who} wrote {idle:.1f} h ago"
+
+
+def close_orphans(tracking_uri: str, experiment_id: str, experiment: str, call: Retrying | None = None,
+                  stream=None) -> int:
+    """Close (KILLED, reason in ``bench.closed_reason``) the runs of the experiment left RUNNING by a driver that
+    is gone (:func:`driver_gone`), and say so in one line; a line too for runs left alone because their driver
+    is elsewhere. Once per store and experiment per process; returns how many runs it closed."""
+    from mlflow import MlflowClient
+
+    if (tracking_uri, experiment_id) in _CLOSED_CHECKED:
+        return 0
+    _CLOSED_CHECKED.add((tracking_uri, experiment_id))
+    stream = stream or sys.stderr
+    call = call or Retrying(tracking_uri)
+    client = MlflowClient(tracking_uri)
+    running = call(client.search_runs, [experiment_id], filter_string="attributes.status = 'RUNNING'",
+                   max_results=50000)
+    running = [run for run in running if SOURCE_RUN_TAG not in run.data.tags]  # an import keeps them as they were
+    if not running:
+        return 0
+    by_invocation: dict[str, list] = {}
+    for run in running:
+        tags = run.data.tags
+        key = run.info.run_id if tags.get("bench.kind") == "invocation" else tags.get("mlflow.parentRunId", run.info.run_id)
+        by_invocation.setdefault(key, []).append(run)
+    closed, left, reasons, waiting, failure = 0, 0, [], [], None
+    for invocation_id, members in by_invocation.items():
+        try:
+            invocation = next((r for r in members if r.info.run_id == invocation_id), None) or call(client.get_run, invocation_id)
+            children = call(client.search_runs, [experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{invocation_id}'",
+                            max_results=50000)
+        except Exception:  # a trial without its invocation run: judged by its own times only
+            invocation, children = None, []
+        last = 0
+        for run in [*members, *([invocation] if invocation else []), *children]:
+            last = max(last, run.info.start_time or 0, run.info.end_time or 0,
+                       *(metric.timestamp or 0 for metric in getattr(run.data, "_metric_objs", [])))
+        gone, why = driver_gone(invocation.data.tags if invocation else {}, last)
+        if gone is None:
+            left += len(members)
+            waiting.append(why)
+        if not gone:
+            continue
+        try:
+            for run in sorted(members, key=lambda r: r.data.tags.get("bench.kind") == "invocation"):  # trials first
+                call(client.set_tag, run.info.run_id, CLOSED_REASON_TAG, f"closed KILLED: left RUNNING; {why}")
+                call(client.set_terminated, run.info.run_id, status="KILLED")
+                closed += 1
+        except DiskFull:
+            raise
+        except UserError as error:  # a store this command may not write (read-only): say so and go on
+            failure = str(error)
+            break
+        if why not in reasons:
+            reasons.append(why)
+    plural = lambda n: f"{n} run{'s' if n != 1 else ''}"  # noqa: E731
+    parts = []
+    if closed:
+        parts.append(f"closed {plural(closed)} of experiment {experiment!r} left RUNNING by a driver that is gone "
+                     f"(status KILLED, reason in tag {CLOSED_REASON_TAG}): {'; '.join(reasons[:3])}")
+    if failure:
+        parts.append(f"could not close the runs of experiment {experiment!r} left RUNNING by a driver that is gone ({failure[:200]})")
+    if left:
+        parts.append(f"{plural(left)} of experiment {experiment!r} RUNNING under a driver elsewhere, left as they are "
+                     f"({'; '.join(waiting[:2])}; closed after {orphan_hours():g} h without a write, {ORPHAN_HOURS_VARIABLE})")
+    if parts:
+        print("bench: " + "; ".join(parts), file=stream, flush=True)
+    return closed
 
 
 def load_runs(tracking_uri: str, experiment: str | list[str], parent_id: str | None = None, kind: str = "trial"):
@@ -442,6 +656,7 @@ def require_experiment(tracking_uri: str, experiment: str) -> None:
         raise UserError(f"cannot read MLflow at {tracking_uri}: {' '.join(str(error).split())[:300]}") from None
     if found is None or found.lifecycle_stage != "active":
         raise UserError(f"MLflow at {tracking_uri} has no experiment {experiment!r}")
+    close_orphans(tracking_uri, found.experiment_id, experiment)
 
 
 def is_complete(frame):
