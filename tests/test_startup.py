@@ -109,6 +109,19 @@ ARGUMENT_ERRORS = [
     (["verify", "{tmp}/missing.jsonl"], "does not exist (bench export writes one)"),
     (["verify", "{tmp}/missing.jsonl", "--datasets", "a,,b"], "empty name"),
     (["reproduce", "--seeds", "0"], "must be at least 1"),
+    # answered from the generated catalogue (removal_bench.running.catalogue), before the registries import torch
+    (["run", "--methods", "nope"], "unknown method 'nope' (valid: adv_debias, "),
+    (["sweep", "--methods", "irene,nope"], "unknown method 'nope'"),
+    (["run", "--datasets", "nope"], "unknown dataset 'nope' (valid: adult, "),
+    (["run", "--datasets", "colored_digits:rho=abc"], "colored_digits.rho: expected a float, got 'abc'"),
+    (["run", "--datasets", "colored_digits:shade=1"], "has no option 'shade' (valid: colourings, data_seed, rho)"),
+    (["run", "--datasets", "colored_digits:rho"], "malformed"),
+    (["run", "--experiment", " "], "--experiment must not be empty"),
+    (["run", "--executor", "serial", "--address", "127.0.0.1:6379"], "--address is for Ray"),
+    (["run", "--recipe", "fast"], "unknown recipe source 'fast'"),
+    (["sweep", "--device", "tpu"], "unknown --device 'tpu'"),
+    (["data", "fetch", "nope"], "unknown dataset 'nope'"),
+    (["data", "fetch", "colored_digits:rho=2"], "is above the maximum 1"),
 ]
 
 
@@ -123,6 +136,27 @@ def test_argument_errors_import_nothing_heavy(arguments, fragment, tmp_path):
     assert status == 2 and len(lines) == 1 and lines[0].startswith("bench: error: ") and fragment in lines[0], stderr
     assert heavy == [], f"bench {' '.join(filled)} imported {heavy} to answer: {lines[0]}"
     assert list(work.iterdir()) == []
+
+
+def test_bench_list_of_the_built_ins_imports_nothing_heavy_and_prints_what_the_registries_hold(tmp_path):
+    """`bench list` reads the generated catalogue: no torch; and what it prints names every registered method,
+    dataset and encoder with its options (the registries are read here, in the test, to compare)."""
+    import removal_bench.datasets as datasets
+    import removal_bench.methods as methods
+    from removal_bench.core.encoders import ENCODERS
+
+    done = subprocess.run([sys.executable, "-c", PROBE.replace("HEAVY", repr(json.dumps(HEAVY))), "list"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120, env=quiet_env())
+    result = json.loads(next(line for line in done.stderr.splitlines() if line.startswith("PROBE "))[len("PROBE "):])
+    assert result == {"status": 0, "heavy": []}, done.stderr
+    listed = done.stdout
+    for name, cls in methods.REGISTRY.items():
+        assert f"\n  {name:<12} {cls.description}\n      from removal-bench" in listed, name
+        for hp in cls.hparams:
+            assert f"\n      {hp:<18} default " in listed
+    for name, cls in datasets.REGISTRY.items():
+        assert f"\n  {name:<15} {cls.description}" in listed, name
+    assert listed.rstrip().endswith("encoders: " + ", ".join(sorted(ENCODERS)))
 
 
 def test_a_recipe_source_is_checked_after_parsing_before_anything_is_written(tmp_path):

@@ -22,7 +22,7 @@ class Parser(argparse.ArgumentParser):
 
 def comma_names(text: str) -> list[str]:
     """``a,b`` -> ``["a", "b"]`` (with ``action="extend"``, repeated options add up); an empty item is refused.
-    The same rule as :func:`removal_bench.running.runner.split_names`, for the commands that need no runner (torch)."""
+    The same rule as :func:`removal_bench.running.names.split_names`, in argparse's terms."""
     names = [item.strip() for item in text.split(",")]
     if not all(names):
         raise argparse.ArgumentTypeError(f"empty name in {text!r}")

@@ -26,6 +26,9 @@ from removal_bench.core.errors import UserError
 
 
 def command_run(args: argparse.Namespace) -> int:
+    from removal_bench.running.catalogue import check_request
+
+    check_request(args)  # names, options and numbers, before torch is imported (issue 28)
     from removal_bench.reporting.publish import publish_report
     from removal_bench.running.runner import RunRequest, execute
 
@@ -51,37 +54,23 @@ def trial_runs_line(frame, experiment: str) -> str:
 
 
 def command_list(args: argparse.Namespace) -> int:
+    from removal_bench.running import catalogue
+
+    if not (args.methods or args.datasets or catalogue.plugins_installed()):
+        catalogue.print_built_ins()  # the generated catalogue: no torch (issue 28)
+        return 0
     import removal_bench.datasets as dataset_registry
     import removal_bench.methods as method_registry
     from removal_bench.core.encoders import ENCODERS
     from removal_bench.running import plugins
-    from removal_bench.running.runner import split_names
 
     plugins.load_entry_points()  # installed plugins; import paths given with --methods / --datasets
-    plugins.resolve_methods(split_names(args.methods))
-    for text in split_names(args.datasets):
+    plugins.resolve_methods(catalogue.split_names(args.methods))
+    for text in catalogue.split_names(args.datasets):
         plugins.resolve_dataset_text(text)
-    print("methods:")
-    for name, cls in sorted(method_registry.REGISTRY.items()):
-        print(f"  {name:<12} {cls.description}")
-        print(f"      from {plugins.describe('method', name)}")
-        for hp, param in cls.hparams.items():
-            print(f"      {hp:<18} {param.describe()}{'  ' + param.help if param.help else ''}")
-        if cls.strength:
-            print("      strength (--curve): " + ", ".join(f"{hp} {low:g}..{high:g}" for hp, (low, high) in cls.strength.items()))
-        for dataset, recipe in sorted(cls.reference_recipes.items()):
-            print(f"      recipe on {dataset} (--recipe reference): {recipe.describe()}")
-    print("\ndatasets:")
-    for name, cls in sorted(dataset_registry.REGISTRY.items()):
-        needs = "  (reads files from the data root)" if cls.needs_data() else ""
-        print(f"  {name:<15} {cls.description}{needs}")
-        print(f"      from {plugins.describe('dataset', name)}")
-        for option, param in cls.options.items():
-            print(f"      {option:<18} {param.describe()}{'  ' + param.help if param.help else ''}")
-        print(f"      recipe: {cls.recipe_for({k: p.default for k, p in cls.options.items()}).describe()}")
-        for recipe_name, recipe in sorted(cls.named_recipes.items()):
-            print(f"      recipe --recipe {recipe_name} (reduced): {recipe.describe()}")
-    print("\nencoders: " + ", ".join(sorted(ENCODERS)))
+    catalogue.print_listing({name: catalogue.method_lines(cls) for name, cls in method_registry.REGISTRY.items()},
+                            {name: catalogue.dataset_lines(cls) for name, cls in dataset_registry.REGISTRY.items()},
+                            list(ENCODERS), plugins.describe)
     return 0
 
 

@@ -73,12 +73,14 @@ def command_check(args: argparse.Namespace) -> int:
 
 
 def command_fetch(args: argparse.Namespace) -> int:
+    from removal_bench.core.params import resolve
+    from removal_bench.running import catalogue
+
+    name, given = catalogue.parse_dataset(args.name)
+    if not catalogue.plugins_installed():  # an unknown name or option answered before torch is imported
+        resolve(f"dataset {name!r}", catalogue.registries()[1].lookup(name).params, given)
     import removal_bench.datasets as registry
 
-    from removal_bench.core.params import resolve
-    from removal_bench.running.runner import parse_dataset
-
-    name, given = parse_dataset(args.name)
     cls = registry.get_dataset(name)
     options = resolve(f"dataset {name!r}", cls.options, given) if given else None
     if not cls.needs_data():

@@ -78,7 +78,7 @@ def add_commands(subparsers) -> None:
 
 def command_export(args: argparse.Namespace) -> int:
     from removal_bench.reporting.export import execute_export
-    from removal_bench.running.runner import split_names
+    from removal_bench.running.names import split_names
 
     execute_export(split_names(args.experiment) if args.experiment else [], args.tracking_uri, args.output,
                    quiet=args.quiet, stream=sys.stdout, from_files=args.from_files)

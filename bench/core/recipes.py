@@ -26,12 +26,12 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
-import torch
-
-from removal_bench.core.encoders import ENCODERS
 from removal_bench.core.errors import UserError
+
+if TYPE_CHECKING:  # torch is imported where a recipe builds its torch objects, so that checking a recipe
+    import torch   # (the command line's argument checks) loads no torch: issue 28
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("none", "multistep", "step", "cosine", "plateau")
@@ -89,6 +89,8 @@ class Recipe:
         Outside ``precision=fp32`` the step is torch's fused kernel (one pass over all parameters; the same
         update up to rounding): part of the fast path, so fp32 trials keep their arithmetic exactly.
         """
+        import torch
+
         fused = True if self.precision != "fp32" else None
         if self.optimizer == "adam":
             return torch.optim.Adam(params, lr=self.lr, betas=self.betas, weight_decay=self.weight_decay, fused=fused)
@@ -96,7 +98,8 @@ class Recipe:
 
     def build_scheduler(self, optimizer: torch.optim.Optimizer, epochs: int):
         """The learning-rate scheduler for ``optimizer`` (None for a constant rate), stepped once per epoch."""
-        schedulers = torch.optim.lr_scheduler
+        from torch.optim import lr_scheduler as schedulers
+
         if self.schedule == "multistep":
             return schedulers.MultiStepLR(optimizer, milestones=list(self.milestones), gamma=self.gamma)
         if self.schedule == "step":
@@ -199,6 +202,8 @@ def parse_field(name: str, raw: Any) -> Any:
             raise UserError(f"{where}: {text!r} is not one of {', '.join(choices[name])}")
         return text
     if name == "encoder":
+        from removal_bench.core.encoders import ENCODERS  # torch: only a recipe that names an encoder pays it
+
         if text not in ENCODERS:
             raise UserError(f"{where}: unknown encoder {text!r} (valid: {', '.join(sorted(ENCODERS))})")
         return text

@@ -43,12 +43,12 @@ from typing import Any
 import removal_bench.datasets as dataset_registry
 import removal_bench.methods as method_registry
 from removal_bench.core.errors import UserError
+from removal_bench.running.names import built_in_version, is_import_path  # noqa: F401  (is_import_path: used here and by tests)
 from removal_bench.core.params import Param
 from removal_bench.core.registry import NameTaken
 
 GROUPS = {"method": "removal_bench.methods", "dataset": "removal_bench.datasets"}
 NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
-BUILT_IN_PACKAGE = "removal-bench"
 
 # (kind, name) -> record: every plugin this process loaded (see :func:`record_of`).
 LOADED: dict[tuple[str, str], dict[str, str]] = {}
@@ -61,12 +61,6 @@ def _registry(kind: str):
 
 def _base(kind: str) -> type:
     return method_registry.Method if kind == "method" else dataset_registry.Dataset
-
-
-def is_import_path(text: str) -> bool:
-    """``package.module:Class`` (a colon, and no ``=`` before it)."""
-    module, sep, attribute = text.partition(":")
-    return bool(sep) and "=" not in module and bool(module.strip()) and "=" not in attribute.split(":")[0]
 
 
 def split_dataset_text(text: str) -> tuple[str, list[str]]:
@@ -301,10 +295,7 @@ def describe(kind: str, name: str) -> str:
     """``package version`` of where a registered class comes from (``bench list``)."""
     record = record_of(kind, name)
     if record is None:
-        try:
-            return f"{BUILT_IN_PACKAGE} {metadata.version(BUILT_IN_PACKAGE)}"
-        except metadata.PackageNotFoundError:
-            return BUILT_IN_PACKAGE
+        return built_in_version()
     version = f" {record['version']}" if record["version"] else ""
     return f"{record['package']}{version}, {record['origin']} {record['spec']}"
 

@@ -349,3 +349,24 @@ def local_resources(cpus_per_trial: float, gpus_per_trial: float) -> None:
         gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if gpus_per_trial > gpus:
             raise UserError(f"--gpus-per-trial {gpus_per_trial:g}: this machine has {gpus} CUDA GPU(s)")
+
+
+# --- a run's request ---------------------------------------------------------------------------------
+
+def validate_request(request) -> None:
+    """Checks that `bench run` and `bench sweep` share (those that need no machine, file or server); ``request``
+    is a RunRequest or the parsed arguments (the same attribute names)."""
+    if not isinstance(request.seeds, int) or request.seeds < 1:
+        raise UserError(f"--seeds must be at least 1, got {request.seeds}")
+    if request.executor not in ("ray", "serial"):
+        raise UserError(f"unknown executor {request.executor!r} (valid: ray, serial)")
+    finite(request.cpus_per_trial, "--cpus-per-trial", strict=True)
+    finite(request.gpus_per_trial, "--gpus-per-trial")
+    finite(request.max_concurrent, "--max-concurrent", minimum=1)
+    if request.executor == "serial":
+        for option, value in (("--address", request.address), ("--max-concurrent", request.max_concurrent),
+                              ("--storage-path", request.storage_path)):
+            if value is not None:
+                raise UserError(f"{option} is for Ray; --executor serial runs every trial in this process")
+    if not request.experiment or not request.experiment.strip():
+        raise UserError("--experiment must not be empty")

@@ -22,8 +22,11 @@ import removal_bench.datasets as dataset_registry
 import removal_bench.methods as method_registry
 from removal_bench.core.disk import DISK_FULL_KEY, DISK_FULL_WHAT_KEY, DiskFull, is_disk_full, termination_deferred
 from removal_bench.core.errors import UserError
-from removal_bench.core.params import parse_assignments
 from removal_bench.core.recipes import check_source
+# the name parsing and request checks that need no registry (torch) live where the command line reaches them
+# before importing this module (removal_bench.running.names, .preflight); re-exported for the modules that import them here
+from removal_bench.running.names import parse_dataset, split_names  # noqa: F401
+from removal_bench.running.preflight import validate_request  # noqa: F401
 from removal_bench.running.trial import IDENTITY_KEYS, config_hash, make_config
 
 DEFAULT_EXPERIMENT = "default"
@@ -90,23 +93,6 @@ class Discard:
 
     def flush(self) -> None:
         pass
-
-
-def split_names(values: list[str] | None) -> list[str]:
-    """``["a,b", "c"]`` -> ``["a", "b", "c"]``; empty items are an error."""
-    names = []
-    for value in values or []:
-        for item in value.split(","):
-            if not item.strip():
-                raise UserError(f"empty name in {value!r}")
-            names.append(item.strip())
-    return names
-
-
-def parse_dataset(text: str) -> tuple[str, dict[str, str]]:
-    """``colored_digits:rho=0.99:colourings=5`` -> name and raw options."""
-    name, *assignments = text.split(":")
-    return name.strip(), parse_assignments(assignments, f"option of dataset {name.strip()!r}")
 
 
 def parse_sets(sets: list[str], methods: list[str]) -> dict[str, dict[str, list[str]]]:
@@ -176,26 +162,6 @@ def label_for(method: str, hparams: dict[str, Any], recipe_changes: dict[str, An
 
 def default_datasets() -> list[str]:
     return [name for name, cls in sorted(dataset_registry.REGISTRY.items()) if not cls.needs_data()]
-
-
-def validate_request(request: RunRequest) -> None:
-    """Checks that `bench run` and `bench sweep` share (those that need no machine, file or server)."""
-    from removal_bench.running import preflight
-
-    if not isinstance(request.seeds, int) or request.seeds < 1:
-        raise UserError(f"--seeds must be at least 1, got {request.seeds}")
-    if request.executor not in ("ray", "serial"):
-        raise UserError(f"unknown executor {request.executor!r} (valid: ray, serial)")
-    preflight.finite(request.cpus_per_trial, "--cpus-per-trial", strict=True)
-    preflight.finite(request.gpus_per_trial, "--gpus-per-trial")
-    preflight.finite(request.max_concurrent, "--max-concurrent", minimum=1)
-    if request.executor == "serial":
-        for option, value in (("--address", request.address), ("--max-concurrent", request.max_concurrent),
-                              ("--storage-path", request.storage_path)):
-            if value is not None:
-                raise UserError(f"{option} is for Ray; --executor serial runs every trial in this process")
-    if not request.experiment or not request.experiment.strip():
-        raise UserError("--experiment must not be empty")
 
 
 def plugin_names(request) -> tuple[list[str], list[str]]:
