@@ -21,6 +21,7 @@ on the lent GPU machine as it is.
     python -m removal_bench.benchmarks startup                  # bench --help, list, bad input: seconds, MB, imports
     python -m removal_bench.benchmarks mnist-curve --tracking-uri sqlite:///../mlflow-reproduce.db   # Biased-MNIST per rho
     python -m removal_bench.benchmarks table-scale              # bench leaderboard/report --from on 1k, 10k, 100k-trial tables
+    python -m removal_bench.benchmarks soak --interruptions 50  # a Ray sweep under random real faults: lost, duplicated, changed
 
 ``gpu``, ``cache-read`` and ``images`` import neither Ray nor MLflow (the GPU machine has neither).
 """
@@ -102,6 +103,7 @@ from removal_bench.benchmarks.curves import add_curve_commands  # noqa: E402
 from removal_bench.benchmarks.mnist import add_mnist_commands  # noqa: E402  (MLflow imported when run)
 from removal_bench.benchmarks.tables import add_table_commands  # noqa: E402
 from removal_bench.benchmarks.startup import add_startup_commands  # noqa: E402
+from removal_bench.benchmarks.soak import add_soak_commands  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -122,6 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     add_mnist_commands(commands)
     add_table_commands(commands)
     add_startup_commands(commands)
+    add_soak_commands(commands)
     arguments = parser.parse_args(argv)
     arguments.handler(arguments)
 
