@@ -188,7 +188,7 @@ def test_bench_leaderboard_interrupted_mid_write_leaves_no_half_file_and_the_rer
         assert killed or not partial, partial  # a temporary file is removed, unless the process was SIGKILLed
 
     # the moments span the whole command (start-up, reading the store, computing, the writes at its end)
-    interrupt_at_random(chaos, [*arguments, "--output", str(output)], random.Random(34), "", seconds * 1.1, times=6,
+    interrupt_at_random(chaos, [*arguments, "--output", str(output)], random.Random(34), "", seconds * 0.9, times=6,
                         after_each=whole_or_absent)
     assert sum(1 for a in chaos.attempts if a.fault) >= 4
     run_once(chaos, [*arguments, "--output", str(output)])
