@@ -135,10 +135,11 @@ def exported(chaos: Chaos, uri: str, output: Path) -> list[dict]:
 
 
 @pytest.mark.xfail(strict=False, reason=(
-    "open bug found by this test (issue 30): a bench import SIGKILLed while MLflow creates a fresh SQLite store's "
-    "schema (alembic's migrations) leaves it half-migrated; the next command fails with 'table "
-    "_alembic_tmp_experiments already exists', a traceback and exit 1. Fix to make: create a new store's schema "
-    "in a temporary file beside it and rename it into place (tracking.Tracker). Passes when no moment hits that."))
+    "issue 30: the bug this test found (a bench import SIGKILLed while MLflow built a new SQLite store's tables left "
+    "it half-migrated: 'table _alembic_tmp_experiments already exists', a traceback, exit 1 on every later command) "
+    "is fixed (tracking.create_store_whole builds the tables in a temporary file and renames it into place); "
+    "the test then passed 3 runs of 4 on the loaded 2-core machine, the fourth failed for a reason not captured, "
+    "so it stays non-strict until CI shows it stable"))
 def test_bench_import_interrupted_at_random_moments_imports_each_run_once_and_exports_the_same_table(
         reference, tmp_path):
     chaos = Chaos(tmp_path, random.Random(31))

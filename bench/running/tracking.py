@@ -316,6 +316,36 @@ def recipe_params(config: dict[str, Any]) -> dict[str, Any]:
     return Recipe.from_dict(config["recipe"]).as_params() if config.get("recipe") else {}
 
 
+def create_store_whole(tracking_uri: str) -> None:
+    """A new SQLite store comes into being whole or not at all (issue 30's chaos test).
+
+    MLflow builds a new store's tables on first use, in place, through Alembic migrations: a SIGKILL in those
+    seconds left a half-built file, and every later command failed on it ("table _alembic_tmp_experiments
+    already exists", a traceback). So where the file does not exist yet, the tables are built in a temporary
+    file beside it (named with this process's pid), which is then renamed into place; if another process made
+    the store meanwhile, ours is dropped. A SIGKILL now leaves at most a stray ``.creating-PID`` file, never a
+    half-built store. Other URIs (a server) are the server's business."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return
+    db = Path(tracking_uri[len("sqlite:///"):])
+    if db.exists() or not db.parent.is_dir():
+        return  # a missing folder is the pre-flight's to report
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    partial = db.with_name(f".{db.name}.creating-{os.getpid()}")
+    try:
+        store = SqlAlchemyStore("sqlite:///" + str(partial), (db.parent / "mlartifacts").as_uri())
+        store.engine.dispose()
+        if not db.exists():
+            os.replace(partial, db)
+    except BaseException as error:
+        if is_disk_full(error):
+            raise full_disk_error(error, str(db), "the MLflow store, its tables") from None
+        raise
+    finally:
+        partial.unlink(missing_ok=True)
+
+
 class Tracker:
     """The driver's handle on MLflow for one invocation."""
 
@@ -326,6 +356,7 @@ class Tracker:
 
         self.tracking_uri = tracking_uri
         self.call = Retrying(tracking_uri, resume)
+        create_store_whole(tracking_uri)
         mlflow.set_tracking_uri(tracking_uri)
         self.client = MlflowClient(tracking_uri)
         found = self.call(self.client.get_experiment_by_name, experiment)
