@@ -48,6 +48,13 @@ KINDS = ("sigkill", "sigterm", "worker", "disk")
 EXPECTED_STATUS = {"sigkill": {-9, 0}, "sigterm": {143, 0}, "disk": {2, 0}, "worker": {0}, None: {0}}
 
 
+def started_too_late(attempt, status: int | None) -> bool:
+    """A SIGTERM that arrived while the interpreter was still starting, before ``bench`` installed its handler:
+    the default action (exit -15), and nothing written: that handler prints its line on every SIGTERM it
+    handles, so an empty stderr says it was not in place yet (once seen in CI, 1 attempt of 6)."""
+    return attempt.fault == "sigterm" and status == -15 and not attempt.text.strip()
+
+
 def bench_script() -> str:
     script = Path(sys.executable).with_name("bench")
     return str(script) if script.exists() else f"{sys.executable} -m removal_bench.commands.cli"
@@ -320,7 +327,7 @@ class Chaos:
         status = attempt.wait(timeout)
         if status is None:
             self.statuses.append(f"{attempt.log.name}: {attempt.fault} -> still running after {timeout:.0f} s")
-        elif status not in EXPECTED_STATUS[attempt.fault]:
+        elif status not in EXPECTED_STATUS[attempt.fault] and not started_too_late(attempt, status):
             last = attempt.text.strip().splitlines()[-1:] or [""]
             self.statuses.append(f"{attempt.log.name}: {attempt.fault} -> exit {status}: {last[0][:300]}")
         left = attempt.cleanup()

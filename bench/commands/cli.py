@@ -56,7 +56,7 @@ def trial_runs_line(frame, experiment: str) -> str:
 def command_list(args: argparse.Namespace) -> int:
     from removal_bench.running import catalogue
 
-    if not (args.methods or args.datasets or catalogue.plugins_installed()):
+    if not (args.methods or args.datasets) and catalogue.applies():
         catalogue.print_built_ins()  # the generated catalogue: no torch (issue 28)
         return 0
     import removal_bench.datasets as dataset_registry
@@ -100,8 +100,8 @@ def error_line(error: BaseException) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
     previous = terminate_as_interrupt()  # a scheduler's SIGTERM does what Ctrl-C does, then exit status 143
+    parser = build_parser()
     try:
         args = parser.parse_args(argv)
         args.command_line = ["bench", *(sys.argv[1:] if argv is None else argv)]  # provenance (sweep, leaderboard)

@@ -152,8 +152,10 @@ def _data():
     return catalogue_data
 
 
-def registries() -> tuple[Registry, Registry]:
-    """Light stand-ins of the method and dataset registries: the same names, the same unknown-name message."""
+def registries(live: bool = True) -> tuple[Registry, Registry]:
+    """Light stand-ins of the method and dataset registries: the same names, the same unknown-name message.
+
+    ``live``: also the names that this process registered itself, where it imported the registries."""
     data = _data()
     methods: Registry = Registry("method")
     datasets: Registry = Registry("dataset")
@@ -161,12 +163,29 @@ def registries() -> tuple[Registry, Registry]:
         methods[name] = Entry(name, entry["hparams"])
     for name, entry in data.DATASETS.items():
         datasets[name] = Entry(name, entry["options"], entry["needs_data"])
+    # names this process registered itself (an embedding program, a test's method): known to the live registries
+    for module, kind, stand_in in (("removal_bench.methods", "hparams", methods), ("removal_bench.datasets", "options", datasets)):
+        for name, cls in (getattr(sys.modules.get(module), "REGISTRY", {}) if live else {}).items():
+            if name not in stand_in:
+                stand_in[name] = Entry(name, getattr(cls, kind), kind == "options" and cls.needs_data())
     return methods, datasets
 
 
 def plugins_installed() -> bool:
     """Whether any package declares an entry point in the plugin groups (they must be loaded to be known)."""
     return any(True for group in PLUGIN_GROUPS for _ in metadata.entry_points(group=group))
+
+
+def _registries_loaded() -> bool:
+    """Whether this process has imported the real registries (an embedding program or a test that registers a
+    method in-process: its names are not in the catalogue, and the planner checks them at no import cost)."""
+    return "removal_bench.methods" in sys.modules or "removal_bench.datasets" in sys.modules
+
+
+def applies() -> bool:
+    """Whether ``bench list`` may print the catalogue: no plugin installed, and the registries not imported by this
+    process already (then they are the truth, at no import cost, and may hold names registered in-process)."""
+    return not plugins_installed() and not _registries_loaded()
 
 
 def print_built_ins(out=None) -> None:
