@@ -10,7 +10,8 @@
 # avx512_bf16, two trials at a time on one thread each):
 #   1. ReBias Table 1, vanilla, 4 rhos x 3 seeds (12 trials);
 #   2. the same configurations at rho 0.99 and 0.997 with precision=fp32 (6 trials): whether the fast path
-#      changes the figures (docs/BIASED_MNIST.md, "Whether the fast path changes the figures");
+#      changes the figures (docs/BIASED_MNIST.md, "Whether the fast path changes the figures"); ran with
+#      `bench run`, now `bench sweep --grid` (the same trials by config hash), which skips them when complete;
 #   3. EnD Table 1, 4 rhos x 3 grid points (alpha = beta, published.toml) x 3 seeds (36 trials), every rho's
 #      first point (the authors' default) before any second;
 #   4. FFB Table 4 (60 trials, serial: the tabular trials are short);
@@ -31,7 +32,7 @@ fi
 "$BENCH" reproduce rebias-table1 --recipe cpu-converged --cpus-per-trial 1 --max-concurrent 2 $WHERE \
     --output /tmp/reproduce-rebias.md
 # shellcheck disable=SC2086
-"$BENCH" run --methods vanilla --datasets biased_mnist:rho=0.99:split=reference,biased_mnist:rho=0.997:split=reference \
+"$BENCH" sweep --grid --methods vanilla --datasets biased_mnist:rho=0.99:split=reference,biased_mnist:rho=0.997:split=reference \
     --recipe cpu-converged --train precision=fp32 --seeds 3 --cpus-per-trial 1 --max-concurrent 2 $WHERE \
     --experiment reproduce --results-dir /tmp/precision-check --quiet
 # shellcheck disable=SC2086

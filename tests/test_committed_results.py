@@ -58,3 +58,16 @@ def test_the_committed_table_is_compact_and_whole():
     assert len(trials) == 1561 and sum(r["kind"] == "invocation" for r in records) == 12
     assert TABLE.stat().st_size <= 1000 * len(trials)
     assert all(r["identity"]["seed"] == int(r["seed"]) and r["versions"]["torch"] for r in trials)
+
+
+def test_every_run_id_in_the_reproduction_report_is_in_its_committed_table():
+    """results/REPRODUCTION.md names the runs behind each figure; each must be a trial of the committed table that
+    rebuilds it (an imported run is named by its source id, the id ``bench export`` writes), or the report points
+    a reader at runs nobody can find."""
+    from removal_bench.reporting import export
+
+    report = (ROOT / "results" / "REPRODUCTION.md").read_text()
+    named = set(re.findall(r"\b[0-9a-f]{32}\b", report.split("## Runs behind each figure", 1)[1]))
+    records = export.read_lines([ROOT / "results" / "reproduce" / "trials.jsonl.gz"], full=True)
+    finished = {r["run_id"] for r in records if r["kind"] == "trial" and r.get("status") == "FINISHED"}
+    assert len(named) >= 80 and named <= finished, sorted(named - finished)[:5]

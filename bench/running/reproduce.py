@@ -367,8 +367,9 @@ def on_gpu(device: str, gpus_per_trial: float | None) -> bool:
 
 
 def finished_values(trials, frame, metric: str, scale: float) -> tuple[list[float], list[str], list[str]]:
-    """Per finished trial of ``trials``: the metric times ``scale``; the run ids; notes on failed or missing seeds."""
-    from removal_bench.running.tracking import deduplicate
+    """Per finished trial of ``trials``: the metric times ``scale``; the run ids (an imported run's source id, which
+    ``bench export`` writes, so that every id is one the trial table holds); notes on failed or missing seeds."""
+    from removal_bench.running.tracking import SOURCE_RUN_TAG, deduplicate
 
     if frame.empty or "tags.bench.config_hash" not in frame.columns:
         return [], [], [f"missing: {len(trials)} seeds"]
@@ -384,7 +385,8 @@ def finished_values(trials, frame, metric: str, scale: float) -> tuple[list[floa
             notes.append(f"seed {trial.config['seed']} {found['status']}")
         else:
             values.append(float(found[column]) * scale)
-            run_ids.append(found["run_id"])
+            source = found.get(f"tags.{SOURCE_RUN_TAG}")  # an imported run: the id the committed trial table keeps
+            run_ids.append(source if isinstance(source, str) and source else found["run_id"])
     return values, run_ids, notes
 
 
