@@ -55,7 +55,7 @@ def test_the_committed_table_is_compact_and_whole():
 
     records = export.read_lines([TABLE], full=True)
     trials = [r for r in records if r["kind"] == "trial"]
-    assert len(trials) == 1561 and sum(r["kind"] == "invocation" for r in records) == 12
+    assert len(trials) == 2086 and sum(r["kind"] == "invocation" for r in records) == 32  # 1,561 + 525 refined (issue 27)
     assert TABLE.stat().st_size <= 1000 * len(trials)
     assert all(r["identity"]["seed"] == int(r["seed"]) and r["versions"]["torch"] for r in trials)
 

@@ -110,9 +110,33 @@ def test_with_refuses_other_seeds_other_strength_counts_and_other_protocols():
         export.comparable(_frame("grl", 2, 3), committed)
     with pytest.raises(UserError, match="the protocol differs: dataset_options.n_train 500 here, 300 in the file"):
         export.comparable(_frame("grl", 4, 3, dataset_options={"n_train": 500}), committed)
-    stale = committed.drop(columns=["tags.bench.protocol"])
+    stale = committed.drop(columns=["tags.bench.protocol", "tags.bench.protocol_parts"])
     with pytest.raises(UserError, match="carry no protocol fingerprint"):
         export.comparable(_frame("grl", 4, 3), stale)
+
+
+def _logged_with_recipe(frame: pd.DataFrame, **fields) -> pd.DataFrame:
+    """``frame``'s trials as if logged with these recipe fields in their parts (and their fingerprint from them)."""
+    frame = frame.copy()
+    parts = [json.loads(text) for text in frame["tags.bench.protocol_parts"]]
+    for part in parts:
+        part["recipe"].update(fields)
+    frame["tags.bench.protocol_parts"] = [protocol.canonical(p) for p in parts]
+    frame["tags.bench.protocol"] = [protocol.fingerprint(p) for p in parts]
+    return frame
+
+
+def test_a_late_recipe_field_at_its_default_does_not_split_the_protocol():
+    """Issue 26 logged ``precision: fp32`` in every trial's parts, which moved every fingerprint: ``--with`` the
+    committed table refused every new run ("recipe.precision fp32 here, (absent) in the file"). Compared as
+    written now (a late field only where it differs from its default), fp32 ranks with the older trials; bf16
+    is another protocol, named."""
+    committed = pd.concat([_frame("vanilla", 1, 3), _frame("irene", 4, 3)], ignore_index=True)
+    assert "precision" not in json.loads(_frame("grl", 1, 1)["tags.bench.protocol_parts"][0])["recipe"]
+    export.comparable(_logged_with_recipe(_frame("grl", 4, 3), precision="fp32"), committed)
+    export.comparable(_frame("grl", 4, 3), _logged_with_recipe(committed, precision="fp32"))
+    with pytest.raises(UserError, match="the protocol differs: recipe.precision bf16 here, .absent. in the file"):
+        export.comparable(_logged_with_recipe(_frame("grl", 4, 3), precision="bf16"), committed)
 
 
 def test_a_table_that_is_not_ours_is_refused_in_one_line(tmp_path):

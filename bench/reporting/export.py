@@ -558,13 +558,25 @@ def _configurations(frame, dataset: str) -> dict[str, int]:
     return {method: group["tags.bench.config_key"].nunique() for method, group in runs.groupby("tags.bench.method")}
 
 
+def _with_fingerprints(frame):
+    """``frame`` with column ``fingerprint``: each trial's protocol fingerprint recomputed from its logged parts
+    as they are written now (:func:`removal_bench.running.protocol.stored_fingerprint`)."""
+    from removal_bench.running.protocol import stored_fingerprint
+
+    frame = frame.copy()
+    logged = frame["tags.bench.protocol"] if "tags.bench.protocol" in frame.columns else [None] * len(frame)
+    parts = frame["tags.bench.protocol_parts"] if "tags.bench.protocol_parts" in frame.columns else [None] * len(frame)
+    frame["fingerprint"] = [stored_fingerprint(p, f) for p, f in zip(parts, logged)]
+    return frame
+
+
 def comparable(mine, theirs) -> None:
     """UserError naming the first difference unless every dataset of ``mine`` (a user's trial runs) was measured
     as ``theirs`` (a trial table's) was: the same protocol fingerprint (dataset and options, recipe,
     attackers, metric definitions), the same seeds, and curves of as many strengths."""
-    mine, theirs = deduplicate(mine), deduplicate(theirs)
-    theirs_fingerprints = _per_dataset(theirs, "tags.bench.protocol")
-    for dataset, fingerprints in sorted(_per_dataset(mine, "tags.bench.protocol").items()):
+    mine, theirs = _with_fingerprints(deduplicate(mine)), _with_fingerprints(deduplicate(theirs))
+    theirs_fingerprints = _per_dataset(theirs, "fingerprint")
+    for dataset, fingerprints in sorted(_per_dataset(mine, "fingerprint").items()):
         where = f"cannot rank on {dataset}"
         if dataset not in set(theirs["tags.bench.dataset"]):
             raise UserError(f"{where}: the trial table has no trials on {dataset} (it has "
@@ -574,7 +586,8 @@ def comparable(mine, theirs) -> None:
             raise UserError(f"{where}: some trials of {side} carry no protocol fingerprint (tag bench.protocol, logged "
                             "since plugins and trial tables came in): run them again with this version")
         if fingerprints != theirs_fingerprints[dataset]:
-            raise UserError(f"{where}: the protocol differs: {_protocol_difference(mine, theirs, dataset)}")
+            raise UserError(f"{where}: the protocol differs: {_protocol_difference(mine, theirs, dataset)}"
+                            f"{_refine_hint(mine, theirs, dataset)}")
         seeds = set(mine.loc[mine["tags.bench.dataset"] == dataset, "tags.bench.seed"])
         wanted = set(theirs.loc[theirs["tags.bench.dataset"] == dataset, "tags.bench.seed"])
         if seeds != wanted:
@@ -593,12 +606,34 @@ def _seed(text: str):
     return (0, int(text), "") if str(text).isdigit() else (1, 0, str(text))
 
 
+def _refine_hint(mine, theirs, dataset: str) -> str:
+    """How to walk the file's curves where they are refined and these are not (or refined otherwise)."""
+    def rounds(frame) -> int:
+        if "tags.bench.refined" not in frame.columns:
+            return 0
+        found = frame.loc[frame["tags.bench.dataset"] == dataset, "tags.bench.refined"]
+        return max((int(r) for r in found if isinstance(r, str) and r.isdigit()), default=0)
+
+    wanted = rounds(theirs)
+    if not wanted or rounds(mine) == wanted:
+        return ""
+    parts = theirs.loc[(theirs["tags.bench.dataset"] == dataset) & theirs["tags.bench.refined"].notna(),
+                       "tags.bench.protocol_parts"]
+    base = next((json.loads(p).get("refinement", {}).get("base_strengths") for p in parts if isinstance(p, str)), None)
+    return (f" (the file's curves are refined: bench sweep --curve"
+            + (f" --strengths {base}" if base else "") + f" --refine {wanted})")
+
+
 def _protocol_difference(mine, theirs, dataset: str) -> str:
     from removal_bench.running.protocol import differences
 
+    from removal_bench.running.protocol import recipe_part
+
     def parts(frame):
         texts = frame.loc[frame["tags.bench.dataset"] == dataset, "tags.bench.protocol_parts"]
-        return [json.loads(t) for t in dict.fromkeys(texts) if isinstance(t, str)]
+        found = [json.loads(t) for t in dict.fromkeys(texts) if isinstance(t, str)]
+        found = [{**p, "recipe": recipe_part(p["recipe"])} if isinstance(p.get("recipe"), dict) else p for p in found]
+        return [p for i, p in enumerate(found) if p not in found[:i]]
 
     ours, others = parts(mine), parts(theirs)
     if not ours or not others:

@@ -43,9 +43,36 @@ def attacker_settings() -> dict[str, Any]:
     return out
 
 
+def recipe_part(recipe: dict[str, Any]) -> dict[str, Any]:
+    """A recipe as the fingerprint holds it: no citation, and a field added after fingerprints were first
+    logged (:data:`removal_bench.core.recipes.LATE_FIELDS`: ``drop_last``, ``precision``) only where it differs
+    from its default, as the config hash holds it. Without that, ``precision: fp32`` (issue 26) moved the
+    fingerprint of every trial, and ``bench leaderboard --with results/curves/trials.jsonl.gz`` refused every
+    new run: "the protocol differs: recipe.precision fp32 here, (absent) in the file"."""
+    from removal_bench.core.recipes import LATE_FIELDS
+
+    return {k: v for k, v in recipe.items()
+            if k != "citation" and not (k in LATE_FIELDS and v == LATE_FIELDS[k])}
+
+
+def stored_fingerprint(parts_text: Any, logged: Any) -> Any:
+    """The fingerprint of a logged trial, from its ``bench.protocol_parts`` as :func:`protocol_parts` writes them
+    now (trials logged between issue 26 and this fix carry ``precision: fp32`` in theirs); its logged
+    ``bench.protocol`` where the parts are missing or unreadable."""
+    if not isinstance(parts_text, str):
+        return logged
+    try:
+        parts = json.loads(parts_text)
+    except ValueError:
+        return logged
+    if isinstance(parts, dict) and isinstance(parts.get("recipe"), dict):
+        parts = {**parts, "recipe": recipe_part(parts["recipe"])}
+    return fingerprint(parts)
+
+
 def protocol_parts(config: dict[str, Any]) -> dict[str, Any]:
     """What makes a trial's figures comparable with another's (see the module's docstring)."""
-    recipe = {k: v for k, v in (config.get("recipe") or {}).items() if k != "citation"}
+    recipe = recipe_part(config.get("recipe") or {})
     return {
         "dataset": config["dataset"],
         "dataset_options": config.get("dataset_options", {}),
