@@ -194,3 +194,35 @@ def test_a_refusal_is_not_retried(monkeypatch):
     with pytest.raises(UserError, match="refused a request: Changing param values"):
         Retrying("http://127.0.0.1:1")(refuse)
     assert time.monotonic() - started < 5
+
+
+def test_a_store_whose_writer_was_sigkilled_mid_transaction_is_accepted_and_rolled_back(tmp_path):
+    """A writer SIGKILLed inside a transaction leaves a hot journal beside the store. The pre-flight check read
+    the store read-only, which cannot roll a hot journal back ("attempt to write a readonly database"), so every
+    later command refused a whole store, and a sweep could never resume (tests/test_chaos.py, once). A real
+    SIGKILL of a real writer: the check passes, the journal is rolled back, the committed rows are all there."""
+    from removal_bench.running.preflight import sqlite_file
+
+    store = tmp_path / "mlflow.db"
+    writer = """
+import os, signal, sqlite3, sys
+connection = sqlite3.connect(sys.argv[1], isolation_level=None)
+connection.execute("CREATE TABLE experiments (id INTEGER PRIMARY KEY, name TEXT)")
+connection.executemany("INSERT INTO experiments (name) VALUES (?)", [("committed %d" % i,) for i in range(2000)])
+connection.execute("PRAGMA cache_size = 1")  # the transaction below spills to the file: the journal is hot
+connection.execute("BEGIN IMMEDIATE")
+connection.execute("UPDATE experiments SET name = name || ' half-written'")
+connection.execute("INSERT INTO experiments (name) VALUES (?)", ("x" * 100000,))
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+    done = subprocess.run([sys.executable, "-c", writer, str(store)], capture_output=True, timeout=60)
+    assert done.returncode == -signal.SIGKILL
+    journal = tmp_path / "mlflow.db-journal"
+    assert journal.exists() and journal.stat().st_size > 0
+    import sqlite3
+
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):  # what the check met before
+        sqlite3.connect(f"file:{store}?mode=ro", uri=True).execute("SELECT count(*) FROM experiments").fetchone()
+    sqlite_file(store, f"sqlite:///{store}")
+    rows = sqlite3.connect(store).execute("SELECT count(*), sum(name LIKE '%half-written') FROM experiments").fetchone()
+    assert rows == (2000, 0) and not journal.exists()

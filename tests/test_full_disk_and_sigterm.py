@@ -15,6 +15,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -396,3 +397,61 @@ def test_sigterm_inside_a_bookkeeping_step_is_raised_when_the_step_is_done():
         assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN  # a second SIGTERM cannot cut the cleanup short
     finally:
         disk.restore_sigterm(previous)
+
+
+@pytest.mark.parametrize("handler", ["bench", "ray.init"])
+def test_sigterm_whose_handler_runs_inside_a_weakref_callback_is_raised_after_it_not_lost(handler):
+    """Python cannot raise out of a weakref callback: the handler's Terminated there was printed as "Exception
+    ignored ... Traceback" and lost, and the command went on to exit 0 (tests/test_chaos.py's leaderboard test,
+    inside SQLAlchemy's); so was ``sys.exit(15)`` from the handler ``ray.init`` installs while it starts Ray
+    (the chaos test's Ray sweep). A real SIGTERM in a real callback, in a process of its own."""
+    script = """
+import os, signal, sys, weakref
+from removal_bench.core.disk import Terminated, terminate_as_interrupt
+terminate_as_interrupt()
+if sys.argv[1] == "ray.init":
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))  # ray._private.worker.init's handler
+class Thing: pass
+def callback(ref):
+    os.kill(os.getpid(), signal.SIGTERM)
+    for _ in range(100000): pass  # the handler runs in here, where its exception cannot propagate
+thing = Thing(); ref = weakref.ref(thing, callback)
+try:
+    del thing
+    for _ in range(10 ** 9): pass
+    print("lost")
+except Terminated:
+    print("raised")
+"""
+    done = subprocess.run([os.environ.get("PYTHON", sys.executable), "-c", script, handler], capture_output=True,
+                          text=True, timeout=120)
+    assert done.stdout.strip() == "raised" and "Traceback" not in done.stderr and "ignored" not in done.stderr, done
+
+
+def test_sigterm_during_an_import_is_raised_once_the_import_is_done(tmp_path):
+    """Native code under an import may turn an exception into its own: pydantic-core, building MLflow's schemas as
+    ``import mlflow`` ran, made bench's Terminated a SchemaError with a 60-line traceback and exit 1
+    (tests/test_chaos.py). Here a module that does the same (any exception in its body becomes a RuntimeError)
+    gets a real SIGTERM while it is imported: the import completes and Terminated comes after it."""
+    (tmp_path / "mangling.py").write_text(
+        "import os, signal\n"
+        "os.kill(os.getpid(), signal.SIGTERM)\n"
+        "try:\n"
+        "    for _ in range(2 * 10 ** 6): pass\n"
+        "except BaseException:\n"
+        "    raise RuntimeError('mangled') from None\n"
+        "DONE = True\n")
+    script = """
+import sys
+from removal_bench.core.disk import Terminated, terminate_as_interrupt
+terminate_as_interrupt()
+try:
+    import mangling
+    for _ in range(10 ** 9): pass
+    print("lost")
+except Terminated:
+    print("raised after the import" if sys.modules["mangling"].DONE else "raised inside it")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert done.stdout.strip() == "raised after the import" and "Traceback" not in done.stderr, done

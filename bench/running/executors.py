@@ -15,7 +15,7 @@ import signal
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from removal_bench.core.disk import Terminated, terminate_as_interrupt
+from removal_bench.core.disk import Terminated, reinstall_sigterm, terminate_as_interrupt, termination_deferred
 from removal_bench.core.errors import UserError
 from removal_bench.running.trial import config_hash, execute_trial
 
@@ -118,6 +118,11 @@ def run_ray(configs: list[dict[str, Any]], listener: Listener, options: RayOptio
     # the driver's stderr (found by the chaos test, issue 30); the listener's ``retried`` prints one line
     # instead, and a trial that fails max_failures + 1 times is recorded FAILED with Ray's message.
     os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
+    # Ray's C++ core worker installs its own SIGTERM handler (a stack dump) and, in ray.shutdown, resets SIGTERM
+    # to the default action behind Python's back: a SIGTERM in the seconds after that ended the command with
+    # exit -15 and no word (strace; the chaos soak, issue 30). Off, SIGTERM stays bench's (Terminated, exit 143).
+    # Ray's processes inherit it: a crashing worker loses that C++ stack dump, not its Python error.
+    os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
     import ray
     from ray import tune
 
@@ -232,9 +237,21 @@ def run_ray(configs: list[dict[str, Any]], listener: Listener, options: RayOptio
         raise
     finally:
         if started_here:
-            ray.shutdown()
+            # whole: a SIGTERM that cut ray.shutdown in two once left Ray's core worker to abort the interpreter's
+            # exit (exit -6 after bench's own line, CI); one that arrives inside it is raised when it returns
+            termination_deferred(shutdown_ray)()
     if failures:
         raise failures[0]
+
+
+def shutdown_ray() -> None:
+    """``ray.shutdown``, then bench's SIGTERM handler again: Ray's core worker resets SIGTERM to the default
+    action as it shuts down, which would leave the rest of the command (its report, MLflow's parent run) to
+    end at exit -15 with no word on a SIGTERM."""
+    import ray
+
+    ray.shutdown()
+    reinstall_sigterm()
 
 
 def dataset_gpu_share(dataset: str) -> float:

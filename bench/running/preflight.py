@@ -184,8 +184,13 @@ def sqlite_file(path: Path, uri: str) -> None:
     expected = (65536 if page_size == 1 else page_size) * int.from_bytes(header[28:32], "big")
     if size < expected:
         raise UserError(f"tracking URI {uri}: {path} is truncated ({size} of {expected} bytes)")
+    # Read-write where the file is writable: a writer SIGKILLed mid-transaction leaves a hot journal
+    # (mlflow.db-journal) that the next reader must roll back, which a read-only connection cannot do ("attempt
+    # to write a readonly database"): every later command refused a store that was whole (tests/test_chaos.py).
+    # Rolling it back is what SQLite does on any open that may write; nothing else is written here.
+    mode = "rw" if os.access(path, os.W_OK) else "ro"
     try:
-        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=probe_seconds())
+        connection = sqlite3.connect(f"file:{path}?mode={mode}", uri=True, timeout=probe_seconds())
         try:
             page_size = connection.execute("PRAGMA page_size").fetchone()[0]
             pages = connection.execute("PRAGMA page_count").fetchone()[0]
