@@ -30,7 +30,7 @@ def test_a_synthetic_table_grows_the_committed_configurations_by_seeds(tmp_path)
     path.write_bytes(compact.compress(compact.encode(records)))
     trials, invocations = export.read_frames(export.read_lines([path]))
     configurations = trials.groupby(["tags.bench.dataset", "tags.bench.config_key"]).size()
-    assert len(configurations) == 327 and set(configurations) == {2}  # round(700 / 327) seeds each
+    assert len(configurations) == 432 and set(configurations) == {2}  # round(700 / 432) seeds each (327 before the refined curves)
     assert trials["tags.bench.config_hash"].is_unique and trials["run_id"].is_unique
     assert set(invocations["params.seeds"]) == {"2"}
     assert path.stat().st_size < 1000 * len(trials)
