@@ -566,7 +566,9 @@ def _with_fingerprints(frame):
     frame = frame.copy()
     logged = frame["tags.bench.protocol"] if "tags.bench.protocol" in frame.columns else [None] * len(frame)
     parts = frame["tags.bench.protocol_parts"] if "tags.bench.protocol_parts" in frame.columns else [None] * len(frame)
-    frame["fingerprint"] = [stored_fingerprint(p, f) for p, f in zip(parts, logged)]
+    pairs = list(zip(parts, logged))
+    known = {pair: stored_fingerprint(*pair) for pair in dict.fromkeys(pairs)}  # a table repeats a few texts
+    frame["fingerprint"] = [known[pair] for pair in pairs]
     return frame
 
 
@@ -625,14 +627,11 @@ def _refine_hint(mine, theirs, dataset: str) -> str:
 
 
 def _protocol_difference(mine, theirs, dataset: str) -> str:
-    from removal_bench.running.protocol import differences
-
-    from removal_bench.running.protocol import recipe_part
+    from removal_bench.running.protocol import as_written_now, differences
 
     def parts(frame):
         texts = frame.loc[frame["tags.bench.dataset"] == dataset, "tags.bench.protocol_parts"]
-        found = [json.loads(t) for t in dict.fromkeys(texts) if isinstance(t, str)]
-        found = [{**p, "recipe": recipe_part(p["recipe"])} if isinstance(p.get("recipe"), dict) else p for p in found]
+        found = [as_written_now(json.loads(t)) for t in dict.fromkeys(texts) if isinstance(t, str)]
         return [p for i, p in enumerate(found) if p not in found[:i]]
 
     ours, others = parts(mine), parts(theirs)

@@ -65,9 +65,14 @@ def stored_fingerprint(parts_text: Any, logged: Any) -> Any:
         parts = json.loads(parts_text)
     except ValueError:
         return logged
+    return fingerprint(as_written_now(parts))
+
+
+def as_written_now(parts: Any) -> Any:
+    """Logged protocol parts as :func:`protocol_parts` writes them now (their recipe through :func:`recipe_part`)."""
     if isinstance(parts, dict) and isinstance(parts.get("recipe"), dict):
-        parts = {**parts, "recipe": recipe_part(parts["recipe"])}
-    return fingerprint(parts)
+        return {**parts, "recipe": recipe_part(parts["recipe"])}
+    return parts
 
 
 def protocol_parts(config: dict[str, Any]) -> dict[str, Any]:
