@@ -88,9 +88,17 @@ if [ "$CONVERGED" = 1 ]; then
     # one thread, about 11-12 h two at a time on 2 cores (seconds a trial on a GPU). The trial table is
     # re-exported after the sweep, interrupted or not; run `CONVERGED=1 IMPORT=1 MNIST=0 DATASETS= sh
     # results/leaderboard.sh` again to continue it, and commit results/curves-converged/trials.jsonl.gz.
+    # OFFLINE=DIR: plan the trials into DIR instead (--executor offline, docs/USAGE.md) for a GPU machine without
+    # MLflow or Ray; the same command, with the runner's results*.jsonl copied into DIR, logs them and plans the rest.
+    if [ -n "${OFFLINE:-}" ]; then
+        where="--executor offline --offline-dir $OFFLINE --device cuda"
+    else
+        where="--cpus-per-trial 1 --max-concurrent ${MAX_CONCURRENT:-2}"
+    fi
     status=0
+    # shellcheck disable=SC2086
     "$BENCH" sweep --curve --strengths 5 --refine 3 --methods all --datasets biased_mnist:rho=0.997 \
-        --recipe cpu-converged --seeds 3 --cpus-per-trial 1 --max-concurrent 2 --data-root "$DATA_ROOT" \
+        --recipe cpu-converged --seeds 3 $where --data-root "$DATA_ROOT" \
         --experiment curves-converged --tracking-uri "$TRACKING_URI" --results-dir "$RESULTS/curves-converged" \
         --quiet || status=$?
     mkdir -p "$RESULTS/curves-converged"

@@ -102,8 +102,12 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                           help="override a recipe field, e.g. lr=0.01,0.1 schedule=cosine milestones=40/60 "
                                "grl.epochs=5; several values run each (a sweep draws them) (repeatable)")
     where = parser.add_argument_group("where to run")
-    where.add_argument("--executor", choices=("ray", "serial"), default="ray",
-                       help="ray: Ray Tune trials (default); serial: in this process, without Ray")
+    where.add_argument("--executor", choices=("ray", "serial", "offline"), default="ray",
+                       help="ray: Ray Tune trials (default); serial: in this process, without Ray; offline: plan "
+                            "the trials into --offline-dir for `python -m removal_bench.running.offline DIR` on a "
+                            "machine without MLflow or Ray, and log the results found there (docs/USAGE.md)")
+    where.add_argument("--offline-dir", metavar="DIR",
+                       help="with --executor offline: the folder of plan.jsonl and the results*.jsonl brought back")
     where.add_argument("--address", help="address of a running Ray cluster (default: start a local Ray)")
     where.add_argument("--cpus-per-trial", type=positive_float, default=1.0, help="CPUs per trial (default 1; may be fractional)")
     where.add_argument("--gpus-per-trial", type=non_negative_float,

@@ -363,15 +363,28 @@ def validate_request(request) -> None:
     is a RunRequest or the parsed arguments (the same attribute names)."""
     if not isinstance(request.seeds, int) or request.seeds < 1:
         raise UserError(f"--seeds must be at least 1, got {request.seeds}")
-    if request.executor not in ("ray", "serial"):
-        raise UserError(f"unknown executor {request.executor!r} (valid: ray, serial)")
+    if request.executor not in ("ray", "serial", "offline"):
+        raise UserError(f"unknown executor {request.executor!r} (valid: ray, serial, offline)")
+    offline_dir = getattr(request, "offline_dir", None)
+    if request.executor == "offline" and not offline_dir:
+        raise UserError("--executor offline plans the trials into a folder: give --offline-dir DIR")
+    if offline_dir and request.executor != "offline":
+        raise UserError("--offline-dir is for --executor offline")
+    if request.executor == "offline":
+        for option, value in (("--save-embeddings", getattr(request, "save_embeddings", False)),
+                              ("--log-models", getattr(request, "log_models", False))):
+            if value:
+                raise UserError(f"{option} logs files the trial writes; --executor offline brings back only its "
+                                "results line")
     finite(request.cpus_per_trial, "--cpus-per-trial", strict=True)
     finite(request.gpus_per_trial, "--gpus-per-trial")
     finite(request.max_concurrent, "--max-concurrent", minimum=1)
-    if request.executor == "serial":
+    if request.executor in ("serial", "offline"):
         for option, value in (("--address", request.address), ("--max-concurrent", request.max_concurrent),
                               ("--storage-path", request.storage_path)):
             if value is not None:
-                raise UserError(f"{option} is for Ray; --executor serial runs every trial in this process")
+                raise UserError(f"{option} is for Ray; --executor {request.executor} "
+                                + ("runs every trial in this process" if request.executor == "serial"
+                                   else "plans the trials for python -m removal_bench.running.offline"))
     if not request.experiment or not request.experiment.strip():
         raise UserError("--experiment must not be empty")

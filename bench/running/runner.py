@@ -65,6 +65,7 @@ class RunRequest:
     json_output: bool = False  # the report as one JSON document on stdout (removal_bench.reporting.documents)
     device: str = "auto"
     results_dir: str | None = None  # None: results/<experiment>
+    offline_dir: str | None = None  # --executor offline: where the plan and the results are (removal_bench.running.offline)
 
 
 @dataclass
@@ -254,6 +255,7 @@ class DriverListener:
         self.run_ids: dict[str, str] = {}
         self.started_at: dict[str, float] = {}
         self.done: dict[str, str] = {}
+        self.planned_offline: list[str] = []  # --executor offline: the trials planned, not run (no run of their own)
 
     @termination_deferred  # SIGTERM waits for the run's record to be consistent (then: KILLED by abandon)
     def started(self, key: str) -> None:
@@ -318,7 +320,9 @@ class DriverListener:
 
 
 def runs_here(request: RunRequest) -> bool:
-    """Whether every trial runs on this machine: the serial executor, or Ray started locally."""
+    """Whether every trial runs on this machine: the serial executor, or Ray started locally (offline: elsewhere)."""
+    if request.executor == "offline":
+        return False
     return request.executor == "serial" or not (request.address or os.environ.get("RAY_ADDRESS"))
 
 
@@ -343,6 +347,8 @@ def check_where(request: RunRequest, planned: list[PlannedTrial] = ()) -> tuple[
     if request.executor == "ray" and local:
         preflight.local_resources(request.cpus_per_trial, 1.0 if gpus is None else gpus)
     preflight.writable_folder(results_folder(request), "--results-dir")
+    if request.executor == "offline":
+        preflight.writable_folder(request.offline_dir, "--offline-dir")
     if request.data_root:
         preflight.readable_folder(request.data_root, "--data-root")
     if request.storage_path and "://" not in request.storage_path:
@@ -389,6 +395,7 @@ def drive(planned: list[PlannedTrial], request: RunRequest, tracker, gpus: float
     (when this process is interrupted) KILLED, after which the interruption propagates.
     """
     from removal_bench.running.executors import RayOptions, run_ray, run_serial
+    from removal_bench.running.offline import replay
 
     from removal_bench.running.artifacts import MODEL_FILE
 
@@ -412,6 +419,10 @@ def drive(planned: list[PlannedTrial], request: RunRequest, tracker, gpus: float
     try:
         if request.executor == "serial":
             run_serial(configs, listener, request.cpus_per_trial)
+        elif request.executor == "offline":
+            threads = max(1, int(request.cpus_per_trial))
+            configs = [{**config, "threads": config.get("threads") or threads} for config in configs]
+            listener.planned_offline = replay(configs, [p.key for p in planned], listener, Path(request.offline_dir))
         else:
             run_ray(configs, listener, RayOptions(
                 address=request.address, cpus_per_trial=request.cpus_per_trial, gpus_per_trial=gpus,
@@ -437,7 +448,7 @@ def drive(planned: list[PlannedTrial], request: RunRequest, tracker, gpus: float
         if reuse:
             shutil.rmtree(reuse, ignore_errors=True)
     try:
-        missing = [key for key in listener.by_key if key not in listener.done]
+        missing = [key for key in listener.by_key if key not in listener.done and key not in listener.planned_offline]
         for key in missing:  # a trial the executor never ran to an end
             listener.finished(key, {"status": "FAILED", "error": "the executor ended without a result"})
         tracker.finish_parent("FINISHED")
@@ -445,6 +456,18 @@ def drive(planned: list[PlannedTrial], request: RunRequest, tracker, gpus: float
         if staging:  # logged to MLflow by now, or lost with an interrupted run: either way not left in the temporary folder
             shutil.rmtree(staging, ignore_errors=True)
     return listener
+
+
+def offline_note(request: RunRequest, planned_offline: list[str]) -> None:
+    """What to do next with the trials ``--executor offline`` planned (stderr, unless quiet)."""
+    if planned_offline and not request.quiet:
+        from removal_bench.running.offline import PLAN
+
+        folder = request.offline_dir
+        print(f"{len(planned_offline)} trial(s) planned in {Path(folder) / PLAN}, not run: run "
+              f"`python -m removal_bench.running.offline {folder}` where they should run (torch only; --workers, "
+              f"--device, --data-root), bring its results*.jsonl back into {folder}, then run this command again",
+              file=sys.stderr, flush=True)
 
 
 def invocation_params(planned: list[PlannedTrial], request: RunRequest) -> dict[str, Any]:
@@ -456,6 +479,8 @@ def invocation_params(planned: list[PlannedTrial], request: RunRequest) -> dict[
 
 
 def where_text(request: RunRequest) -> str:
+    if request.executor == "offline":
+        return f"offline (the results in {request.offline_dir} logged, the rest planned there)"
     return "in this process" if request.executor == "serial" else f"on Ray ({request.address or 'local'})"
 
 
@@ -463,10 +488,13 @@ def where_text(request: RunRequest) -> str:
 
 def execute(request: RunRequest) -> Finished:
     """Run the request's trials; the report is the caller's (``reporting.publish.publish_report``)."""
-    from removal_bench.running.tracking import Tracker, load_runs
+    from removal_bench.running.tracking import Tracker, completed_hashes, load_runs
 
     planned = plan(request)
     tracking_uri, gpus = check_where(request, planned)
+    if request.executor == "offline":  # a result brought back is logged once, not at every run of the command
+        complete = completed_hashes(tracking_uri, request.experiment)
+        planned = [p for p in planned if p.key not in complete]
     prepare_data(planned)
 
     tracker = Tracker(tracking_uri, request.experiment,
@@ -476,7 +504,8 @@ def execute(request: RunRequest) -> Finished:
         print(f"{len(planned)} trials {where_text(request)}; MLflow {tracking_uri}, experiment {request.experiment!r}, run {parent}",
               file=sys.stderr, flush=True)
     listener = drive(planned, request, tracker, gpus)
+    offline_note(request, listener.planned_offline)
 
     statuses = list(listener.done.values())
     return Finished(load_runs(tracking_uri, request.experiment, parent_id=parent), tracking_uri, parent,
-                    0 if any(status == "FINISHED" for status in statuses) else 1)
+                    0 if any(status == "FINISHED" for status in statuses) or listener.planned_offline else 1)

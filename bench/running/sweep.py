@@ -68,6 +68,7 @@ from removal_bench.running.runner import (
     check_where,
     drive,
     invocation_params,
+    offline_note,
     parse_dataset,
     parse_sets,
     plugin_names,
@@ -555,8 +556,9 @@ def execute_sweep(request: SweepRequest) -> Finished:
         f"MLflow {tracking_uri}, run {parent}",
         file=stream, flush=True,
     )
+    planned_offline: list[str] = []  # --executor offline: planned, not run (removal_bench.running.offline)
     if todo:
-        drive(todo, request, tracker, gpus, asha)
+        planned_offline += drive(todo, request, tracker, gpus, asha).planned_offline
     else:
         tracker.finish_parent("FINISHED")
 
@@ -590,11 +592,12 @@ def execute_sweep(request: SweepRequest) -> Finished:
             },
         )
         tracker.call(tracker.client.set_tag, parent, "bench.sweep_id", identity)
-        drive(todo, request, tracker, gpus, None)
+        planned_offline += drive(todo, request, tracker, gpus, None).planned_offline
 
+    offline_note(request, planned_offline)
     frame = load_runs(tracking_uri, request.experiment)
     keys = {p.key for p in planned}
     if not frame.empty:
         frame = frame[frame["tags.bench.config_hash"].isin(keys)]
     finished = 0 if frame.empty else int((deduplicate(frame)["status"] == "FINISHED").sum())
-    return Finished(frame, tracking_uri, parent, 0 if finished else 1)
+    return Finished(frame, tracking_uri, parent, 0 if finished or planned_offline else 1)
