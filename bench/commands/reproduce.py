@@ -36,7 +36,9 @@ def add_commands(subparsers) -> None:
                            "Biased-MNIST's reduced CPU setting (bench list); the file marks the rows reduced; "
                            "repeatable, e.g. --recipe rebias-table1:cpu --recipe end-table1:cpu")
     where = command.add_argument_group("where to run")
-    where.add_argument("--executor", choices=("ray", "serial"), default="ray")
+    where.add_argument("--executor", choices=("ray", "serial", "offline"), default="ray",
+                       help="as bench run's: offline plans the trials into --offline-dir (docs/USAGE.md)")
+    where.add_argument("--offline-dir", metavar="DIR", help="with --executor offline: the plan's and results' folder")
     where.add_argument("--address", help="address of a running Ray cluster (default: start a local Ray)")
     where.add_argument("--cpus-per-trial", type=float, default=1.0)
     where.add_argument("--gpus-per-trial", type=float)
@@ -62,7 +64,8 @@ def command_reproduce(args: argparse.Namespace) -> int:
             print(f"{table.id:<22} {table.title} ({len(table.rows)} rows)")
         return 0
     fields = {name: getattr(args, name) for name in (
-        "tables", "seeds", "epochs", "batch_size", "encoder", "recipe", "options", "train", "executor", "address",
+        "tables", "seeds", "epochs", "batch_size", "encoder", "recipe", "options", "train", "executor", "offline_dir",
+        "address",
         "cpus_per_trial", "gpus_per_trial", "max_concurrent", "storage_path", "device", "data_root",
         "tracking_uri", "experiment", "output", "restart", "report_only")}
     from removal_bench.running.sweep import portable_command

@@ -163,6 +163,7 @@ class ReproduceRequest:
     options: list[str] = field(default_factory=list)  # NAME=VALUE, applied to rows whose dataset has NAME
     train: list[str] = field(default_factory=list)  # recipe overrides, FIELD=VALUE
     executor: str = "ray"
+    offline_dir: str | None = None  # --executor offline (removal_bench.running.offline)
     address: str | None = None
     cpus_per_trial: float = 1.0
     gpus_per_trial: float | None = None
@@ -279,7 +280,7 @@ def run_request(request: ReproduceRequest):
     from removal_bench.running.runner import RunRequest
 
     return RunRequest(
-        seeds=request.seeds or 1, executor=request.executor, address=request.address,
+        seeds=request.seeds or 1, executor=request.executor, offline_dir=request.offline_dir, address=request.address,
         cpus_per_trial=request.cpus_per_trial, gpus_per_trial=request.gpus_per_trial,
         max_concurrent=request.max_concurrent, storage_path=request.storage_path, device=request.device,
         data_root=request.data_root, tracking_uri=request.tracking_uri, experiment=request.experiment,
@@ -289,7 +290,7 @@ def run_request(request: ReproduceRequest):
 
 def execute_reproduce(request: ReproduceRequest, stream: TextIO | None = None) -> int:
     """Plan, run what the experiment lacks, write the file; exit status 0 unless nothing could be compared."""
-    from removal_bench.running.runner import check_where, drive, prepare_data
+    from removal_bench.running.runner import check_where, drive, offline_note, prepare_data
     from removal_bench.running.tracking import Tracker, completed_hashes, load_runs
 
     stream = stream or sys.stdout
@@ -335,7 +336,7 @@ def execute_reproduce(request: ReproduceRequest, stream: TextIO | None = None) -
             for line in estimate_cpu([trial.config for trial in todo], loaded_size, at_once if request.executor == "ray" else 1):
                 print(f"reproduce: {line}", file=sys.stderr, flush=True)
         if todo:
-            drive(todo, run, tracker, gpus)
+            offline_note(run, drive(todo, run, tracker, gpus).planned_offline)
         else:
             tracker.finish_parent("FINISHED")
         frame = load_runs(tracking_uri, request.experiment)
