@@ -86,28 +86,30 @@ def logged_failures(folder: Path) -> set[str]:
     return set(path.read_text().split()) if path.is_file() else set()
 
 
-def write_plan(folder: Path, configs: list[dict[str, Any]], keys: list[str]) -> Path:
+def write_plan(folder: Path, configs: list[dict[str, Any]], keys: list[str], labels: list[str] | None = None) -> Path:
     """``DIR/plan.jsonl`` holding these trials and those of the plan already there, less the trials with a
     FINISHED result; written whole or not at all."""
     path = folder / PLAN
     finished = {key for key, record in read_results(folder).items() if record["result"].get("status") == "FINISHED"}
     entries = {record["key"]: record for record in read_lines(path) if record["key"] not in finished}
-    for key, config in zip(keys, configs):
-        entries[key] = {"key": key, "config": config}
+    for index, (key, config) in enumerate(zip(keys, configs)):
+        entries[key] = {"key": key, "config": config,
+                        "label": f"{labels[index] if labels else config['method']} on {config['dataset']}, seed {config['seed']}"}
     text = "".join(json.dumps(entry, sort_keys=True) + "\n" for entry in entries.values())
     write_atomic(path, text, "the offline plan")
     return path
 
 
-def replay(configs: list[dict[str, Any]], keys: list[str], listener, folder: Path) -> list[str]:
+def replay(configs: list[dict[str, Any]], keys: list[str], listener, folder: Path,
+           labels: list[str] | None = None) -> list[str]:
     """Log the results ``folder`` holds for these trials through ``listener`` (started, each epoch, finished);
     plan the others. Returns the keys planned (they get no run)."""
     folder = Path(folder)
     results = read_results(folder)
     failures = logged_failures(folder)
-    pending_configs, pending = [], []
+    pending_configs, pending, pending_labels = [], [], []
     newly_failed = []
-    for config, key in zip(configs, keys):
+    for index, (config, key) in enumerate(zip(configs, keys)):
         record = results.get(key)
         if record is not None and (record["result"].get("status") == "FINISHED" or record.get("id") not in failures):
             result = {**record["result"], **{f"offline.{name}": str(record[name])
@@ -121,24 +123,25 @@ def replay(configs: list[dict[str, Any]], keys: list[str], listener, folder: Pat
             newly_failed.append(str(record.get("id")))
         pending_configs.append(config)
         pending.append(key)
+        pending_labels.append(labels[index] if labels else config["method"])
     if newly_failed:
         with open(folder / FAILURES_LOGGED, "a", encoding="utf-8") as stream:
             stream.write("".join(f"{identifier}\n" for identifier in newly_failed))
     if pending:
-        write_plan(folder, pending_configs, pending)
+        write_plan(folder, pending_configs, pending, pending_labels)
     return pending
 
 
 # --------------------------------------------------------------------------- the runner (no MLflow, no Ray)
 
 
-def _run_one(job: tuple[str, dict[str, Any]]) -> dict[str, Any]:
+def _run_one(job: tuple[str, dict[str, Any], str]) -> dict[str, Any]:
     """One planned trial in a worker process: the record its results line holds."""
     import torch
 
     from removal_bench.running.trial import execute_trial
 
-    key, config = job
+    key, config, label = job
     if config.get("threads"):
         torch.set_num_threads(int(config["threads"]))
     epochs: list[dict[str, Any]] = []
@@ -149,7 +152,7 @@ def _run_one(job: tuple[str, dict[str, Any]]) -> dict[str, Any]:
         device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     return {"key": key, "id": uuid.uuid4().hex, "result": result, "epochs": epochs, "started": started,
             "ended": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "host": socket.gethostname(),
-            "device": device}
+            "device": device, "label": label}
 
 
 def _json_safe(value: Any) -> Any:
@@ -170,7 +173,7 @@ def append_record(stream, record: dict[str, Any]) -> None:
 
 
 def pending_jobs(folder: Path, results: Path, data_root: str | None, device: str | None,
-                 threads: int | None) -> list[tuple[str, dict[str, Any]]]:
+                 threads: int | None) -> list[tuple[str, dict[str, Any], str]]:
     plan = folder / PLAN
     if not plan.is_file():
         raise UserError(f"{plan} does not exist: plan trials first with bench run/sweep --executor offline "
@@ -185,7 +188,7 @@ def pending_jobs(folder: Path, results: Path, data_root: str | None, device: str
         for name, value in (("data_root", data_root), ("device", device), ("threads", threads)):
             if value is not None:
                 config[name] = value
-        jobs.append((entry["key"], config))
+        jobs.append((entry["key"], config, entry.get("label", entry["key"][:12])))
     return jobs
 
 
@@ -210,7 +213,7 @@ def run_plan(folder: Path, results: Path, workers: int = 1, data_root: str | Non
             result = entry["result"]
             summary = (f"task acc {result['accuracy']:.3f}, leakage {result['leakage']:.3f}"
                        if result.get("status") == "FINISHED" else f"FAILED: {str(result.get('error'))[:200]}")
-            print(f"[{done:>3}/{len(jobs)}] {entry['key'][:12]} {summary}  [{time.perf_counter() - start:.0f} s]",
+            print(f"[{done:>3}/{len(jobs)}] {entry['label']}: {summary}  [{time.perf_counter() - start:.0f} s]",
                   file=stream, flush=True)
 
         if workers <= 1:

@@ -422,7 +422,8 @@ def drive(planned: list[PlannedTrial], request: RunRequest, tracker, gpus: float
         elif request.executor == "offline":
             threads = max(1, int(request.cpus_per_trial))
             configs = [{**config, "threads": config.get("threads") or threads} for config in configs]
-            listener.planned_offline = replay(configs, [p.key for p in planned], listener, Path(request.offline_dir))
+            listener.planned_offline = replay(configs, [p.key for p in planned], listener, Path(request.offline_dir),
+                                              [p.label for p in planned])
         else:
             run_ray(configs, listener, RayOptions(
                 address=request.address, cpus_per_trial=request.cpus_per_trial, gpus_per_trial=gpus,
