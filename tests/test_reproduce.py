@@ -162,3 +162,25 @@ def test_reproduce_runs_every_rows_first_grid_point_before_any_second(tmp_path, 
         reproduce.execute_reproduce(ReproduceRequest(tables=["end-table1"], data_root=str(tmp_path), recipe="cpu-converged"))
     alphas = [trial.config["hparams"]["alpha"] for trial in seen]
     assert len(seen) == 36 and alphas[:12] == [0.1] * 12 and set(alphas[12:24]) == {0.5, 1.0}
+
+
+def test_an_option_a_row_is_told_apart_by_chooses_rows_it_never_relabels_them(tmp_path):
+    """`--option rho=0.997` on ReBias's table runs the rho 0.997 row alone (at 0.997, not marked reduced for it);
+    the other rows say they were not chosen, instead of comparing a 0.997 model to their published figures. A
+    value no row is published at is refused; an option no row sets (split) still changes every row."""
+    tables = select_tables(["rebias-table1"], load_tables())
+    request = ReproduceRequest(tables=["rebias-table1"], data_root=str(tmp_path), seeds=1, options=["rho=0.9970"])
+    rows = plan_rows(request, tables)
+    run = [row for row in rows if not row.skipped]
+    assert [row.row.label for row in run] == ["rho 0.997"]
+    assert run[0].trials[0].config["dataset_options"]["rho"] == 0.997 and run[0].changes == ["1 seeds (published setting: 3)"]
+    assert all("not chosen: --option rho=0.9970 runs row rho 0.997" == row.skipped and not row.trials
+               for row in rows if row.skipped)
+    text = render(rows, pd.DataFrame(), request, "sqlite:////x/mlflow.db", 0.0)
+    lines = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| rho")}
+    assert "rho=0.999 |" in lines["rho 0.999"] and "| not run | not chosen" in lines["rho 0.999"]
+    with pytest.raises(UserError, match=r"no row of rebias-table1 is published at rho=0.996 \(its rows: 0.999, 0.997"):
+        plan_rows(ReproduceRequest(tables=["rebias-table1"], data_root=str(tmp_path), options=["rho=0.996"]), tables)
+    split = plan_rows(ReproduceRequest(tables=["rebias-table1"], data_root=str(tmp_path), options=["split=ours"]), tables)
+    assert len([row for row in split if not row.skipped]) == 4
+    assert all(row.trials[0].config["dataset_options"]["split"] == "ours" and "split=ours" in row.changes for row in split)

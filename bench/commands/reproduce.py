@@ -26,7 +26,8 @@ def add_commands(subparsers) -> None:
     what.add_argument("--encoder")
     what.add_argument("--option", dest="options", action="append", default=[], metavar="[TABLE:]NAME=VALUE",
                       help="a dataset option for the rows (of TABLE) whose dataset has it, e.g. "
-                           "biased-fashion-mnist:subsample=0.1 (repeatable)")
+                           "biased-fashion-mnist:subsample=0.1 (repeatable); on an option that tells a table's "
+                           "rows apart (rho) it chooses the rows published at that value, e.g. rho=0.997")
     what.add_argument("--train", action="append", default=[], metavar="[TABLE:]FIELD=VALUE",
                       help="a training-recipe field for the rows (of TABLE), e.g. biased-fashion-mnist:epochs=5 "
                            "(repeatable)")

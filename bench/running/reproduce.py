@@ -54,6 +54,9 @@ class Row:
     # empty: the table's hparams alone. The chosen point is the one with the highest mean of the table's
     # ``select`` metric over its seeds (validation, never test), among points with every seed finished.
     grid: tuple[dict[str, Any], ...] = ()
+    # the dataset options that tell this row from the table's others (rho for ReBias's rows): ``--option`` on one
+    # of them chooses rows, it never runs a row at another value than the one its published figure belongs to
+    own: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,7 @@ def load_tables(path: Path = PUBLISHED) -> list[Table]:
                 options={**entry.get("options", {}), **row.get("options", {})},
                 numbers=tuple(Number(n["metric"], n.get("value"), float(n.get("spread", 0.0))) for n in row["numbers"]),
                 grid=tuple(dict(point) for point in row.get("grid", ())),
+                own=frozenset(row.get("options", {})),
             )
             for row in entry["row"]
         )
@@ -186,6 +190,8 @@ class PlannedRow:
     trials: list = field(default_factory=list)  # removal_bench.running.runner.PlannedTrial
     missing: list[str] = field(default_factory=list)
     changes: list[str] = field(default_factory=list)  # how this row departs from the published setting
+    options: dict[str, Any] = field(default_factory=dict)  # the dataset options its trials run with
+    skipped: str = ""  # why it is not run (another row is the one --option chose)
     candidates: list[tuple[dict[str, Any], list]] = field(default_factory=list)  # (grid point, its trials)
 
 
@@ -213,6 +219,33 @@ def _option_overrides(items: Sequence[str]) -> dict[str, str]:
             raise UserError(f"malformed --option {item!r}: expected [TABLE:]NAME=VALUE")
         out[name.strip()] = value.strip()
     return out
+
+
+def same_value(ours: Any, theirs: Any) -> bool:
+    """An ``--option`` value (a string) against a published one (TOML-typed): 0.99 equals "0.990"."""
+    try:
+        return float(ours) == float(theirs)
+    except (TypeError, ValueError):
+        return str(ours) == str(theirs)
+
+
+def chosen_rows(table: Table, extra: dict[str, str]) -> dict[str, str]:
+    """Per row label, why ``--option`` leaves the row out: an option a row is told apart by (rho) chooses the
+    rows published at that value; a table with no such row is refused rather than compared at another value."""
+    skipped = {}
+    for name, value in extra.items():
+        rows = [row for row in table.rows if name in row.own]
+        if not rows:
+            continue
+        keep = [row for row in rows if same_value(value, row.options[name])]
+        if not keep:
+            values = ", ".join(str(row.options[name]) for row in rows)
+            raise UserError(f"--option {name}={value}: no row of {table.id} is published at {name}={value} (its "
+                            f"rows: {values}); {name} chooses rows there, omit it to run them all")
+        for row in rows:
+            if row not in keep:
+                skipped[row.label] = f"not chosen: --option {name}={value} runs row {', '.join(r.label for r in keep)}"
+    return skipped
 
 
 def plan_rows(request: ReproduceRequest, tables: list[Table]) -> list[PlannedRow]:
@@ -243,11 +276,18 @@ def plan_rows(request: ReproduceRequest, tables: list[Table]) -> list[PlannedRow
         if recipe not in SOURCES:
             raise UserError(f"--recipe {recipe!r}: expected [TABLE:]SOURCE with SOURCE one of {', '.join(SOURCES)}")
         seeds = request.seeds or table.seeds
+        skipped = chosen_rows(table, extra)
         for row in table.rows:
             cls = registry.get_dataset(row.dataset)
-            options = {**row.options, **{k: v for k, v in extra.items() if k in cls.options}}
-            entry = PlannedRow(table, row)
-            entry.changes = [f"{k}={v}" for k, v in extra.items() if k in cls.options]
+            changed = {k: v for k, v in extra.items()
+                       if k in cls.options and not (k in row.options and same_value(v, row.options[k]))}
+            entry = PlannedRow(table, row, options=row.options)
+            if row.label in skipped:
+                entry.skipped = skipped[row.label]
+                planned.append(entry)
+                continue
+            options = entry.options = {**row.options, **changed}
+            entry.changes = [f"{k}={v}" for k, v in changed.items()]
             if request.seeds is not None and request.seeds != table.seeds:
                 entry.changes.insert(0, f"{seeds} seeds (published setting: {table.seeds})")
             for flag, value in (("epochs", request.epochs), ("batch size", request.batch_size),
@@ -300,7 +340,8 @@ def execute_reproduce(request: ReproduceRequest, stream: TextIO | None = None) -
     # grid points in rounds: every row's first point, then every row's second, ...: an interrupted run has whole
     # rows at the first points (for EnD, the authors' default strength) before it has any row's whole grid
     rounds = max((len(row.candidates) for row in rows), default=0)
-    runnable = [trial for index in range(rounds) for row in rows if not row.missing and index < len(row.candidates)
+    runnable = [trial for index in range(rounds) for row in rows
+                if not (row.missing or row.skipped) and index < len(row.candidates)
                 for trial in row.candidates[index][1]]
     unique = list({trial.key: trial for trial in runnable}.values())
     tracking_uri, gpus = check_where(run, unique)
@@ -465,10 +506,14 @@ def render(rows: list[PlannedRow], frame, request: ReproduceRequest, tracking_ur
         table_runs: set[str] = set()
         for entry in table_rows:
             row = entry.row
-            options = ":".join(f"{k}={v}" for k, v in row.options.items())
+            options = ":".join(f"{k}={v}" for k, v in (entry.options or row.options).items())
             for number in row.numbers:
                 published = "-" if number.value is None else (
                     f"{number.value:.2f}" + (f" +- {number.spread:.2f}" if number.spread else ""))
+                if entry.skipped:
+                    lines.append(f"| {row.label} | {row.dataset}:{options} | {number.metric} | {published} | - | - | - | "
+                                 f"not run | {entry.skipped} |")
+                    continue
                 if entry.missing:
                     fetch = f"bench data fetch {row.dataset} --data-root {data_root}"
                     lines.append(
