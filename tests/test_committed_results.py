@@ -71,3 +71,27 @@ def test_every_run_id_in_the_reproduction_report_is_in_its_committed_table():
     records = export.read_lines([ROOT / "results" / "reproduce" / "trials.jsonl.gz"], full=True)
     finished = {r["run_id"] for r in records if r["kind"] == "trial" and r.get("status") == "FINISHED"}
     assert len(named) >= 80 and named <= finished, sorted(named - finished)[:5]
+
+
+def test_a_section_ranks_one_setting_of_its_dataset(tmp_path):
+    """The quick look's Biased-MNIST trials (rho 0.995, results/curves) and the converged section's (rho 0.997,
+    results/curves-converged) are two settings of one dataset: ranked together they would share a curve, so the
+    leaderboard refuses (one line, exit 2, nothing written) and names the choice; --datasets NAME:OPTION=VALUE
+    ranks the one asked for, with only the invocations that ran it."""
+    converged = ROOT / "results" / "curves-converged" / "trials.jsonl.gz"
+    both = ["--from", str(TABLE), "--from", str(converged), "--output", str(tmp_path / "lb.md"), "--quiet"]
+    done = subprocess.run(bench_command() + ["leaderboard", *both, "--datasets", "biased_mnist"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300, env=quiet_env())
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr[-2000:]
+    assert "rho=0.995 (111 trials); rho=0.997" in done.stderr and "--datasets biased_mnist:rho=0.997" in done.stderr
+    assert not (tmp_path / "lb.md").exists()
+    done = subprocess.run(bench_command() + ["leaderboard", *both, "--datasets", "biased_mnist:rho=0.9970"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300, env=quiet_env())
+    assert done.returncode == 0, done.stderr[-2000:]
+    text = (tmp_path / "lb.md").read_text()
+    setting = next(line for line in text.splitlines() if "Setting: options" in line)
+    assert "rho=0.997," in setting and "0.995" not in setting and "epochs 12" in setting
+    assert "--recipe cpu-converged" in text and "--recipe cpu " not in text  # the converged sweep's commands only
+    done = subprocess.run(bench_command() + ["leaderboard", *both, "--datasets", "biased_mnist:rho=0.9"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300, env=quiet_env())
+    assert done.returncode == 2 and "no trials of biased_mnist with rho=0.9 (its trials ran with:" in done.stderr

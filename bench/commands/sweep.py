@@ -95,7 +95,9 @@ def add_commands(subparsers) -> None:
                             "results/*/trials.jsonl.gz), on the runs' datasets, where the protocol matches; "
                             "files go to results/<experiment>/ (repeatable)")
     board.add_argument("--datasets", action="extend", type=comma_names,
-                       help="rank only these datasets' trials, comma-separated or repeated (default: every dataset)")
+                       help="rank only these datasets' trials, comma-separated or repeated (default: every dataset); "
+                            "NAME:OPTION=VALUE ranks only its trials with that option, e.g. biased_mnist:rho=0.997 "
+                            "(a dataset whose trials ran at several settings is refused until one is chosen)")
     add_output_arguments(board)
     board.set_defaults(handler=command_leaderboard)
 

@@ -252,14 +252,82 @@ def refuse_fewer_datasets(paths: dict, ranked: list[str]) -> None:
                 "or replace it with --force")
 
 
-def only_datasets(frame, parents, names: list[str]):
-    """The trials of these datasets (a UserError naming those without any) and the invocations that ran them."""
+def same_value(one, other) -> bool:
+    """Two option values as a run's params hold them: 0.99 equals "0.990", "ours" equals "ours"."""
+    try:
+        return float(one) == float(other)
+    except (TypeError, ValueError):
+        return str(one) == str(other)
+
+
+def only_datasets(frame, parents, specs: list[str]):
+    """The trials of these datasets (a UserError naming those without any) and the invocations that ran them.
+
+    A spec may carry dataset options, ``biased_mnist:rho=0.997``: then only that dataset's trials run with
+    them count, and only the invocations that ran one of those trials (their parent runs)."""
+    from removal_bench.running.names import parse_dataset
+
+    wanted = dict(parse_dataset(spec) for spec in specs)
     present = set(frame["tags.bench.dataset"])
-    missing = [name for name in names if name not in present]
+    missing = [name for name in wanted if name not in present]
     if missing:
         raise UserError(f"no trials of dataset(s) {', '.join(missing)} (the runs have: {', '.join(sorted(present))})")
-    frame = frame[frame["tags.bench.dataset"].isin(names)]
-    return frame, parents[ran_any(parents, names)]
+    keep = matching(frame, wanted)
+    for name, options in wanted.items():
+        if options and not (keep & (frame["tags.bench.dataset"] == name)).any():
+            held = sorted({setting_text(row) for _, row in frame[frame["tags.bench.dataset"] == name].iterrows()})
+            raise UserError(f"no trials of {name} with {':'.join(f'{k}={v}' for k, v in options.items())} "
+                            f"(its trials ran with: {'; '.join(held)})")
+    frame = frame[keep]
+    plain = [name for name, options in wanted.items() if not options]
+    chosen = ran_any(parents, plain) if plain else [False] * len(parents)
+    if "tags.mlflow.parentRunId" in frame.columns and "run_id" in parents.columns:
+        with_options = frame[frame["tags.bench.dataset"].isin([n for n, o in wanted.items() if o])]
+        ran = set(with_options["tags.mlflow.parentRunId"].dropna())
+        chosen = [a or b for a, b in zip(chosen, parents["run_id"].isin(ran))]
+    return frame, parents[chosen]
+
+
+def matching(frame, wanted: dict[str, dict[str, str]]):
+    """Per trial of ``frame``: whether its dataset is wanted, with the options asked for (name -> options)."""
+    keep = frame["tags.bench.dataset"].isin(wanted)
+    for name, options in wanted.items():
+        for option, value in options.items():
+            column = f"params.data.{option}"
+            held = frame[column] if column in frame.columns else None
+            matches = (held.map(lambda have, value=value: same_value(have, value)) if held is not None
+                       else frame["tags.bench.dataset"] != frame["tags.bench.dataset"])
+            keep &= (frame["tags.bench.dataset"] != name) | matches
+    return keep
+
+
+def setting_text(trial) -> str:
+    """A trial's dataset options as ``rho=0.997:split=ours`` (the data seed left out: each seed may draw its own)."""
+    options = {name[len("params.data."):]: value for name, value in trial.items()
+               if name.startswith("params.data.") and name != "params.data.data_seed" and isinstance(value, str)}
+    return ":".join(f"{k}={v}" for k, v in sorted(options.items())) or "its defaults"
+
+
+def refuse_mixed_settings(frame) -> None:
+    """A UserError when a dataset's trials ran with more than one set of dataset options (Biased-MNIST's quick
+    look at rho 0.995 and its converged section at 0.997, say): a section ranks one setting, so mixing them
+    would put two datasets' points on one curve. ``--datasets NAME:OPTION=VALUE`` chooses one."""
+    if frame.empty:
+        return
+    columns = [c for c in frame.columns if c.startswith("params.data.") and c != "params.data.data_seed"]
+    for dataset, runs in frame.groupby("tags.bench.dataset"):
+        # an option a run does not record (one added to the dataset after it ran) is not a second setting
+        varying = [c for c in columns if runs[c].dropna().astype(str).nunique() > 1]
+        if not varying:
+            continue
+        counts = runs.groupby([runs[c].astype(str) for c in varying]).size()
+        settings = []
+        for key, count in counts.items():
+            values = key if isinstance(key, tuple) else (key,)
+            settings.append(":".join(f"{c[len('params.data.'):]}={v}" for c, v in zip(varying, values)) + f" ({count} trials)")
+        example = f"{dataset}:" + ":".join(f"{c[len('params.data.'):]}={runs[c].dropna().iloc[-1]}" for c in varying)
+        raise UserError(f"{dataset}: its trials ran at {len(settings)} settings ({'; '.join(settings)}), and a section "
+                        f"ranks one: choose it with --datasets {example} (or rank them apart)")
 
 
 def execute_leaderboard(
@@ -330,6 +398,10 @@ def execute_leaderboard(
         export.comparable(frame, theirs)
         ours = set(frame["tags.bench.dataset"])
         theirs = theirs[theirs["tags.bench.dataset"].isin(ours)]
+        if datasets:  # the options --datasets asks for hold for their trials too
+            from removal_bench.running.names import parse_dataset
+
+            theirs = theirs[matching(theirs, dict(parse_dataset(spec) for spec in datasets))]
         frame = pd.concat([frame, theirs], ignore_index=True)
         # provenance: only the invocations that ran a dataset ranked here (not every dataset of the tables)
         parents = pd.concat([parents, their_parents[ran_any(their_parents, ours)]], ignore_index=True)
@@ -337,6 +409,7 @@ def execute_leaderboard(
             parents = parents.drop_duplicates("run_id")
         experiments = list(dict.fromkeys([*experiments, *export.experiments_of(committed)]))
     frame, parents, merged = export.merge_runs(frame, parents)  # each run once; a trial run twice named, not averaged
+    refuse_mixed_settings(frame)
     by_dataset = summaries.summarise(frame, expected_seeds=declared_seeds_of(parents))
     if not output and not force:
         refuse_fewer_datasets(paths, sorted(by_dataset))  # before any file (plots included) is written
