@@ -1,7 +1,8 @@
 """The committed leaderboard is what the committed trial table gives on the committed code.
 
 ``results/LEADERBOARD.md`` and ``results/leaderboard.html`` are written by ``bench leaderboard --from
-results/curves/trials.jsonl.gz --format markdown,html`` (results/README.md). Rebuilt here from that table into
+results/curves/trials.jsonl.gz --format markdown,html`` (results/README.md; the file's ``- This file:`` line
+names the command, other tables and ``--datasets`` choices included). Rebuilt here by that command into
 a temporary folder, every line of the Markdown must come back the same but the generation time and the
 command that wrote it, and the page's embedded data (every figure, interval and rank of every dataset) the
 same: a change to the reporting code that moves a committed number fails here until the leaderboard is
@@ -29,12 +30,29 @@ def _data(page: str) -> str:
     return found.group(1)
 
 
+def committed_command() -> list[str]:
+    """The words of the command that wrote results/LEADERBOARD.md, from its own ``- This file:`` line."""
+    import shlex
+
+    text = (ROOT / "results" / "LEADERBOARD.md").read_text()
+    found = re.search(r"^- This file: `(bench leaderboard [^`]+)`\.$", text, re.M)
+    assert found, "results/LEADERBOARD.md does not say which command wrote it"
+    words = shlex.split(found.group(1))
+    tables = [words[i + 1] for i, word in enumerate(words) if word == "--from"]
+    assert TABLE.relative_to(ROOT).as_posix() in tables, tables  # the leaderboard's own table among them
+    return words
+
+
 def test_the_committed_leaderboard_rebuilds_from_the_committed_table(tmp_path):
-    (tmp_path / "results" / "curves").mkdir(parents=True)
-    (tmp_path / "results" / "curves" / "trials.jsonl.gz").symlink_to(TABLE)  # the path as results/README.md types it
-    done = subprocess.run(bench_command() + ["leaderboard", "--from", "results/curves/trials.jsonl.gz", "--format",
-                                             "markdown,html", "--quiet"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=540, env=quiet_env())
+    """The command the file names, run again on the tables it names (each at its committed path)."""
+    words = committed_command()
+    for i, word in enumerate(words):
+        if word == "--from":
+            (tmp_path / words[i + 1]).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / words[i + 1]).symlink_to(ROOT / words[i + 1])  # the path as results/README.md types it
+    assert {"--format", "markdown,html"} <= set(words) and "--output" not in words
+    done = subprocess.run(bench_command() + words[1:], cwd=tmp_path, capture_output=True, text=True, timeout=540,
+                          env=quiet_env())
     assert done.returncode == 0, done.stderr[-3000:]
     committed = (ROOT / "results" / "LEADERBOARD.md").read_text()
     rebuilt = (tmp_path / "results" / "LEADERBOARD.md").read_text()
