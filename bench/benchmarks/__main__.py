@@ -20,6 +20,7 @@ on the lent GPU machine as it is.
     python -m removal_bench.benchmarks cpu-paths                # image training img/s: fp32 against the fast CPU path (bf16, channels_last), FLOPs, share of peak
     python -m removal_bench.benchmarks startup                  # bench --help, list, bad input: seconds, MB, imports
     python -m removal_bench.benchmarks mnist-curve --tracking-uri sqlite:///../mlflow-reproduce.db   # Biased-MNIST per rho
+    python -m removal_bench.benchmarks adv-projection           # how much of the task gradient adv_debias's projection removes, per rho
     python -m removal_bench.benchmarks table-scale              # bench leaderboard/report --from on 1k, 10k, 100k-trial tables
     python -m removal_bench.benchmarks soak --interruptions 50  # a Ray sweep under random real faults: lost, duplicated, changed
 

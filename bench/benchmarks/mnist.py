@@ -12,6 +12,14 @@ Issue 26 (the converged setting, ``--recipe cpu-converged``): ``--epochs`` and `
 trials of one recipe (a trial logged before the ``precision`` field counts as fp32); each method
 configuration (``hp.*``, e.g. EnD's alpha and beta) gets its own line; ``last-3`` is the validation accuracy
 gained over the last three epochs (last epoch minus the third-last but one: the convergence criterion).
+
+``python -m removal_bench.benchmarks adv-projection --rho 0.997``: how much of the task gradient adversarial
+debiasing's projection removes (docs/BIASED_MNIST.md, the converged section). One epoch of ``adv_debias`` per
+rho through :func:`removal_bench.running.trial.run_trial` (``--recipe cpu-converged``, one thread), recording at
+every step cos^2 of the angle between the task gradient g and the adversary's h, the share of |g|^2 that
+``g - proj_h(g)`` drops; it prints the median and mean per stretch of steps and the validation accuracy after
+the epoch. Where y and s agree on almost every image the adversary's loss falls as the task's does, h runs along
+g and the step keeps almost nothing of the task.
 """
 
 from __future__ import annotations
@@ -75,6 +83,43 @@ def mnist_curve(arguments: argparse.Namespace) -> None:
               f"{' '.join(r[:8] for r in group['run_id'])}", flush=True)
 
 
+def adv_projection(arguments: argparse.Namespace) -> None:
+    import numpy as np
+    import torch
+
+    import removal_bench.methods.adv_debias as adv_debias
+    from removal_bench.running.trial import make_config, run_trial
+
+    torch.set_num_threads(arguments.threads)
+    shares: list[float] = []
+    original = adv_debias.projected_update
+
+    def recording(g, h, alpha, eps=adv_debias.EPSILON):
+        gg, hh, gh = float(g @ g), float(h @ h), float(g @ h)
+        shares.append(gh * gh / (gg * hh + 1e-30))  # cos^2(g, h): the share of |g|^2 the projection removes
+        return original(g, h, alpha, eps)
+
+    adv_debias.projected_update = recording
+    try:
+        print(f"adv_debias (alpha {arguments.alpha}), biased_mnist split=ours, --recipe cpu-converged, "
+              f"{arguments.epochs} epoch(s), seed {arguments.seed}, {arguments.threads} thread(s): cos^2(g, h) per step")
+        print("| rho | steps 1-10 | 11-50 | 51-200 | 201-end | val acc after the epoch(s) |")
+        print("| --- | --- | --- | --- | --- | --- |")
+        for rho in arguments.rho:
+            shares.clear()
+            config = make_config("adv_debias", "biased_mnist", {"rho": rho}, {"alpha": arguments.alpha},
+                                 seed=arguments.seed, epochs=arguments.epochs, data_root=arguments.data_root,
+                                 recipe="cpu-converged")
+            result = run_trial(config)
+            values = np.array(shares)
+            cells = [f"{np.median(part):.3f} ({part.mean():.3f})" if len(part) else "-"
+                     for part in (values[:10], values[10:50], values[50:200], values[200:])]
+            print(f"| {rho} | {' | '.join(cells)} | {result['val_accuracy']:.3f} |", flush=True)
+        print("cells: median (mean) of cos^2 over those steps")
+    finally:
+        adv_debias.projected_update = original
+
+
 def add_mnist_commands(commands) -> None:
     parser = commands.add_parser("mnist-curve", help="a method's unbiased accuracy per rho on Biased-MNIST, from MLflow")
     parser.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: sqlite:///<cwd>/mlflow.db)")
@@ -85,3 +130,13 @@ def add_mnist_commands(commands) -> None:
     parser.add_argument("--epochs", type=int, help="only trials of this many epochs (e.g. 12: --recipe cpu-converged)")
     parser.add_argument("--precision", choices=("fp32", "bf16", "auto"), help="only trials of this recipe precision")
     parser.set_defaults(handler=mnist_curve)
+    projection = commands.add_parser("adv-projection", help="the share of the task gradient adversarial debiasing's "
+                                     "projection removes on Biased-MNIST, per rho (one epoch each)")
+    projection.add_argument("--rho", type=float, action="append", help="repeatable (default: 0.9, 0.99, 0.997)")
+    projection.add_argument("--alpha", type=float, default=0.003, help="the curve's weakest strength")
+    projection.add_argument("--epochs", type=int, default=1)
+    projection.add_argument("--seed", type=int, default=0)
+    projection.add_argument("--threads", type=int, default=1)
+    projection.add_argument("--data-root", default="../shared/data")
+    projection.set_defaults(handler=lambda arguments: adv_projection(
+        argparse.Namespace(**{**vars(arguments), "rho": arguments.rho or [0.9, 0.99, 0.997]})))
