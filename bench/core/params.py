@@ -187,3 +187,11 @@ def parse_assignments(items: Sequence[str], what: str) -> dict[str, str]:
             raise UserError(f"malformed {what} {item!r}: expected key=value")
         out[key.strip()] = value.strip()
     return out
+
+
+def same_value(one: Any, other: Any) -> bool:
+    """Two option values, typed or as text (a command line's, a run's params): 0.99 equals "0.990", "ours" "ours"."""
+    try:
+        return float(one) == float(other)
+    except (TypeError, ValueError):
+        return str(one) == str(other)

@@ -18,6 +18,7 @@ from removal_bench.reporting import publish
 from removal_bench.reporting import summaries
 from removal_bench.reporting import tables
 from removal_bench.core.errors import UserError
+from removal_bench.core.params import same_value
 
 
 def parse_formats(text: str | None) -> tuple[str, ...]:
@@ -250,14 +251,6 @@ def refuse_fewer_datasets(paths: dict, ranked: list[str]) -> None:
                 f"{path} ranks {len(before)} dataset(s) ({', '.join(before)}); this leaderboard ranks {len(ranked)} "
                 f"({', '.join(ranked)}) and would drop {', '.join(dropped)}: write it elsewhere with --output FILE, "
                 "or replace it with --force")
-
-
-def same_value(one, other) -> bool:
-    """Two option values as a run's params hold them: 0.99 equals "0.990", "ours" equals "ours"."""
-    try:
-        return float(one) == float(other)
-    except (TypeError, ValueError):
-        return str(one) == str(other)
 
 
 def only_datasets(frame, parents, specs: list[str]):

@@ -30,6 +30,7 @@ from typing import Any, Sequence, TextIO
 
 from removal_bench.core.disk import DiskFull, write_atomic
 from removal_bench.core.errors import UserError
+from removal_bench.core.params import same_value
 
 PUBLISHED = Path(__file__).with_name("published.toml")
 DEFAULT_EXPERIMENT = "reproduce"
@@ -219,14 +220,6 @@ def _option_overrides(items: Sequence[str]) -> dict[str, str]:
             raise UserError(f"malformed --option {item!r}: expected [TABLE:]NAME=VALUE")
         out[name.strip()] = value.strip()
     return out
-
-
-def same_value(ours: Any, theirs: Any) -> bool:
-    """An ``--option`` value (a string) against a published one (TOML-typed): 0.99 equals "0.990"."""
-    try:
-        return float(ours) == float(theirs)
-    except (TypeError, ValueError):
-        return str(ours) == str(theirs)
 
 
 def chosen_rows(table: Table, extra: dict[str, str]) -> dict[str, str]:
