@@ -184,3 +184,21 @@ def test_an_option_a_row_is_told_apart_by_chooses_rows_it_never_relabels_them(tm
     split = plan_rows(ReproduceRequest(tables=["rebias-table1"], data_root=str(tmp_path), options=["split=ours"]), tables)
     assert len([row for row in split if not row.skipped]) == 4
     assert all(row.trials[0].config["dataset_options"]["split"] == "ours" and "split=ours" in row.changes for row in split)
+
+
+def test_trial_time_counts_imported_runs_by_the_source_id_the_report_names():
+    """The report names an imported run by its source id (the id the trial table keeps), so the trial-time line
+    must find the run by that id too, and count a run the store holds twice (its own and an import) once."""
+    from removal_bench.running.reproduce import trial_seconds
+    from removal_bench.running.tracking import SOURCE_RUN_TAG
+
+    frame = pd.DataFrame({
+        "run_id": ["local-a", "local-b", "orig-c", "local-c"],
+        f"tags.{SOURCE_RUN_TAG}": ["orig-a", None, None, "orig-c"],
+        "metrics.train_seconds": [100.0, 20.0, 7.0, 7.0],
+        "metrics.eval_seconds": [1.0, 2.0, 3.0, 3.0],
+    })
+    assert trial_seconds(frame, {"orig-a"}) == 101.0  # the id the report writes for an imported run
+    assert trial_seconds(frame, {"orig-a", "local-b"}) == 123.0
+    assert trial_seconds(frame, {"orig-c"}) == 10.0  # the original and its import: one run
+    assert trial_seconds(frame.drop(columns=[f"tags.{SOURCE_RUN_TAG}"]), {"local-b"}) == 22.0
