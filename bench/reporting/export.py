@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from removal_bench.core.errors import UserError
-from removal_bench.running.tracking import SOURCE_RUN_TAG, deduplicate
+from removal_bench.running.tracking import SOURCE_RUN_TAG, deduplicate, run_key
 
 SCHEMA = 1
 TRIAL_FILE = "trials.jsonl.gz"  # compact (schema 2); a .jsonl --output writes schema 1
@@ -466,14 +466,6 @@ class Merged:
                        f"say on two machines): each counts once, as its latest FINISHED run, never an average; the runs "
                        f"differ by up to {self.largest:.4g} in a figure")
         return out
-
-
-def run_key(frame):
-    """Per run, the run it is: its source's id for a run written by ``bench import``, else its own."""
-    column = f"tags.{SOURCE_RUN_TAG}"
-    if column not in frame.columns:
-        return frame["run_id"]
-    return frame[column].where(frame[column].map(lambda v: isinstance(v, str)), frame["run_id"])
 
 
 def merge_runs(frame, parents=None):

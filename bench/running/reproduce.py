@@ -453,14 +453,12 @@ def choose(entry: PlannedRow, frame, select: str) -> tuple[dict[str, Any], list,
 
 
 def trial_seconds(frame, run_ids: set[str]) -> float:
-    """Training plus evaluation seconds that the runs logged. ``run_ids`` are the ids ``finished_values`` gives:
-    an imported run's source id, so a run is found by its own id or by that source id, and counted once."""
-    from removal_bench.running.tracking import SOURCE_RUN_TAG
+    """Training plus evaluation seconds that the runs logged. ``run_ids`` are the ids ``finished_values`` gives
+    (an imported run's source id): a run is found by its ``run_key``, and counted once."""
+    from removal_bench.running.tracking import run_key
 
-    source = frame.get(f"tags.{SOURCE_RUN_TAG}")
-    identity = frame["run_id"] if source is None else source.where(
-        source.apply(lambda value: isinstance(value, str) and bool(value)), frame["run_id"])
-    runs = frame[identity.isin(run_ids)].assign(_identity=identity).drop_duplicates("_identity")
+    key = run_key(frame)
+    runs = frame[key.isin(run_ids) & ~key.duplicated()]
     return float(sum(runs[column].fillna(0).sum() for column in ("metrics.train_seconds", "metrics.eval_seconds")
                      if column in runs.columns))
 

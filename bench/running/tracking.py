@@ -734,6 +734,14 @@ def outcome(frame):
 
 
 
+def run_key(frame):
+    """Per run, the run it is: its source's id for a run written by ``bench import``, else its own."""
+    column = f"tags.{SOURCE_RUN_TAG}"
+    if column not in frame.columns:
+        return frame["run_id"]
+    return frame[column].where(frame[column].map(lambda v: isinstance(v, str)), frame["run_id"])
+
+
 def deduplicate(frame):
     """One run per trial (config hash): FINISHED over stopped over FAILED over unfinished, then the latest."""
     if frame.empty:
