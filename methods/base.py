@@ -84,7 +84,8 @@ class Method(nn.Module):
         self.epochs = epochs
         self.recipe = recipe or Recipe()
         self.steps_per_epoch = max(int(steps_per_epoch), 1)
-        self.classifier = nn.Linear(self.bottleneck_dim, num_classes)
+        head = NormalisedLinear if self.recipe.head == "normalised" else nn.Linear
+        self.classifier = head(self.bottleneck_dim, num_classes)
         self.build()
         self.optimizer = self.recipe.build_optimizer(self.model_parameters())
 
@@ -136,6 +137,15 @@ class Method(nn.Module):
 
     def task_loss(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(self.classifier(z), y)
+
+
+class NormalisedLinear(nn.Linear):
+    """A linear layer on the L2-normalised input (``recipe.head=normalised``): EnD's task head, which reads the
+    pooled features through ``pattern_norm`` (EIDOSLAB/entangling-disentangling-bias@b095648 src/EnD.py l. 5-15,
+    src/models.py ``simple_convnet``). Its state dict is a linear layer's."""
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return super().forward(F.normalize(z, dim=1, eps=1e-12))
 
 
 def float32(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:

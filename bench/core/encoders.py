@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from removal_bench.core.errors import UserError
+from removal_bench.core.recipes import BOTTLENECKS
 
 
 class MLP(nn.Module):
@@ -250,10 +251,52 @@ ENCODERS: dict[str, Callable[[tuple[int, ...]], nn.Module]] = {
 }
 
 
-def build_encoder(name: str, input_shape: tuple[int, ...]) -> nn.Module:
+class BoundedOutput(nn.Module):
+    """An encoder whose output passes through BatchNorm1d and Tanh: the generic bounded bottleneck."""
+
+    def __init__(self, encoder: nn.Module):
+        super().__init__()
+        self.encoder = encoder
+        self.out_dim = encoder.out_dim
+        self.bound = nn.Sequential(nn.BatchNorm1d(encoder.out_dim), nn.Tanh())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bound(self.encoder(x))
+
+
+def bounded(encoder: nn.Module) -> nn.Module:
+    """``encoder`` with its bottleneck ending in BatchNorm + Tanh (``recipe.bottleneck=bounded``).
+
+    The SimpleConvNet of IRENE and EnD ends so (BatchNorm2d + Tanh before the pooling: z in [-1, 1]), and
+    EnD's and IRENE's losses were designed on it; the benchmark's common encoders end in ReLU. Each encoder
+    keeps its weights' names and only its last activation changes: a ReLU after a batch norm becomes Tanh
+    (SimpleConvNet's ReLU variant, ``small_cnn``, ``mlp``); a ReLU after a linear layer becomes BatchNorm1d
+    + Tanh (``lenet``'s fully connected layer, ``ffb_mlp``'s last layer, its dropout after). Any other encoder
+    (``resnet18``, a plugin's) gets BatchNorm1d + Tanh on its output (:class:`BoundedOutput`).
+    """
+    if isinstance(encoder, SimpleConvNet):
+        encoder.extracter[-1] = nn.Tanh()
+    elif isinstance(encoder, LeNetStyle):
+        encoder.fc = nn.Sequential(encoder.fc[0], nn.BatchNorm1d(encoder.out_dim), nn.Tanh())
+    elif isinstance(encoder, MLP):
+        encoder.net[-1] = nn.Tanh()
+    elif isinstance(encoder, SmallCNN):
+        encoder.features[-1] = nn.Tanh()
+    elif isinstance(encoder, FFBMLP):
+        *body, last, _relu, dropout = encoder.net
+        encoder.net = nn.Sequential(*body, last, nn.BatchNorm1d(encoder.out_dim), nn.Tanh(), dropout)
+    else:
+        return BoundedOutput(encoder)
+    return encoder
+
+
+def build_encoder(name: str, input_shape: tuple[int, ...], bottleneck: str = "default") -> nn.Module:
     try:
         factory = ENCODERS[name]
     except KeyError:
         valid = ", ".join(sorted(ENCODERS))
         raise UserError(f"unknown encoder {name!r} (valid: {valid})") from None
-    return factory(tuple(input_shape))
+    if bottleneck not in BOTTLENECKS:
+        raise UserError(f"unknown bottleneck {bottleneck!r} (valid: {', '.join(BOTTLENECKS)})")
+    encoder = factory(tuple(input_shape))
+    return bounded(encoder) if bottleneck == "bounded" else encoder

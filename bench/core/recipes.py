@@ -39,6 +39,8 @@ MONITORS = ("val_loss", "val_accuracy")
 AUGMENTATIONS = ("none", "hflip")
 UNITS = ("epoch", "step")
 PRECISIONS = ("fp32", "bf16", "auto")  # the image encoders' arithmetic: see Recipe.precision
+BOTTLENECKS = ("default", "bounded")  # how the encoder's bottleneck ends: see Recipe.bottleneck
+HEADS = ("linear", "normalised")  # what the task head reads: see Recipe.head
 BOOLEANS = ("drop_last",)
 NAMED = ("cpu", "cpu-converged")  # recipes a dataset may declare by name (Dataset.named_recipes): --recipe cpu
 SOURCES = ("dataset", "reference", *NAMED)  # --recipe: the dataset's, the method's paper's where it has one, or a named one
@@ -76,6 +78,13 @@ class Recipe:
     # (CUDA, or a CPU with amx_bf16 / avx512_bf16: removal_bench.core.hardware.native_bf16), else fp32 with
     # channels_last and the fused step. Tabular encoders always run fp32. Each trial logs the path it took.
     precision: str = "fp32"
+    # The model around a method's loss, as some methods' authors build it (docs/METHODS.md): "default" keeps the
+    # encoder as declared (the common encoders end in ReLU); "bounded" ends its bottleneck in BatchNorm + Tanh, as
+    # the SimpleConvNet of IRENE and EnD ends (removal_bench.core.encoders.bounded).
+    bottleneck: str = "default"
+    # "linear": the task head reads z; "normalised": it reads z / ||z|| (EnD's ``pattern_norm`` before its fc,
+    # EIDOSLAB/entangling-disentangling-bias@b095648 src/models.py). Heads of the methods and the attackers read z.
+    head: str = "linear"
     citation: str = ""
 
     # -- building the torch objects -----------------------------------------
@@ -166,6 +175,10 @@ class Recipe:
             parts.append(f"augmentation {self.augmentation}")
         if self.precision != "fp32":
             parts.append(f"precision {self.precision}")
+        if self.bottleneck != "default":
+            parts.append(f"bottleneck {self.bottleneck} (BatchNorm + Tanh)")
+        if self.head != "linear":
+            parts.append("task head on z/||z||")
         text = "; ".join(parts)
         return f"{text}  [{self.citation}]" if self.citation else text
 
@@ -174,7 +187,7 @@ FIELDS = tuple(field.name for field in dataclasses.fields(Recipe))
 OVERRIDABLE = tuple(name for name in FIELDS if name != "citation")
 # Fields added after the config hashes were pinned (tests/test_trial.py), with their defaults: a trial's
 # identity holds one only when it differs from its default, so every earlier configuration keeps its hash.
-LATE_FIELDS: dict[str, Any] = {"drop_last": False, "precision": "fp32"}
+LATE_FIELDS: dict[str, Any] = {"drop_last": False, "precision": "fp32", "bottleneck": "default", "head": "linear"}
 
 
 def identity_fields(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -190,7 +203,7 @@ def parse_field(name: str, raw: Any) -> Any:
     text = str(raw).strip()
     where = f"recipe.{name}"
     choices = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "monitor": MONITORS, "augmentation": AUGMENTATIONS,
-               "schedule_unit": UNITS, "precision": PRECISIONS}
+               "schedule_unit": UNITS, "precision": PRECISIONS, "bottleneck": BOTTLENECKS, "head": HEADS}
     if name in BOOLEANS:
         if isinstance(raw, bool):
             return raw

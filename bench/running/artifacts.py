@@ -145,7 +145,8 @@ def rebuild(payload: dict[str, Any], device: str | torch.device = "cpu") -> nn.M
     ensure_loaded(payload.get("config", {}))  # a plugin method's class, loaded as the trial loaded it
     device = torch.device(device)
     build = payload["build"]
-    encoder = build_encoder(build["encoder"], tuple(build["input_shape"]))
+    bottleneck = (payload["config"].get("recipe") or {}).get("bottleneck", "default")
+    encoder = build_encoder(build["encoder"], tuple(build["input_shape"]), bottleneck)
     if build["normalised_input"]:
         channels = build["input_shape"][0]
         # Placeholders: the real pixel statistics are buffers, restored by the state dict.

@@ -489,7 +489,7 @@ def run_trial(config: dict[str, Any], report: Reporter | None = None) -> dict[st
     if path.channels_last and train.x.dtype.is_floating_point and spec.pixel_mean is None:
         # NHWC once for the whole split: every batch gathered from it is NHWC, as the convolutions want it
         train = dataset_registry.Split(train.x.contiguous(memory_format=torch.channels_last), train.y, train.s)
-    encoder = build_encoder(encoder_name, spec.input_shape)
+    encoder = build_encoder(encoder_name, spec.input_shape, recipe.bottleneck)
     if spec.encoder_weights:
         load_weights(encoder, spec.encoder_weights)
     if spec.pixel_mean is not None:
