@@ -14,10 +14,19 @@ which for two classes spans AIF360's [p, p * y, p * (1 - y)]. The adversary is
 linear on these features and minimises L_A at the same step, from the same
 forward pass.
 
-The projection is over the flattened concatenation of every predictor
-parameter, as the paper writes its update for the weight vector W; AIF360
-projects each variable's gradient off that variable's part of h, which also
-leaves the step orthogonal to the whole h but removes more of g. Defaults:
+The projection (``projection``) is by default over the flattened
+concatenation of every predictor parameter (``flat``), as the paper writes its
+update for the weight vector W. ``per_tensor`` projects each parameter
+tensor's gradient off that tensor's part of h, as AIF360 does
+(Trusted-AI/AIF360 aif360/algorithms/inprocessing/adversarial_debiasing.py:
+``grad -= tf.reduce_sum(grad * unit_adversary_grad) * unit_adversary_grad`` per
+variable) and as fairlearn means to (fairlearn 0.15.0
+adversarial/_pytorch_engine.py ``train_step``; its ``torch.inner`` of two
+matrices sums a matrix of row products instead of the elementwise product, so
+for weight matrices it removes another vector than the projection: see
+docs/METHODS.md). A per-tensor step is orthogonal to each tensor's part of h,
+hence to the whole h, and removes at least as much of g as the flat one.
+Defaults:
 alpha 0.1 is AIF360's ``adversary_loss_weight`` (the paper gives no single
 value); the adversary's learning rate defaults to 0.05, the predictor's rate
 under this benchmark's cheap recipe (AIF360 uses one rate for both); the
@@ -52,6 +61,11 @@ def projected_update(g: torch.Tensor, h: torch.Tensor, alpha: float, eps: float 
     return g - (g @ h) / (h @ h + eps) * h - alpha * h
 
 
+def projected_update_per_tensor(g: tuple[torch.Tensor, ...], h: tuple[torch.Tensor, ...], alpha: float) -> torch.Tensor:
+    """:func:`projected_update` on each parameter tensor's part of g and h (AIF360's step), flattened and joined."""
+    return torch.cat([projected_update(gi.reshape(-1), hi.reshape(-1), alpha) for gi, hi in zip(g, h)])
+
+
 @register
 class AdversarialDebiasing(Method):
     name = "adv_debias"
@@ -61,6 +75,9 @@ class AdversarialDebiasing(Method):
         "alpha": Param(0.1, "weight of the step against the adversary", space=LogUniform(0.003, 3.0), low=0.0),
         "adversary_lr": Param(0.05, "SGD learning rate of the adversary", space=LogUniform(0.005, 0.5), low=0.0),
         "equalized_odds": Param(False, "the adversary also sees the true y (equalised odds)"),
+        "projection": Param("flat", "flat: the task gradient projected off the adversary's over all predictor "
+                            "parameters at once (the paper's W); per_tensor: off each parameter tensor's part "
+                            "(AIF360's, fairlearn's)", choices=("flat", "per_tensor"), late=True),
     }
     strength = {"alpha": (0.003, 10.0)}
     curve_note = ("the predictor's step drops its component along the adversary's gradient at every alpha, "
@@ -98,7 +115,10 @@ class AdversarialDebiasing(Method):
         g = torch.autograd.grad(task, predictor, retain_graph=True)
         h_all = torch.autograd.grad(adversary_loss, predictor + adversary)
         h, adversary_grads = h_all[: len(predictor)], h_all[len(predictor) :]
-        direction = projected_update(flatten(g), flatten(h), self.hp["alpha"])
+        if self.hp["projection"] == "per_tensor":
+            direction = projected_update_per_tensor(g, h, self.hp["alpha"])
+        else:
+            direction = projected_update(flatten(g), flatten(h), self.hp["alpha"])
 
         self.optimizer.zero_grad(set_to_none=True)
         offset = 0

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from removal_bench.core.registry import Registry
-from removal_bench.core.params import Param
+from removal_bench.core.params import Param, with_defaults
 from removal_bench.core.recipes import Recipe
 
 # What every method shares as hyperparameters: nothing since the training recipe
@@ -80,7 +80,7 @@ class Method(nn.Module):
         self.bottleneck_dim: int = encoder.out_dim
         self.num_classes = num_classes
         self.num_private = num_private
-        self.hp = dict(hparams)
+        self.hp = with_defaults(self.hparams, hparams)
         self.epochs = epochs
         self.recipe = recipe or Recipe()
         self.steps_per_epoch = max(int(steps_per_epoch), 1)

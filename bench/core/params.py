@@ -91,6 +91,9 @@ class Param:
     ``type`` is inferred from the default (bool, int, float or str). ``choices``
     restricts the accepted values; ``low``/``high`` bound numeric values
     (inclusive). ``space`` is what a sweep draws from; ``None`` means "fixed".
+    ``late``: added after configurations were logged and hashed; :func:`resolve` leaves it out while it
+    holds its default, so every earlier configuration keeps its identity (config hash, label, logged
+    hyperparameters). Code that reads it takes the default where it is absent (``Method.hp`` does).
     """
 
     default: Any
@@ -100,6 +103,7 @@ class Param:
     low: float | None = None
     high: float | None = None
     type: type = field(default=None)  # type: ignore[assignment]
+    late: bool = False
 
     def __post_init__(self) -> None:
         if self.type is None:
@@ -144,7 +148,8 @@ class Param:
 def resolve(
     what: str, declared: Mapping[str, Param], given: Mapping[str, Any]
 ) -> dict[str, Any]:
-    """Defaults overlaid with ``given``; unknown names raise UserError listing the valid ones."""
+    """Defaults overlaid with ``given``; unknown names raise UserError listing the valid ones. A ``late``
+    parameter at its default is left out (see :class:`Param`)."""
     unknown = sorted(set(given) - set(declared))
     if unknown:
         valid = ", ".join(sorted(declared)) or "none"
@@ -152,7 +157,13 @@ def resolve(
     values = {name: param.default for name, param in declared.items()}
     for name, raw in given.items():
         values[name] = declared[name].parse(f"{what}.{name}", raw)
-    return values
+    return {name: value for name, value in values.items()
+            if not (declared[name].late and value == declared[name].default)}
+
+
+def with_defaults(declared: Mapping[str, Param], values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` with every declared parameter it lacks at its default (the late ones :func:`resolve` left out)."""
+    return {**{name: param.default for name, param in declared.items()}, **values}
 
 
 def seeded_rng(*parts: Any) -> np.random.Generator:

@@ -76,6 +76,14 @@ def print_listing(methods: dict[str, list[str]], datasets: dict[str, list[str]],
             for line in lines[1:]:
                 print(line, file=out)
     print("\nencoders: " + ", ".join(sorted(encoders)), file=out)
+    print(MODEL_FORM, file=out)
+
+
+# Recipe fields that build the model around a method's loss as some methods' authors build it (docs/METHODS.md).
+MODEL_FORM = """
+model form (any trial, any method: --train FIELD=VALUE; logged with the recipe, in the protocol fingerprint: the authors' form ranks apart from the common one):
+      bottleneck   default 'default', one of default/bounded  bounded: the encoder's bottleneck ends in BatchNorm + Tanh, as the SimpleConvNet of IRENE and EnD
+      head         default 'linear', one of linear/normalised  normalised: the task head reads z/||z|| (EnD's pattern_norm); methods' heads and attackers read z"""
 
 
 # ------------------------------------------------------------------------------------------ generating
