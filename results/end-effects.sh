@@ -25,7 +25,7 @@ TRACKING_URI=${TRACKING_URI:-sqlite:///$PWD/mlflow-effects.db}
 DATA_ROOT=${DATA_ROOT:-../shared/data}
 EXPERIMENT=${EXPERIMENT:-end-effects}
 TABLE=${TABLE:-results/end-effects/trials.jsonl.gz}
-ALPHAS=${ALPHAS:-1 0.1 0.5 3}  # the order they run in; the report chooses among those present
+ALPHAS=${ALPHAS:-1 0.1 3 0.5}  # the order they run in; the report chooses among those present
 FULL_ALPHAS=${FULL_ALPHAS:-1 0.1 0.5}  # the full-data grid of EnD Table 1 (published.toml)
 DATA=${DATA:-small full}
 IMPORT=${IMPORT:-0}
@@ -52,6 +52,7 @@ sweep() {  # sweep DATASETS FORM_OPTIONS BENCH_OPTIONS...
 }
 
 AUTHORS="--train bottleneck=bounded --train head=normalised"
+form_options() { if [ "$1" = authors ]; then echo "$AUTHORS"; fi; }
 for data in $DATA; do
     if [ "$data" = small ]; then
         datasets=biased_mnist:rho=0.99:split=reference:subsample=0.2,biased_mnist:rho=0.997:split=reference:subsample=0.2
@@ -60,11 +61,13 @@ for data in $DATA; do
         datasets=biased_mnist:rho=0.99:split=reference,biased_mnist:rho=0.997:split=reference
         forms="authors"; alphas=$FULL_ALPHAS
     fi
+    # both forms' vanilla, then each alpha in both forms: an interrupted run leaves comparable cells
     for form in $forms; do
-        if [ "$form" = authors ]; then options=$AUTHORS; else options=; fi
-        sweep "$datasets" "$options" --methods vanilla
-        for alpha in $alphas; do
-            sweep "$datasets" "$options" --methods end --set "end.alpha=$alpha" --set "end.beta=$alpha"
+        sweep "$datasets" "$(form_options "$form")" --methods vanilla
+    done
+    for alpha in $alphas; do
+        for form in $forms; do
+            sweep "$datasets" "$(form_options "$form")" --methods end --set "end.alpha=$alpha" --set "end.beta=$alpha"
         done
     done
 done
