@@ -88,7 +88,7 @@ class Dataset:
     # CPU setting (``cpu``). Always reduced against ``recipe`` when they differ in epochs, batch or encoder.
     named_recipes: ClassVar[dict[str, Recipe]] = {}
     # The fraction of a GPU one trial asks Ray for when --gpus-per-trial is not given on a CUDA
-    # machine: a tabular or toy trial uses a sliver of a GPU, so four share one (issue 11).
+    # machine: a tabular or toy trial uses a sliver of a GPU, so four share one.
     gpu_share: ClassVar[float] = 1.0
 
     @classmethod

@@ -247,8 +247,8 @@ class BiasedMnist(Dataset):
     name = "biased_mnist"
     description = "MNIST (or Fashion-MNIST) on a background coloured by class with probability rho in train (Biased-MNIST)"
     recipe = IRENE_BIASED_MNIST  # the training recipe (removal_bench.core.recipes), with its citation
-    # --recipe cpu: the 3-epoch quick look of issue 19 (the committed leaderboard's section ran under it);
-    # --recipe cpu-converged: models that have finished learning, about 6 minutes a trial on one thread (issue 26)
+    # docs/BIASED_MNIST.md: --recipe cpu, the 3-epoch quick look (the leaderboard's first Biased-MNIST section ran
+    # under it); --recipe cpu-converged, models that have finished learning, about 6 minutes a trial on one thread
     named_recipes = {"cpu": CPU_BIASED_MNIST, "cpu-converged": CPU_CONVERGED_BIASED_MNIST}
     options = {
         "rho": Param(

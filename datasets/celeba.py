@@ -23,7 +23,7 @@ the option ``resize``:
   20 rows at top and bottom), then the resize; faces keep their proportions.
 
 The cheaper setting is ``resize=crop resolution=128`` (this dataset's default
-before issue 9; a third of the memory and compute of 224 px). The result goes
+before 1408fd8; a third of the memory and compute of 224 px). The result goes
 into a uint8 cache, ``images-<resize>-<resolution>.npy`` (shape (n, 3, R, R),
 train images first, then valid, then test, each in the partition file's order)
 beside a JSON manifest ``images-<resize>-<resolution>.json`` (format, resize,

@@ -56,8 +56,8 @@ on the 64-d output), as ``src/ffb_tabular_erm.py`` and ``src/networks.py`` at
 - Dropout 0.5: ``MLP`` stores ``p_dropout=0.2`` but calls ``F.dropout(x,
   training=self.training)`` without ``p`` (``src/networks.py`` l. 68, 77), so
   torch's default 0.5 is in effect, after each of the three layers.
-- Batch per dataset as the paper's Appendix C, Table 7 gives it (as read by
-  issue 19; the code's default is 1024, l. 89): Adult 1024, COMPAS 32, German
+- Batch per dataset as the paper's Appendix C, Table 7 gives it (the code's
+  default is 1024, l. 89): Adult 1024, COMPAS 32, German
   32. At 32, COMPAS's 2,468 training rows make 77 batches an epoch, so 150
   steps are under two passes; German's 400 rows make 12, so 12.5 passes;
   Adult's 18,088 (sex) or 17,252 (race) rows make 17 or 16 batches of 1024,
@@ -65,7 +65,7 @@ on the 64-d output), as ``src/ffb_tabular_erm.py`` and ``src/networks.py`` at
 - Nothing in the code selects a step: every step's train, validation and test
   metrics go to wandb (l. 236-252, ``--log_freq`` 1) and the run ends after
   step 150, so the figure of a run is its last step's (ours: the model after the
-  150th step). Until issue 19 we trained whole epochs (COMPAS at batch 1024 for
+  150th step). Before 9b6e057 we trained whole epochs (COMPAS at batch 1024 for
   50 epochs, German 12 epochs, Adult 8) with the last partial batch kept,
   dropout 0.2 and the rate decayed per epoch; COMPAS overfit (63.6% and 63.3%
   against FFB's 67.1%). Followed as above, every row of FFB's Table 4 agrees

@@ -1,6 +1,6 @@
-"""Issue 11: the faster attackers are at least as strong as the previous ones on the same embeddings.
+"""The faster attackers (f2f30b3) are at least as strong as the previous ones on the same embeddings.
 
-The previous attackers (removal_bench.benchmarks.cpu.PREVIOUS_FITTERS, the code before issue 11) and the
+The previous attackers (removal_bench.benchmarks.cpu.PREVIOUS_FITTERS, the code at 1d047c6) and the
 current ones attack the same saved bottlenecks and predicted probabilities of several trials;
 leakage may differ by seed noise (an MLP's early stop moves it by about 0.01) but not fall.
 """

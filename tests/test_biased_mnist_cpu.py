@@ -1,5 +1,5 @@
-"""Biased-MNIST's CPU setting (issue 19): the LeNet-style encoder, ``--recipe cpu``, its reduced flag, and the
-GPU estimate that ``bench reproduce --device cuda`` prints before it starts."""
+"""Biased-MNIST's CPU setting (docs/BIASED_MNIST.md): the LeNet-style encoder, ``--recipe cpu``, its reduced flag,
+and the GPU estimate that ``bench reproduce --device cuda`` prints before it starts."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def _reach(features: torch.nn.Module, side: int) -> int:
 
 
 def test_lenet_sees_most_of_a_digit_where_small_cnn_sees_a_7_pixel_patch():
-    """The receptive field decides Biased-MNIST on a CPU (issue 19): small_cnn's three 3x3 convolutions see
+    """The receptive field decides Biased-MNIST on a CPU: small_cnn's three 3x3 convolutions see
     7 x 7 pixels of a 28 x 28 digit before global pooling, lenet's two 5x5 convolutions and poolings 16 x 16."""
     assert _reach(build_encoder("lenet", (3, 28, 28)).features, 28) == 16
     assert _reach(build_encoder("small_cnn", (3, 28, 28)).features, 28) == 7
@@ -67,7 +67,7 @@ def test_bench_list_shows_the_cpu_recipe(capsys):
     out = capsys.readouterr().out.splitlines()
     lines = [line for line in out if "--recipe cpu " in line]
     assert len(lines) == 1 and "(reduced)" in lines[0] and "encoder lenet" in lines[0] and "3 epochs" in lines[0]
-    converged = [line for line in out if "--recipe cpu-converged " in line]  # issue 26's converged setting
+    converged = [line for line in out if "--recipe cpu-converged " in line]  # the converged setting
     assert len(converged) == 1 and "(reduced)" in converged[0] and "12 epochs" in converged[0]
     assert "x0.1 after epochs 8/11" in converged[0] and "precision auto" in converged[0]
 
@@ -89,7 +89,7 @@ def test_reproduce_with_recipe_cpu_plans_lenet_trials_and_marks_every_row_reduce
     tables = select_tables(["rebias-table1", "end-table1"], load_tables())
     request = ReproduceRequest(tables=["rebias-table1", "end-table1"], recipe="cpu", data_root=str(tmp_path))
     rows = plan_rows(request, tables)
-    # ReBias's rows: 3 seeds; EnD's: 3 seeds at each of its row's 3 grid points (chosen on validation, issue 26)
+    # ReBias's rows: 3 seeds; EnD's: 3 seeds at each of its row's 3 grid points (chosen on validation)
     assert len(rows) == 8 and {row.table.id: len(row.trials) for row in rows} == {"rebias-table1": 3, "end-table1": 9}
     assert {t.config["recipe"]["encoder"] for row in rows for t in row.trials} == {"lenet"}
     assert all("recipe cpu" in row.changes for row in rows)
@@ -150,7 +150,7 @@ def test_the_estimate_is_printed_only_for_trials_on_a_gpu():
 @pytest.mark.skipif(not all((SHARED_DATA / name).is_dir() for name in ("adult", "compas", "german")),
                     reason="no shared copy of Adult, COMPAS and German (../shared/data)")
 def test_report_only_writes_the_file_from_the_store_and_runs_nothing(tmp_path, capsys):
-    """How a session writes the file from the shared store after stopping a long run: no trial starts, the
+    """How one writes the file from the shared store after stopping a long run: no trial starts, the
     rows whose seeds are not there say so; without the experiment it is one clear error."""
     import mlflow
 

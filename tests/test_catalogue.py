@@ -1,7 +1,7 @@
 """The generated catalogue (removal_bench.running.catalogue) agrees with the registries it stands in for.
 
 `bench list` and the name and option checks of `bench run`, `bench sweep` and `bench data fetch` answer from
-the catalogue so as not to import torch (issue 28); the registries remain the truth. These tests fail when the
+the catalogue so as not to import torch; the registries remain the truth. These tests fail when the
 committed data file is stale (a method, option, default or recipe changed without
 `python -m removal_bench.running.catalogue`), and when the catalogue's check of a request says anything other
 than what planning the same request with the registries says.

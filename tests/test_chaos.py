@@ -1,4 +1,4 @@
-"""Faults at random moments (issue 30): a Ray sweep, ``bench import`` and ``bench leaderboard`` interrupted again
+"""Faults at random moments: a Ray sweep, ``bench import`` and ``bench leaderboard`` interrupted again
 and again by real signals at moments drawn from a seeded ``random.Random``, resumed each time by the same command.
 
 The moments are drawn from the start of each attempt, so they fall while Ray starts, while a trial runs, while
@@ -64,11 +64,11 @@ def test_a_ray_sweep_killed_and_terminated_at_random_moments_finishes_every_tria
     # Not asserted: that a SIGTERMed driver takes all its local Ray processes down with it. It does not always:
     # in a full test run on the loaded 2-core machine 1-2 of Ray's processes outlived the driver by more than
     # soak.GRACE seconds (the soak counted 10 over 50 faults). They hold no store and change no figure (the
-    # verdicts above); cleanup kills them by pid. An open gap of issue 30, said in its note.
+    # verdicts above); cleanup kills them by pid. An open gap, said in its note.
 
 
 def test_a_ray_worker_killed_mid_trial_is_retried_with_the_same_figures(tmp_path):
-    """Issue 30, item 4: the driver lives; Ray Tune runs the trial again from the start (``FailureConfig``),
+    """A Ray worker dies, the driver lives; Ray Tune runs the trial again from the start (``FailureConfig``),
     in the same MLflow run, and the trial's seeds give the figures of an uninterrupted run."""
     arguments = ["run", "--methods", "irene", "--datasets", "synthetic:n_train=2000:n_eval=500", "--seeds", "2",
                  "--epochs", "8", "--executor", "ray", "--max-concurrent", "1", "--storage-path",

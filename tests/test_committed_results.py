@@ -68,12 +68,12 @@ def test_the_committed_leaderboard_rebuilds_from_the_committed_table(tmp_path):
 
 
 def test_the_committed_table_is_compact_and_whole():
-    """Issue 29: at most 1 kB a trial on disk, every trial of the leaderboard's sweep, the schema-1 fields intact."""
+    """At most 1 kB a trial on disk, every trial of the leaderboard's sweep, the schema-1 fields intact."""
     from removal_bench.reporting import export
 
     records = export.read_lines([TABLE], full=True)
     trials = [r for r in records if r["kind"] == "trial"]
-    assert len(trials) == 2086 and sum(r["kind"] == "invocation" for r in records) == 32  # 1,561 + 525 refined (issue 27)
+    assert len(trials) == 2086 and sum(r["kind"] == "invocation" for r in records) == 32  # 1,561 + 525 refined (a0c65b1)
     assert TABLE.stat().st_size <= 1000 * len(trials)
     assert all(r["identity"]["seed"] == int(r["seed"]) and r["versions"]["torch"] for r in trials)
 

@@ -1,4 +1,4 @@
-"""Issue 26: the fast CPU path for image encoders, ReBias's colour counts, serial trials' threads.
+"""The fast CPU path for image encoders, ReBias's colour counts, serial trials' threads.
 
 The fast path (recipe ``precision``: bf16 autocast where the CPU has native bf16, channels_last, the fused
 optimiser step) changes the arithmetic, so it may only become a recipe's default when its figures agree with
@@ -150,7 +150,7 @@ def test_the_cpu_estimate_uses_the_fast_rate_only_where_the_recipe_and_the_cpu_a
 
 
 def test_lenet_pooling_before_relu_is_the_same_function_and_gradient_as_after():
-    """Issue 26 moved lenet's max-pooling before its ReLU (a quarter of the activations through the ReLU): the
+    """1956a69 moved lenet's max-pooling before its ReLU (a quarter of the activations through the ReLU): the
     outputs and every gradient equal those of the order before, in fp32, so its earlier results keep their meaning."""
     from torch import nn
 

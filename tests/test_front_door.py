@@ -1,4 +1,4 @@
-"""The rough edges a newcomer met (issue 28, item 3), each pinned by what a user sees.
+"""The rough edges a newcomer met, each pinned by what a user sees.
 
 - ``bench leaderboard`` never silently replaces the default leaderboard with one that ranks fewer datasets:
   refused (one line, exit 2, nothing written) unless ``--output`` (elsewhere; the plots beside it, in

@@ -1,4 +1,4 @@
-"""The holes of issue 30: a trial's own files on a full disk, and runs left RUNNING by a driver that is gone.
+"""Two holes in fault handling: a trial's own files on a full disk, and runs left RUNNING by a driver that is gone.
 
 With real faults, as in ``tests/test_full_disk_and_sigterm.py`` (whose helpers these tests share): a tmpfs
 of a few megabytes filled with zeros, pointed at by the folder under test (``TMPDIR`` for the staged

@@ -1,4 +1,4 @@
-"""Biased-MNIST's files verified by content (issue 19): any compression of MNIST's idx bytes is MNIST.
+"""Biased-MNIST's files verified by content: any compression of MNIST's idx bytes is MNIST.
 
 The real files are ../shared/data/biased_mnist/MNIST/raw/ (gzipped there with ``gzip -n -9``, so their
 .gz bytes are not upstream's). Tests of damaged files write small idx files in the real format themselves.

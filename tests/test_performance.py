@@ -1,4 +1,4 @@
-"""Issue 11: the benchmark scripts run and print every figure; the per-dataset GPU share.
+"""The benchmark scripts run and print every figure; the per-dataset GPU share.
 
 Speed itself is never asserted here (it depends on the machine): the scripts print figures.
 """

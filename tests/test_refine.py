@@ -1,4 +1,4 @@
-"""`bench sweep --curve --refine K` (issue 27): each round bisects, in log space, the neighbouring strengths across
+"""`bench sweep --curve --refine K`: each round bisects, in log space, the neighbouring strengths across
 which the seed-mean validation point moves most, is planned only from complete rounds, and is marked in the
 reports and in the protocol fingerprint."""
 

@@ -162,7 +162,7 @@ def test_leaderboard_ranks_methods_with_trials_commit_and_date(frame):
 
 
 def test_heads_that_answer_y_are_reported_where_logged(frame):
-    """issue 18: per method, the configuration where its head answers y most often, in the leaderboard's section;
+    """Per method, the configuration where its head answers y most often, in the leaderboard's section;
     nothing where no head logged the figure (s and y with different classes)."""
     assert "Heads that answer y" not in tables.leaderboard_text(summaries.summarise(frame), ["exp"], None, "2026-01-01")
     frame = frame.copy()

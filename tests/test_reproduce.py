@@ -121,7 +121,7 @@ def _grid_frame(rows, val_by_alpha: dict[float, list[float]], test_by_alpha: dic
 
 
 def test_a_rows_grid_is_chosen_on_validation_and_named_in_the_report(tmp_path):
-    """EnD's rows choose alpha = beta per rho from a grid on val_accuracy (issue 26), never on the test figure."""
+    """EnD's rows choose alpha = beta per rho from a grid on val_accuracy, never on the test figure."""
     tables = select_tables(["end-table1"], load_tables())
     request = ReproduceRequest(tables=["end-table1"], data_root=str(tmp_path), recipe="cpu-converged")
     rows = [row for row in plan_rows(request, tables) if row.row.label == "rho 0.997"]

@@ -3,7 +3,7 @@
 Each case runs the command line in a fresh interpreter (as the console script would: ``cli.main``) and reads
 ``sys.modules`` at exit: none of torch, scikit-learn, MLflow, Ray, matplotlib or pandas may have been
 imported. Importing one of them at the top of a command module (or of anything it imports) costs seconds
-on every invocation, which is what this guards (issue 28: `bench --help` took 22 s on a loaded machine).
+on every invocation, which is what this guards (`bench --help` once took 22 s on a loaded machine).
 The times themselves are a benchmark's (``python -m removal_bench.benchmarks startup``), not a test's.
 """
 

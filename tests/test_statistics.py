@@ -109,7 +109,7 @@ def test_the_budget_interval_includes_the_uncertainty_of_the_selection_itself():
 
 
 def test_the_overview_lists_tied_methods_in_the_ranking_tables_order_not_alphabetically():
-    """Issue 28: one order for tied methods everywhere. Two datasets where ``zeta`` and ``alpha`` tie on rank
+    """One order for tied methods everywhere. Two datasets where ``zeta`` and ``alpha`` tie on rank
     (1= on both) but ``zeta`` has the higher hypervolume, so each ranking table lists it first: the overview
     must too (it sorted ties by name before)."""
     from removal_bench.reporting.standings import DatasetStanding, MethodStanding, Reliability, overview

@@ -1,6 +1,6 @@
 """What makes 100,000-trial tables fast must not move a figure: the bootstrap's means come out bit for bit as
 ``values[draws].mean(axis=1)`` gives them, and the synthetic tables of ``python -m removal_bench.benchmarks
-table-scale`` read back (issue 29; the timings are the benchmark's, docs/RESULTS_TABLE.md)."""
+table-scale`` read back (the timings are the benchmark's, docs/RESULTS_TABLE.md)."""
 
 from __future__ import annotations
 

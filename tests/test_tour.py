@@ -1,4 +1,4 @@
-"""The README's tour, command by command, on a fresh layout (issue 28, item 4).
+"""The README's tour, command by command, on a fresh layout.
 
 The commands are read from the README itself (the ``sh`` blocks of "The tour"), so a command that stops
 working, or a tour edited into one that does not, fails here. Each runs as a user would (the console

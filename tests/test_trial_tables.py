@@ -127,7 +127,7 @@ def _logged_with_recipe(frame: pd.DataFrame, **fields) -> pd.DataFrame:
 
 
 def test_a_late_recipe_field_at_its_default_does_not_split_the_protocol():
-    """Issue 26 logged ``precision: fp32`` in every trial's parts, which moved every fingerprint: ``--with`` the
+    """1956a69 logged ``precision: fp32`` in every trial's parts, which moved every fingerprint: ``--with`` the
     committed table refused every new run ("recipe.precision fp32 here, (absent) in the file"). Compared as
     written now (a late field only where it differs from its default), fp32 ranks with the older trials; bf16
     is another protocol, named."""

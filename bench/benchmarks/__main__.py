@@ -7,9 +7,9 @@
 ``.npy`` of shape (n, 3, R, R)), ResNet-18, normalised on the device, bf16 autocast and
 channels_last on CUDA: exactly the path ``celeba`` takes through :func:`removal_bench.running.trial.run_trial`.
 It prints the training img/s that the trial measured. Needs neither Ray nor MLflow, so it runs
-on the lent GPU machine as it is.
+on a GPU machine that has torch alone.
 
-    python -m removal_bench.benchmarks gpu                      # issue 11's GPU workloads against their anchors (< 8 min)
+    python -m removal_bench.benchmarks gpu                      # the GPU workloads against their H200 reference figures (< 8 min)
     python -m removal_bench.benchmarks gpu --tiny --device cpu  # smoke run: every row, tiny sizes, seconds
     python -m removal_bench.benchmarks attackers FOLDER         # current vs previous attackers on saved embeddings
     python -m removal_bench.benchmarks overhead                 # per-trial cost of Ray + MLflow (CPU)

@@ -1,7 +1,7 @@
-"""CPU benchmark commands of ``python -m removal_bench.benchmarks`` (issue 11): figures, never test asserts.
+"""CPU benchmark commands of ``python -m removal_bench.benchmarks``: figures, never test asserts.
 
 ``attackers FOLDER``: the current attackers against the previous ones (:data:`PREVIOUS_FITTERS`,
-bench/measuring/attackers.py before issue 11) on saved embeddings (``.npz`` with ``z_probe``, ``s_probe``,
+bench/measuring/attackers.py at 1d047c6) on saved embeddings (``.npz`` with ``z_probe``, ``s_probe``,
 ``z_val``, ``s_val``, ``z_test``, ``s_test``, ``num_private`` and optionally ``p_*``, the predicted
 probabilities the floor attacker reads): leakage of each and the time ratio.
 
@@ -71,7 +71,7 @@ def _previous_gbdt(z, s, seed):
                                           max_iter=200, random_state=seed).fit(z, s)
 
 
-# The attackers as they were before issue 11 (commit 1d047c6): the strength reference.
+# The attackers as they were at commit 1d047c6, before f2f30b3 made them faster: the strength reference.
 PREVIOUS_FITTERS = {"linear": _previous_linear, "mlp": _previous_mlp, "gbdt": _previous_gbdt}
 
 
@@ -355,7 +355,7 @@ def encoder_rates(arguments: argparse.Namespace) -> None:
     One step = encoder + linear 10-way head, cross-entropy, backward, Adam 1e-3 (the CPU recipe's
     optimiser; the step's cost is the network's, the optimiser's is small), fp32, random data. Every
     (encoder, threads) pair is timed ``--repeats`` times, interleaved, and the median is printed with the
-    ratio to ``lenet`` at the same thread count: ratios measured side by side in one run. Issue 19's
+    ratio to ``lenet`` at the same thread count: ratios measured side by side in one run. The
     choice of the CPU setting of Biased-MNIST (``--recipe cpu``) rests on these figures.
     """
     import torch
@@ -453,7 +453,7 @@ def cpu_paths(arguments: argparse.Namespace) -> None:
     ``update`` under the recipe's optimiser: Adam 1e-3 wd 1e-4 as ``--recipe cpu-converged``) on batches
     gathered from a random training split of 3 x 28 x 28 images (Biased-MNIST's shape), as
     :func:`removal_bench.running.trial.train_method` gathers them. ``fp32`` is the path of every trial before
-    issue 26 (recipe ``precision=fp32``); ``fast`` is ``precision=auto``: bf16 autocast where this CPU has
+    1956a69 (recipe ``precision=fp32``); ``fast`` is ``precision=auto``: bf16 autocast where this CPU has
     native bf16 (else fp32), channels_last, the fused optimiser step. Variants are timed interleaved,
     ``--repeats`` times, on ``--threads`` torch threads; the median is printed with the ratio. Then each
     encoder's FLOPs per training image (torch's flop counter, forward and backward) and the share of this

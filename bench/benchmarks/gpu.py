@@ -1,5 +1,5 @@
-"""Issue 11's GPU workloads in one call: ``python -m removal_bench.benchmarks gpu`` (torch only: the lent GPU
-machine has neither Ray nor MLflow).
+"""The GPU workloads in one call: ``python -m removal_bench.benchmarks gpu`` (torch only: it runs on a GPU
+machine that has neither Ray nor MLflow).
 
 Each row trains the real method classes (``methods/``) on random data resident on the device, the
 way :func:`removal_bench.running.trial.run_trial` steps them (its autocast and channels_last for ResNet-18 on CUDA),
@@ -35,7 +35,7 @@ from removal_bench.core.params import resolve
 from removal_bench.core.recipes import IRENE_BIASED_MNIST, Recipe
 from removal_bench.core.encoders import NormalisedInput, build_encoder
 
-ANCHORS = {  # H200, torch 2.11, random data on the GPU (issue 11)
+ANCHORS = {  # reference figures: one NVIDIA H200, torch 2.11, random data on the GPU
     "simple_conv": 30.5e3,
     "resnet18_128": 25.4e3,
     "resnet18_224": 13.2e3,
@@ -336,7 +336,7 @@ def cache_read(arguments: argparse.Namespace) -> None:
 
 
 def add_gpu_commands(commands) -> None:
-    parser = commands.add_parser("gpu", help="issue 11's GPU workloads against their anchors (torch only)")
+    parser = commands.add_parser("gpu", help="the GPU workloads against their H200 reference figures (torch only)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--seconds", type=float, default=6.0, help="measured seconds per row (default 6)")
     parser.add_argument("--warmup", type=int, default=20, help="warm-up steps per row (cuDNN autotuning)")

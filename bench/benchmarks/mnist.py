@@ -1,6 +1,6 @@
 """``python -m removal_bench.benchmarks mnist-curve``: a method's unbiased accuracy per rho on Biased-MNIST, from MLflow.
 
-Issue 19's measurement of the CPU setting (``--recipe cpu``): for every finished trial of ``--method`` on
+The measurement of the CPU setting (``--recipe cpu``, docs/BIASED_MNIST.md): for every finished trial of ``--method`` on
 ``biased_mnist`` with encoder ``--encoder`` in ``--experiment``, grouped by rho: the seeds, the unbiased
 test accuracy (mean, sample standard deviation over seeds, min..max), the unbiased validation accuracy
 after each epoch (mean over seeds; with ``split=reference`` validation is half of the test images
@@ -8,7 +8,7 @@ recoloured, so the curve shows what fewer epochs would have given, not a selecti
 leakage and the training seconds and img/s that the trials logged. Every figure is read from the
 runs (``mlflow.search_runs`` and each run's metric history), so it is traceable to their run ids.
 
-Issue 26 (the converged setting, ``--recipe cpu-converged``): ``--epochs`` and ``--precision`` keep only the
+For the converged setting (``--recipe cpu-converged``): ``--epochs`` and ``--precision`` keep only the
 trials of one recipe (a trial logged before the ``precision`` field counts as fp32); each method
 configuration (``hp.*``, e.g. EnD's alpha and beta) gets its own line; ``last-3`` is the validation accuracy
 gained over the last three epochs (last epoch minus the third-last but one: the convergence criterion).

@@ -1,5 +1,5 @@
 """``python -m removal_bench.benchmarks soak``: a Ray sweep interrupted many times, at random moments, by
-several kinds of real fault, resumed each time by the same command (issue 30).
+several kinds of real fault, resumed each time by the same command.
 
     python -m removal_bench.benchmarks soak --interruptions 50 --seed 0
 

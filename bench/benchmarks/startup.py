@@ -1,4 +1,4 @@
-"""``python -m removal_bench.benchmarks startup``: how fast the command line answers (issue 28).
+"""``python -m removal_bench.benchmarks startup``: how fast the command line answers.
 
 Runs the console script as a user would, in a fresh empty folder (``BENCH_OFFLINE=1``, no server
 anywhere), for ``bench --help``, every ``bench <command> --help``, ``bench list`` and a set of bad

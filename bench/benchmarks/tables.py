@@ -1,4 +1,4 @@
-"""``python -m removal_bench.benchmarks table-scale``: how the reports scale with the trial table (issue 29).
+"""``python -m removal_bench.benchmarks table-scale``: how the reports scale with the trial table.
 
 Writes synthetic compact tables (``bench export``'s format, docs/RESULTS_TABLE.md) of about 1,000, 10,000 and
 100,000 trials and times, each in a fresh process, ``bench leaderboard --from TABLE --format markdown,html``

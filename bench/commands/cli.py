@@ -28,7 +28,7 @@ from removal_bench.core.errors import UserError
 def command_run(args: argparse.Namespace) -> int:
     from removal_bench.running.catalogue import check_request
 
-    check_request(args)  # names, options and numbers, before torch is imported (issue 28)
+    check_request(args)  # names, options and numbers, before torch is imported
     from removal_bench.reporting.publish import publish_report
     from removal_bench.running.runner import RunRequest, execute
 
@@ -57,7 +57,7 @@ def command_list(args: argparse.Namespace) -> int:
     from removal_bench.running import catalogue
 
     if not (args.methods or args.datasets) and catalogue.applies():
-        catalogue.print_built_ins()  # the generated catalogue: no torch (issue 28)
+        catalogue.print_built_ins()  # the generated catalogue: no torch
         return 0
     import removal_bench.datasets as dataset_registry
     import removal_bench.methods as method_registry
@@ -143,7 +143,7 @@ def entry() -> None:
     exit still took 1.7 s on a loaded 2-core machine after a Ray sweep, most of it after Python has put
     SIGTERM back to the default action (tearing down modules, Ray's C++ core worker): a SIGTERM there ended
     the command with exit -15 and no word (the chaos soak: 4 of 12 SIGTERMs), and after a handled SIGTERM
-    that teardown once aborted (exit -6 after bench's own line; CI, issue 30). So the exit runs what Python
+    that teardown once aborted (exit -6 after bench's own line, in CI). So the exit runs what Python
     runs first (joining threads, every exit handler: Ray's, MLflow's, tempfile's), flushes stdout and
     stderr, and ends the process with ``main``'s status, skipping the teardown; a SIGTERM from the moment
     ``main`` returns ends it at once with that status (Ray's own C++ reset of SIGTERM, the other gap, is off:

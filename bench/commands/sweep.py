@@ -111,7 +111,7 @@ def add_output_arguments(parser) -> None:
 def command_sweep(args: argparse.Namespace) -> int:
     from removal_bench.running.catalogue import check_request
 
-    check_request(args)  # names, options and numbers, before torch is imported (issue 28)
+    check_request(args)  # names, options and numbers, before torch is imported
     from removal_bench.commands.arguments import run_fields
     from removal_bench.reporting.leaderboard import parse_formats
     from removal_bench.reporting.publish import publish_report

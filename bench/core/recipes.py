@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 from removal_bench.core.errors import UserError
 
 if TYPE_CHECKING:  # torch is imported where a recipe builds its torch objects, so that checking a recipe
-    import torch   # (the command line's argument checks) loads no torch: issue 28
+    import torch   # (the command line's argument checks) loads no torch: bench list answers at once
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("none", "multistep", "step", "cosine", "plateau")
@@ -371,17 +371,17 @@ LNL_COLORED_MNIST = Recipe(
 CPU_BIASED_MNIST = Recipe(
     optimizer="adam", lr=1e-3, weight_decay=1e-4, schedule="none",
     epochs=3, batch_size=100, encoder="lenet",
-    citation="reduced: this benchmark's CPU setting for Biased-MNIST (issue 19, docs/BIASED_MNIST.md), not a "
-             "reference's: Adam 1e-3 wd1e-4 (ReBias's and EnD's optimiser) at a constant rate, 3 epochs, batch 100, "
-             "LeNet-style CNN; chosen by measurement as the cheapest setting on one CPU thread under which vanilla "
-             "keeps ReBias Table 1's pattern (unbiased accuracy falling from rho 0.99 to 0.999: 72/60/45/21%, "
-             "ReBias 89/72/33/10%)",
+    citation="reduced: this benchmark's CPU setting for Biased-MNIST (docs/BIASED_MNIST.md, the 3-epoch quick "
+             "look), not a reference's: Adam 1e-3 wd1e-4 (ReBias's and EnD's optimiser) at a constant rate, 3 "
+             "epochs, batch 100, LeNet-style CNN; chosen by measurement as the cheapest setting on one CPU thread "
+             "under which vanilla keeps ReBias Table 1's pattern (unbiased accuracy falling from rho 0.99 to "
+             "0.999: 72/60/45/21%, ReBias 89/72/33/10%)",
 )
 CPU_CONVERGED_BIASED_MNIST = Recipe(
     optimizer="adam", lr=1e-3, weight_decay=1e-4, schedule="multistep", milestones=(8, 11), gamma=0.1,
     epochs=12, batch_size=100, encoder="lenet", precision="auto",
-    citation="reduced: this benchmark's converged CPU setting for Biased-MNIST (issue 26, docs/BIASED_MNIST.md), "
-             "not a reference's: Adam 1e-3 wd1e-4 (ReBias's and EnD's optimiser), x0.1 after epochs 8 and 11 (a "
-             "decay near the end, as ReBias's StepLR), 12 epochs, batch 100, LeNet-style CNN, bf16 autocast where "
-             "the CPU has native bf16 (else fp32); about 6 minutes a trial on one thread",
+    citation="reduced: this benchmark's converged CPU setting for Biased-MNIST (docs/BIASED_MNIST.md, the "
+             "converged setting), not a reference's: Adam 1e-3 wd1e-4 (ReBias's and EnD's optimiser), x0.1 after "
+             "epochs 8 and 11 (a decay near the end, as ReBias's StepLR), 12 epochs, batch 100, LeNet-style CNN, "
+             "bf16 autocast where the CPU has native bf16 (else fp32); about 6 minutes a trial on one thread",
 )

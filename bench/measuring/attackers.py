@@ -12,7 +12,7 @@ CPU: every attacker runs on one thread (BLAS and OpenMP threads competing for
 two busy cores made the same fits 20 to 100 times slower) and takes about a
 second or less on a few thousand rows.
 
-Speed (issue 11): evaluation was 45-65% of a trial. The linear attacker walks
+Speed (since f2f30b3): evaluation was 45-65% of a trial. The linear attacker walks
 its C grid upwards with warm starts; the MLP trains in float32 with batches of
 256 at twice sklearn's default rate and stops after 5 epochs without hold-out
 gain (was 200 rows, 1e-3, 10 epochs); the boosted trees take steps of 0.2 for

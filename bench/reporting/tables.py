@@ -316,7 +316,7 @@ def curve_notes(rows: list[Row]) -> dict[str, str]:
 def heads_reading_y(rows: list[Row]) -> str:
     """Where heads predict ``y`` instead of ``s`` (``head_predicts_y``, logged where ``s`` and ``y`` share their
     classes): per method, its configuration with the highest rate, beside its head's accuracy on ``s``, task
-    accuracy and normalised leakage; "" where no row has the figure (issue 18: a head trained on biased batches
+    accuracy and normalised leakage; "" where no row has the figure (a head trained on biased batches
     can learn ``s`` through ``y``, so its chance-level accuracy on unbiased data is not removal)."""
     best: dict[str, Row] = {}
     for row in rows:

@@ -1,4 +1,4 @@
-"""The built-in methods, datasets and encoders without importing them (issue 28: a CLI that answers at once).
+"""The built-in methods, datasets and encoders without importing them: a command line that answers at once.
 
 Every method and dataset module imports torch (3-5 s on a quiet 2-core machine, 12-15 s on a loaded one), so
 ``bench list`` and the argument checks that need a name (``bench run --methods nope``,

@@ -1,6 +1,6 @@
 """How long planned trials will train on a GPU, from measured GPU rates: printed before a long run starts.
 
-The rates are the lead's anchors (issue 11, ``removal_bench.benchmarks.gpu.ANCHORS``), measured on one
+The rates are the GPU benchmark's reference figures (``removal_bench.benchmarks.gpu.ANCHORS``), measured on one
 NVIDIA H200 with torch 2.11: the reference SimpleConvNet (``biased_mnist_cnn``; ReBias's ``rebias_cnn`` has
 the same layers) at batch 100 trains 30.5k img/s with the data resident on the GPU, as
 :func:`removal_bench.running.trial.run_trial` keeps it, and 18.8k img/s through a DataLoader. No other
@@ -11,7 +11,7 @@ method at vanilla's rate: EnD's and HSIC's extra terms on a batch of 128-d featu
 convolutions); evaluation (the attackers, on the CPU) and data loading come on top. Another GPU, another
 torch, or GPUs shared between trials give other times: it is an estimate, and says so.
 
-On a CPU (issue 26) the same is printed from the one-thread training rates that ``python -m
+On a CPU the same is printed from the one-thread training rates that ``python -m
 removal_bench.benchmarks cpu-paths`` measured (:data:`CPU_RATES`): the fp32 path for ``precision=fp32``, the
 fast path (bf16 autocast, channels_last, fused step) where the recipe asks for it and the CPU has native
 bf16, divided among the trials that run at once.
@@ -30,7 +30,7 @@ GPU_RATES: dict[str, tuple[float, float]] = {
 }
 RATE_BATCH = 100
 CPU_CARD = "AMD EPYC core with avx512_bf16 (torch 2.14.1, one thread; python -m removal_bench.benchmarks cpu-paths)"
-# encoder -> (fp32 img/s, fast-path img/s), batch 100, one thread, 3 x 28 x 28 (docs/BIASED_MNIST.md, issue 26)
+# encoder -> (fp32 img/s, fast-path img/s), batch 100, one thread, 3 x 28 x 28 (docs/BIASED_MNIST.md, "Speed: the fast CPU path")
 CPU_RATES: dict[str, tuple[float, float]] = {
     "lenet": (1115.0, 2392.0),
     "small_cnn": (591.0, 964.0),

@@ -58,7 +58,7 @@ def run_serial(configs: list[dict[str, Any]], listener: Listener, cpus_per_trial
     """Run the trials one after another in this process, without Ray.
 
     Each trial computes on ``cpus_per_trial`` torch threads (at least one), as a Ray trial does: without
-    it a serial trial took every core torch found (issue 26); it logs the count (``torch_threads``).
+    it a serial trial took every core torch found; it logs the count (``torch_threads``).
     """
     threads = max(1, int(cpus_per_trial))
     for config in configs:
@@ -115,12 +115,12 @@ def run_ray(configs: list[dict[str, Any]], listener: Listener, options: RayOptio
     # A trial's worker that dies (killed, preempted, out of memory) is retried by Tune up to max_failures
     # times, from the start: the trial is seeded, so the retry gives the figures an uninterrupted run gives
     # (tests/test_chaos.py). Tune logged each such death with a 30-line traceback of its own internals on
-    # the driver's stderr (found by the chaos test, issue 30); the listener's ``retried`` prints one line
+    # the driver's stderr (found by the chaos test); the listener's ``retried`` prints one line
     # instead, and a trial that fails max_failures + 1 times is recorded FAILED with Ray's message.
     os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
     # Ray's C++ core worker installs its own SIGTERM handler (a stack dump) and, in ray.shutdown, resets SIGTERM
     # to the default action behind Python's back: a SIGTERM in the seconds after that ended the command with
-    # exit -15 and no word (strace; the chaos soak, issue 30). Off, SIGTERM stays bench's (Terminated, exit 143).
+    # exit -15 and no word (strace; the chaos soak). Off, SIGTERM stays bench's (Terminated, exit 143).
     # Ray's processes inherit it: a crashing worker loses that C++ stack dump, not its Python error.
     os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
     import ray
@@ -149,7 +149,7 @@ def run_ray(configs: list[dict[str, Any]], listener: Listener, options: RayOptio
         terminate_as_interrupt()
     except SystemExit as stop:
         # A SIGTERM while ray.init starts Ray (15-50 s on a loaded 2-core machine) met Ray's handler: the
-        # command exited with status 15 and no word (found by tests/test_chaos.py and the soak run, issue 30).
+        # command exited with status 15 and no word (found by tests/test_chaos.py and the soak run).
         # It is the same preemption as one a second later: Terminated, so one line and exit status 143.
         if stop.code != signal.SIGTERM:
             raise

@@ -46,7 +46,7 @@ def attacker_settings() -> dict[str, Any]:
 def recipe_part(recipe: dict[str, Any]) -> dict[str, Any]:
     """A recipe as the fingerprint holds it: no citation, and a field added after fingerprints were first
     logged (:data:`removal_bench.core.recipes.LATE_FIELDS`: ``drop_last``, ``precision``) only where it differs
-    from its default, as the config hash holds it. Without that, ``precision: fp32`` (issue 26) moved the
+    from its default, as the config hash holds it. Without that, ``precision: fp32`` (1956a69) moved the
     fingerprint of every trial, and ``bench leaderboard --with results/curves/trials.jsonl.gz`` refused every
     new run: "the protocol differs: recipe.precision fp32 here, (absent) in the file"."""
     from removal_bench.core.recipes import LATE_FIELDS
@@ -57,7 +57,7 @@ def recipe_part(recipe: dict[str, Any]) -> dict[str, Any]:
 
 def stored_fingerprint(parts_text: Any, logged: Any) -> Any:
     """The fingerprint of a logged trial, from its ``bench.protocol_parts`` as :func:`protocol_parts` writes them
-    now (trials logged between issue 26 and this fix carry ``precision: fp32`` in theirs); its logged
+    now (trials logged between 1956a69 and a0c65b1 carry ``precision: fp32`` in theirs); its logged
     ``bench.protocol`` where the parts are missing or unreadable."""
     if not isinstance(parts_text, str):
         return logged

@@ -306,7 +306,7 @@ class DriverListener:
 
     def retried(self, key: str, failures: int, limit: int) -> None:
         """The trial's Ray worker died (killed, preempted, out of memory) and Ray Tune runs it again from the
-        start, in the same MLflow run: one line, where Tune printed a traceback (issue 30)."""
+        start, in the same MLflow run: one line, where Tune printed a traceback."""
         trial = self.by_key[key]
         where = f"{trial.label} on {trial.config['dataset']}, seed {trial.config['seed']}"
         print(f"[retry] {where}: its Ray worker died; running it again from the start "

@@ -317,7 +317,7 @@ def recipe_params(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def create_store_whole(tracking_uri: str) -> None:
-    """A new SQLite store comes into being whole or not at all (issue 30's chaos test).
+    """A new SQLite store comes into being whole or not at all (found by tests/test_chaos.py).
 
     MLflow builds a new store's tables on first use, in place, through Alembic migrations: a SIGKILL in those
     seconds left a half-built file, and every later command failed on it ("table _alembic_tmp_experiments
@@ -791,7 +791,7 @@ def import_records(tracking_uri: str, experiment: str, records: list[dict[str, A
         if pending is not None:
             # A run an earlier import was writing when it was stopped (SIGKILL, SIGTERM, a full store): its source
             # tag was there, so it used to be skipped for good, RUNNING, without its metrics (found by
-            # tests/test_chaos.py, issue 30). It is deleted here and written again, whole, below.
+            # tests/test_chaos.py). It is deleted here and written again, whole, below.
             for run_id in frame.loc[pending.notna(), "run_id"]:
                 tracker.call(tracker.client.delete_run, run_id)
             frame = frame[pending.isna()]

@@ -153,7 +153,7 @@ class ComputePath:
 def compute_path(recipe: Recipe, device: torch.device, input_shape: tuple[int, ...], encoder_name: str) -> ComputePath:
     """The arithmetic of a trial's training, from the recipe's ``precision`` and what the device has.
 
-    ``fp32`` is the path every trial took before issue 26 (on CUDA, ResNet-18 has always trained with bf16
+    ``fp32`` is the path every trial took before 1956a69 (on CUDA, ResNet-18 has always trained with bf16
     autocast and channels_last: 2.4x on an H200). Images under ``bf16`` or ``auto`` train with channels_last,
     the fused optimiser step, and bf16 autocast where the device has native bf16 (``auto``) or always
     (``bf16``); evaluation stays fp32 on the fp32 weights. Tabular inputs always train fp32.
