@@ -155,7 +155,7 @@ def run_ray(configs: list[dict[str, Any]], listener: Listener, options: RayOptio
             raise
         terminate_as_interrupt()
         try:
-            ray.shutdown()
+            shutdown_ray()
         except Exception:
             pass
         raise Terminated() from None
@@ -250,8 +250,12 @@ def shutdown_ray() -> None:
     end at exit -15 with no word on a SIGTERM."""
     import ray
 
+    from removal_bench.running.processes import descendants, end_stragglers
+
+    started = descendants()  # Ray's node processes and workers, all below this driver while Ray runs
     ray.shutdown()
     reinstall_sigterm()
+    end_stragglers(started)  # what ray.shutdown left running a few seconds on (docs/USAGE.md, "No Ray process outlives the command")
 
 
 def dataset_gpu_share(dataset: str) -> float:
