@@ -6,7 +6,7 @@
 #     sh results/reproduce.sh             # resumable: every step skips the trials the store holds complete
 #     IMPORT=1 sh results/reproduce.sh    # on another machine: first load the committed trial table
 #
-# The steps, in the order they ran (issue 26, 2026-12-04, the 2-core AMD EPYC development machine with
+# The steps, in the order they ran (2026-12-04, the 2-core AMD EPYC development machine with
 # avx512_bf16, two trials at a time on one thread each):
 #   1. ReBias Table 1, vanilla, 4 rhos x 3 seeds (12 trials);
 #   2. the same configurations at rho 0.99 and 0.997 with precision=fp32 (6 trials): whether the fast path
