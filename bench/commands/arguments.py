@@ -113,6 +113,10 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     where.add_argument("--gpus-per-trial", type=non_negative_float,
                        help="default: on a CUDA machine each dataset's share (0.25 tabular and toy sets, 1 images), else 0; may be fractional")
     where.add_argument("--max-concurrent", type=positive_int, help="at most this many trials at once")
+    where.add_argument("--memory-per-trial", type=positive_float, metavar="MB",
+                       help="memory a trial may take, in MB: Ray schedules no more trials on a node than its memory "
+                            "holds, and a trial that asks for more fails at once with one line (out of memory) "
+                            "instead of its worker being killed (default: no limit)")
     where.add_argument("--storage-path", help="where Ray Tune keeps its results (shared storage on a cluster)")
     where.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default auto)")
     where.add_argument("--data-root", help="folder holding dataset folders (default $BENCH_DATA_ROOT or ~/.cache/removal-bench)")

@@ -74,6 +74,7 @@ class RayOptions:
     address: str | None = None
     cpus_per_trial: float = 1.0
     gpus_per_trial: float | None = 0.0  # None: each trial asks for its dataset's gpu_share
+    memory_mb: float | None = None  # Ray's "memory" resource per trial (and the trial's own limit); None: none
     max_concurrent: int | None = None
     storage_path: str | None = None
     max_failures: int = 2
@@ -198,8 +199,8 @@ def run_ray(configs: list[dict[str, Any]], listener: Listener, options: RayOptio
 
         @forwarding
         def on_trial_error(self, iteration, trials, trial, **info):
-            error = getattr(trial, "error_msg", None) or "the trial's worker failed"
-            listener.finished(trial.config["trial"]["trial_key"], {"status": "FAILED", "error": str(error)[-2000:]})
+            listener.finished(trial.config["trial"]["trial_key"],
+                              {"status": "FAILED", "error": worker_death(trial, options.max_failures)})
 
         @forwarding
         def on_trial_complete(self, iteration, trials, trial, **info):
@@ -209,7 +210,7 @@ def run_ray(configs: list[dict[str, Any]], listener: Listener, options: RayOptio
 
     scheduler = _recording_asha(options.asha) if options.asha else None
 
-    resources = trial_resources(options.cpus_per_trial, options.gpus_per_trial)
+    resources = trial_resources(options.cpus_per_trial, options.gpus_per_trial, options.memory_mb)
     threads = max(1, int(options.cpus_per_trial))
     space = [
         {**config, "threads": config.get("threads") or threads, "trial_key": config_hash(config)}
@@ -244,6 +245,28 @@ def run_ray(configs: list[dict[str, Any]], listener: Listener, options: RayOptio
         raise failures[0]
 
 
+def worker_death(trial, max_failures: int) -> str:
+    """The one line a trial whose worker died ``max_failures + 1`` times is recorded FAILED with: what Ray says
+    (its error file), and, as Ray cannot tell a kill for memory from another (the kernel's OOM killer and
+    ``ray stop --force`` both SIGKILL the worker), what to change if it was memory."""
+    from removal_bench.running.trial import OUT_OF_MEMORY_ADVICE
+
+    text = getattr(trial, "error_msg", None)
+    path = getattr(trial, "error_file", None)
+    if not text and path:
+        try:
+            text = open(path, encoding="utf-8", errors="replace").read()
+        except OSError:
+            text = None
+    text = " ".join(str(text or "").split())
+    attempts = f"the trial's worker died {max_failures + 1} times"
+    if "OutOfMemoryError" in text or "low on memory" in text:
+        return f"out of memory: {attempts}, killed by Ray's memory monitor; {OUT_OF_MEMORY_ADVICE}"
+    if "worker process has died" in text or "actor died" in text.lower() or not text:
+        return f"{attempts} (killed for memory, by ray stop --force, or a crash); if memory: {OUT_OF_MEMORY_ADVICE}"
+    return text[-2000:]
+
+
 def shutdown_ray() -> None:
     """``ray.shutdown``, then bench's SIGTERM handler again: Ray's core worker resets SIGTERM to the default
     action as it shuts down, which would leave the rest of the command (its report, MLflow's parent run) to
@@ -265,18 +288,21 @@ def dataset_gpu_share(dataset: str) -> float:
     return float(dataset_registry.get_dataset(dataset).gpu_share)
 
 
-def trial_resources(cpus_per_trial: float, gpus_per_trial: float | None):
-    """Tune's resource request: fixed, or (``gpus_per_trial`` None) each trial's dataset's GPU share.
+def trial_resources(cpus_per_trial: float, gpus_per_trial: float | None, memory_mb: float | None = None):
+    """Tune's resource request: fixed, or (``gpus_per_trial`` None) each trial's dataset's GPU share; with
+    ``memory_mb``, Ray's ``memory`` resource too (bytes), so a node runs no more trials than its memory holds.
 
     Fractional GPUs let Ray pack several small trials on one GPU: at 0.25, four
     tabular trials train side by side where one would leave the GPU mostly idle.
     """
+    memory = {"memory": int(memory_mb * 2**20)} if memory_mb else {}
     if gpus_per_trial is not None:
-        return {"cpu": cpus_per_trial, "gpu": gpus_per_trial}
+        return {"cpu": cpus_per_trial, "gpu": gpus_per_trial, **memory}
     from ray.tune import PlacementGroupFactory
 
     def per_trial(param_config: dict[str, Any]):
-        return PlacementGroupFactory([{"CPU": cpus_per_trial, "GPU": dataset_gpu_share(param_config["trial"]["dataset"])}])
+        return PlacementGroupFactory([{"CPU": cpus_per_trial, "GPU": dataset_gpu_share(param_config["trial"]["dataset"]),
+                                       **memory}])
 
     return per_trial
 

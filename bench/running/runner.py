@@ -53,6 +53,7 @@ class RunRequest:
     executor: str = "ray"
     address: str | None = None
     cpus_per_trial: float = 1.0
+    memory_per_trial: float | None = None  # MB a trial may take (removal_bench.running.trial.memory_limit); None: no limit
     gpus_per_trial: float | None = None  # None: the dataset's gpu_share on a CUDA machine, else 0
     max_concurrent: int | None = None
     storage_path: str | None = None
@@ -416,6 +417,8 @@ def drive(planned: list[PlannedTrial], request: RunRequest, tracker, gpus: float
             trial.config["reuse_dir"] = str(reuse)
     listener = DriverListener(tracker, planned, artifacts, stream=Discard() if request.quiet else sys.stderr)
     configs = [p.config for p in planned]
+    if request.memory_per_trial:  # not part of a trial's identity, as its threads are not
+        configs = [{**config, "memory_mb": request.memory_per_trial} for config in configs]
     try:
         if request.executor == "serial":
             run_serial(configs, listener, request.cpus_per_trial)
@@ -427,7 +430,7 @@ def drive(planned: list[PlannedTrial], request: RunRequest, tracker, gpus: float
         else:
             run_ray(configs, listener, RayOptions(
                 address=request.address, cpus_per_trial=request.cpus_per_trial, gpus_per_trial=gpus,
-                max_concurrent=request.max_concurrent, storage_path=request.storage_path,
+                memory_mb=request.memory_per_trial, max_concurrent=request.max_concurrent, storage_path=request.storage_path,
                 name=f"bench-{request.experiment}-{tracker.parent_id[:8]}", asha=asha,
             ))
     except BaseException as error:

@@ -41,7 +41,7 @@ import math
 import tempfile
 import time
 import traceback
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
@@ -585,29 +585,75 @@ def run_trial(config: dict[str, Any], report: Reporter | None = None) -> dict[st
     return metrics
 
 
+OUT_OF_MEMORY_ADVICE = "lower --batch-size, run fewer at once (--max-concurrent) or give each more (--memory-per-trial MB)"
+
+
+@contextmanager
+def memory_limit(megabytes: float | None):
+    """With ``megabytes``, the process may hold that much more private memory than it holds now (RLIMIT_DATA,
+    Linux counts every private writable mapping: torch's and numpy's buffers) while the block runs: an
+    allocation past it fails at once (MemoryError, torch's "can't allocate memory") instead of the kernel
+    killing the worker for memory. The soft limit is put back afterwards. Elsewhere than Linux, no limit."""
+    import resource
+
+    status = Path("/proc/self/status")
+    if not megabytes or not status.exists():
+        yield
+        return
+    held = next((int(line.split()[1]) * 1024 for line in status.read_text().splitlines()
+                 if line.startswith("VmData:")), 0)
+    soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    limit = held + int(megabytes * 2**20)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_DATA, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_DATA, (soft, hard))
+
+
+def out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` is an allocation that failed (Python's, numpy's or torch's)."""
+    text = str(error)
+    return isinstance(error, MemoryError) or "can't allocate memory" in text or "not enough memory" in text
+
+
 def execute_trial(config: dict[str, Any], report: Reporter | None = None) -> dict[str, Any]:
     """Run a trial and never raise: the result says ``status`` FINISHED or FAILED (with ``error``)."""
     try:
-        metrics = run_trial(config, report)
+        with memory_limit(config.get("memory_mb")):
+            metrics = run_trial(config, report)
     except TrialDiverged as error:
         return {"status": "FAILED", "error": f"diverged: {error}"}
-    except Exception as error:  # a trial's bug must not stop the other trials
-        result = {
-            "status": "FAILED",
-            "error": f"{type(error).__name__}: {error}",
-            "traceback": traceback.format_exc(),
-        }
-        if is_disk_full(error):  # but a full disk stops them all (removal_bench.running.runner.DriverListener)
-            # A fault of the machine, not a bug: no traceback (MLflow would stage it in the temporary folder,
-            # which may be the full one), and the line names the file our writer names.
-            result.pop("traceback")
-            written = [config.get(name) for name in ("embeddings_path", "model_path", "reuse_dir") if config.get(name)]
-            path = (getattr(error, "path", None) or getattr(error, "filename", None)
-                    or (str(Path(written[0]).parent) if written else tempfile.gettempdir()))
-            what = f"trial {config['method']} on {config['dataset']}, seed {config['seed']}"
-            what = f"{error.what}, {what}" if isinstance(error, DiskFull) else f"the files of {what}"
-            result.update({DISK_FULL_KEY: str(path), DISK_FULL_WHAT_KEY: what})
-            if isinstance(error, DiskFull):
-                result["error"] = f"DiskFull: {error.detail}: cannot write {path} ({what})"
-        return result
+    except Exception as error:
+        if not out_of_memory(error):
+            return _failed(config, error)
+        limit = config.get("memory_mb")
+        asked = f"more than --memory-per-trial {limit:g} MB" if limit else "more than the machine had"
+        detail = " ".join(str(error).split())[:300]  # the advice first: progress lines keep 200 characters
+        return {"status": "FAILED", "error": f"out of memory ({asked}): {OUT_OF_MEMORY_ADVICE}; {detail}"}
     return {"status": "FINISHED", **metrics}
+
+
+def _failed(config: dict[str, Any], error: BaseException) -> dict[str, Any]:
+    """The FAILED result of a trial that raised ``error`` (called inside the ``except``: it reads the traceback);
+    a trial's bug must not stop the other trials."""
+    result = {
+        "status": "FAILED",
+        "error": f"{type(error).__name__}: {error}",
+        "traceback": traceback.format_exc(),
+    }
+    if is_disk_full(error):  # but a full disk stops them all (removal_bench.running.runner.DriverListener)
+        # A fault of the machine, not a bug: no traceback (MLflow would stage it in the temporary folder,
+        # which may be the full one), and the line names the file our writer names.
+        result.pop("traceback")
+        written = [config.get(name) for name in ("embeddings_path", "model_path", "reuse_dir") if config.get(name)]
+        path = (getattr(error, "path", None) or getattr(error, "filename", None)
+                or (str(Path(written[0]).parent) if written else tempfile.gettempdir()))
+        what = f"trial {config['method']} on {config['dataset']}, seed {config['seed']}"
+        what = f"{error.what}, {what}" if isinstance(error, DiskFull) else f"the files of {what}"
+        result.update({DISK_FULL_KEY: str(path), DISK_FULL_WHAT_KEY: what})
+        if isinstance(error, DiskFull):
+            result["error"] = f"DiskFull: {error.detail}: cannot write {path} ({what})"
+    return result
