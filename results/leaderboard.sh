@@ -1,5 +1,5 @@
 #!/bin/sh
-# The leaderboard's sweep (issue 10): every method's strength curve on every dataset that runs on the
+# The leaderboard's sweep: every method's strength curve on every dataset that runs on the
 # 2-core development machine, then results/LEADERBOARD.md. Run from the repository root:
 #
 #     sh results/leaderboard.sh            # resumable: the same command skips the trials already FINISHED
@@ -15,19 +15,19 @@
 # colored_digits 50.2 min (16.5 s), Biased Fashion-MNIST (FASHION=1, reduced: 4 strengths x 3 seeds,
 # 90 trials) 59.5 min (74 s); the last two shared the cores with tests for part of the time. In all
 # 2 h 24 min for 1,540 trials.
-# Issue 18 changed the curves (they start at vanilla: IRENE at alpha 1, lower low ends, LNL's mu in step); the
-# committed leaderboard was regenerated in a fresh store on 2026-12-01 (the figures just above are older). Issue 19 replaces the
-# reduced Biased Fashion-MNIST section (FASHION=1 keeps it) by real Biased-MNIST (MNIST=1, the default) at
+# On 2026-12-01 the curves changed (they start at vanilla: IRENE at alpha 1, lower low ends, LNL's mu in step); the
+# committed leaderboard was regenerated in a fresh store (the figures just above are older). Real Biased-MNIST
+# (MNIST=1, the default) replaced the reduced Biased Fashion-MNIST section (FASHION=1 keeps it), at
 # rho 0.995 under the reduced CPU setting (--recipe cpu, docs/BIASED_MNIST.md): 9 methods x 5 strengths
 # x 3 seeds = 111 trials; measured 2026-12-01 on the quiet 2-core machine, two at a time: 2 h 8 min for the
-# section (77 trials in 80.1 min, stopped; the other 34 in 48.3 min by the same command the next session),
+# section (77 trials in 80.1 min, stopped; the other 34 in 48.3 min by the same command later),
 # 136 s a trial on average (LNL 232 s, adversarial debiasing 182, INLP 80; vanilla 13 s, as it reuses LEACE's
 # training). The five datasets above took 51.9 min (1,450 trials); a rerun that finds them complete, 1 min.
 # `IMPORT=1` in a fresh clone with the committed table (1,573 runs: every trial complete) took 2 min 30 s in all
 # (2026-12-01): import, six sweeps that run nothing, the leaderboard (the same but for its provenance lines) and
 # the table again (plus the six new invocations).
 #
-# Issue 27 (2026-12-05): REFINE=3 (the default since) added 3 refined strengths to every curve of the five
+# 2026-12-05: REFINE=3 (the default since) added 3 refined strengths to every curve of the five
 # datasets, 7 curved methods x 3 x 5 seeds = 105 trials each: `IMPORT=1 MNIST=0 sh results/leaderboard.sh` in a
 # fresh store took 43.0 min for them (synthetic 4.0, colored_digits 23.9, adult 9.2, compas 3.0, german 2.8),
 # the 2-core AMD EPYC shared with chaos tests. Never edit this file while it runs: sh reads it as it goes.
@@ -43,11 +43,11 @@ EXPERIMENT=${EXPERIMENT:-curves}
 DATA_ROOT=${DATA_ROOT:-../shared/data}
 SEEDS=${SEEDS:-5}
 STRENGTHS=${STRENGTHS:-8}
-REFINE=${REFINE:-3}  # refinement rounds after the log-spaced strengths (issue 27; 0: plain curves)
+REFINE=${REFINE:-3}  # refinement rounds after the log-spaced strengths (0: plain curves; docs/PROTOCOL.md)
 DATASETS=${DATASETS-synthetic colored_digits adult compas german}  # set empty: none of these
 FASHION=${FASHION:-0}
 MNIST=${MNIST:-1}
-CONVERGED=${CONVERGED:-0}  # 1: grow the converged Biased-MNIST section (issue 27, item 2; hours: see below)
+CONVERGED=${CONVERGED:-0}  # 1: grow the converged Biased-MNIST section (hours: see below)
 CONVERGED_RHO=${CONVERGED_RHO:-0.997}  # its setting: 0.997 (complete), or 0.99, where vanilla agrees with ReBias's
 # 1: the leaderboard ranks Biased-MNIST from the converged section (results/curves-converged, rho 0.997) instead of
 # the quick look (results/curves, rho 0.995); the default since that section is complete (174 of 174 trials)
@@ -75,7 +75,7 @@ for dataset in $DATASETS; do
 done
 
 if [ "$MNIST" = 1 ]; then
-    # Real Biased-MNIST (issue 19): the CPU setting leaves vanilla between 30% and 80% unbiased accuracy at
+    # Real Biased-MNIST, the 3-epoch quick look (docs/BIASED_MNIST.md): the CPU setting leaves vanilla between 30% and 80% unbiased accuracy at
     # the paper rhos 0.995 (59.5% on split=reference) and 0.997 (44.9%); 0.995 is the middle of that band.
     "$BENCH" sweep --curve --strengths 5 --methods all --datasets biased_mnist:rho=0.995 --recipe cpu \
         --seeds 3 --data-root "$DATA_ROOT" --experiment "$EXPERIMENT" \
@@ -83,7 +83,7 @@ if [ "$MNIST" = 1 ]; then
 fi
 
 if [ "$CONVERGED" = 1 ]; then
-    # The Biased-MNIST section on converged models (issue 27, item 2), in an experiment of its own until it is
+    # The Biased-MNIST section on converged models (docs/BIASED_MNIST.md), in an experiment of its own until it is
     # complete: the leaderboard keys a section by dataset name, so these trials would mix with the quick look's
     # above. rho 0.997, split=ours: converged vanilla reaches 72.6% there on split=reference (docs/BIASED_MNIST.md;
     # ours trains on 50,000 images, so somewhat lower), inside the 30-80% band with the most bias-conflicting

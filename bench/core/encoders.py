@@ -122,7 +122,7 @@ class LeNetStyle(nn.Module):
     """A LeNet-style CNN for 28x28 images on a CPU: two 5x5 convolutions (32, 64 channels, padding 2), each
     followed by ReLU and 2x2 max-pooling, then a 128-unit fully connected layer with ReLU: ``z`` (128-d).
 
-    Written for the CPU setting of Biased-MNIST (issue 19; ``--recipe cpu``): its receptive field covers a
+    Written for the CPU settings of Biased-MNIST (``--recipe cpu``, ``--recipe cpu-converged``; docs/BIASED_MNIST.md): its receptive field covers a
     digit's strokes after two poolings (16 x 16 pixels), where ``small_cnn``'s three 3x3 convolutions see
     7 x 7 pixels and stay at chance on unbiased Biased-MNIST. Not a reference architecture: the references
     train the SimpleConvNet (``biased_mnist_cnn``, ``rebias_cnn``), about 10x slower per image on a CPU
@@ -134,7 +134,7 @@ class LeNetStyle(nn.Module):
         channels, height, breadth = input_shape
         # Pooling before ReLU computes the same function and the same gradients as ReLU before pooling (both
         # are monotone; a window with no positive value gives 0 and no gradient either way) on a quarter of
-        # the activations: 10-15% of a bf16 training step on one CPU thread (issue 26). The convolutions keep
+        # the activations: 10-15% of a bf16 training step on one CPU thread (docs/BIASED_MNIST.md). The convolutions keep
         # their indices 0 and 3, so models saved before load unchanged.
         self.features = nn.Sequential(
             nn.Conv2d(channels, 32, 5, padding=2), nn.MaxPool2d(2), nn.ReLU(inplace=True),
@@ -224,7 +224,7 @@ class FFBMLP(nn.Module):
     Dropout is 0.5, the rate FFB's code applies: its ``MLP`` stores
     ``p_dropout=0.2`` (networks.py l. 64, 68) but calls ``F.dropout(x,
     training=self.training)`` without ``p`` (l. 77), so torch's default 0.5 is
-    what trains. Until issue 19 this encoder used the stored 0.2.
+    what trains (CHANGELOG.md: before 2026-12-01 this encoder used the stored 0.2).
     """
 
     def __init__(self, input_shape: tuple[int, ...], widths: tuple[int, ...] = (512, 256, 64), dropout: float = 0.5):
