@@ -69,6 +69,8 @@ def end_effects(arguments: argparse.Namespace) -> str:
         frame.get("params.method").isin(["vanilla", "end"])) & (frame.get("params.data.split") == "reference") & (
         frame.get("params.recipe.epochs").astype(str) == str(arguments.epochs)) & (
         frame.get("params.recipe.encoder") == arguments.encoder)
+    precision = frame["params.recipe.precision"].fillna("fp32") if "params.recipe.precision" in frame else "fp32"
+    keep &= precision == arguments.precision  # the recipe's own (cpu-converged: auto), not the fp32 check beside it
     runs = frame[keep].drop_duplicates(subset=["tags.bench.config_hash"], keep="first")
     rows: dict[tuple, dict] = {}
     for _, run in runs.iterrows():
@@ -286,6 +288,8 @@ def add_effects_commands(commands) -> None:
     end.add_argument("--rho", type=float, action="append", help="repeatable (default: 0.99 and 0.997)")
     end.add_argument("--encoder", default="lenet")
     end.add_argument("--epochs", type=int, default=12)
+    end.add_argument("--precision", default="auto", help="only trials of this recipe precision (default auto: "
+                     "--recipe cpu-converged's)")
     end.add_argument("--output", help="also write the table to this file")
     end.set_defaults(handler=lambda a: end_effects(argparse.Namespace(**{
         **vars(a), "experiment": a.experiment or ["end-effects", "reproduce"], "rho": a.rho or [0.99, 0.997]})))
@@ -300,7 +304,7 @@ def add_effects_commands(commands) -> None:
     fair.add_argument("--batch-size", type=int, help="default: the dataset's recipe (adult: 256)")
     fair.add_argument("--adversary-lr", type=float, default=0.05)
     fair.add_argument("--threads", type=int, default=1)
-    fair.add_argument("--data-root", default="../shared/data")
+    fair.add_argument("--data-root", help="folder holding dataset folders (default $BENCH_DATA_ROOT or ~/.cache/removal-bench)")
     fair.add_argument("--tracking-uri", help="log each row as an MLflow run (default: none)")
     fair.add_argument("--experiment", default="adv-fairlearn")
     fair.add_argument("--output", help="also write the table to this file")
