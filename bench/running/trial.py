@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import math
 import tempfile
 import time
@@ -145,6 +146,7 @@ class ComputePath:
     bf16: bool
     channels_last: bool
     label: str
+    measure: bool = False  # bf16 or fp32 still to be chosen by timing the trial's own step (choose_by_timing)
 
     def autocast(self, device: torch.device):
         return torch.autocast(device.type, dtype=torch.bfloat16) if self.bf16 else nullcontext()
@@ -169,10 +171,75 @@ def compute_path(recipe: Recipe, device: torch.device, input_shape: tuple[int, .
     if device.type == "cuda":
         return ComputePath(True, True, "cuda bf16 autocast + channels_last + fused step")
     flag = native_bf16()
-    if recipe.precision == "bf16" or flag:
+    if recipe.precision == "bf16" or flag in ("forced",):
         why = flag or "no native bf16: emulated"
         return ComputePath(True, True, f"cpu bf16 autocast + channels_last + fused step ({why})")
+    if flag:  # native bf16 does not always pay (an Xeon with avx512_bf16 and no AMX: half fp32's speed): time it
+        return ComputePath(True, True, f"cpu bf16 autocast + channels_last + fused step ({flag})", measure=True)
     return ComputePath(False, True, "cpu fp32 + channels_last + fused step (no native bf16)")
+
+
+PATH_CACHE_VERSION = 1
+
+
+def path_cache_file() -> Path:
+    """Where the measured choices are kept: ``$BENCH_PATH_CACHE``, else ``~/.cache/removal-bench/compute-paths.json``."""
+    return Path(os.environ.get("BENCH_PATH_CACHE") or Path.home() / ".cache" / "removal-bench" / "compute-paths.json")
+
+
+def choose_by_timing(path: ComputePath, method, x: torch.Tensor, y: torch.Tensor, s: torch.Tensor,
+                     key_parts: dict[str, Any], steps: int = 4) -> ComputePath:
+    """bf16 or fp32 for ``path`` (both with channels_last and the fused step) by timing the trial's own step.
+
+    On copies of the freshly built ``method`` (the trial's own model is not touched, and the random state is put
+    back, so the trial computes as if nothing had been timed), one warm-up and ``steps`` steps on the batch
+    ``x, y, s`` with bf16 autocast and without, interleaved twice, the best of each kept. bf16 is chosen only
+    where it is faster. The rates are kept per hardware fingerprint, torch version, method, encoder, input shape,
+    batch and threads in :func:`path_cache_file`, so a machine times each kind of trial once; the label says what
+    was measured (tag ``compute_path``). ``BENCH_CPU_BF16=0`` or ``=1`` forces fp32 or bf16 without timing.
+    """
+    import copy
+
+    from removal_bench.core.hardware import fingerprint
+
+    key = json.dumps({"v": PATH_CACHE_VERSION, **fingerprint(torch.get_num_threads()), "torch": torch.__version__,
+                      **key_parts}, sort_keys=True, default=str)
+    cache_file = path_cache_file()
+    try:
+        cache = json.loads(cache_file.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    rates = cache.get(key)
+    if not isinstance(rates, dict) or not {"bf16", "fp32"} <= set(rates):
+        rng = torch.get_rng_state()
+        rates = {"bf16": 0.0, "fp32": 0.0}
+        for _ in range(2):
+            for name in ("fp32", "bf16"):
+                trial = copy.deepcopy(method)
+                trial.train()
+                context = torch.autocast("cpu", dtype=torch.bfloat16) if name == "bf16" else nullcontext()
+                with context:
+                    trial.update(x, y, s)  # warm-up: oneDNN's kernels chosen, buffers allocated
+                    start = time.perf_counter()
+                    for _ in range(steps):
+                        trial.update(x, y, s)
+                    seconds = time.perf_counter() - start
+                rates[name] = max(rates[name], steps * len(x) / max(seconds, 1e-9))
+                del trial
+        torch.set_rng_state(rng)
+        cache[key] = rates
+        try:  # a cache that cannot be written costs a timing per trial, nothing else
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            temporary = cache_file.with_name(f".{cache_file.name}.{os.getpid()}")
+            temporary.write_text(json.dumps(cache, indent=1, sort_keys=True))
+            os.replace(temporary, cache_file)
+        except OSError:
+            pass
+    ratio = rates["bf16"] / max(rates["fp32"], 1e-9)
+    flag = path.label[path.label.rfind("(") + 1 : -1]
+    if ratio > 1.0:
+        return ComputePath(True, True, f"cpu bf16 autocast + channels_last + fused step ({flag}; measured {ratio:.2f}x fp32's step)")
+    return ComputePath(False, True, f"cpu fp32 + channels_last + fused step ({flag}, but bf16 measured {ratio:.2f}x fp32's step)")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -506,6 +573,11 @@ def run_trial(config: dict[str, Any], report: Reporter | None = None) -> dict[st
     ).to(device)
     if path.channels_last:  # ResNet-18 on CUDA: 2.4x the fp32 img/s on an H200 (docs/DEVELOPING.md); lenet on a CPU: BIASED_MNIST.md
         method = method.to(memory_format=torch.channels_last)
+    if path.measure:
+        sample = train.x[: min(batch_size, len(train))]
+        path = choose_by_timing(path, method, sample.to(device), train.y[: len(sample)], train.s[: len(sample)],
+                                {"method": config["method"], "encoder": encoder_name, "input": list(spec.input_shape),
+                                 "batch": len(sample)})
     autocast = path.autocast(device)
     schedule_length = epochs * steps if recipe.schedule_unit == "step" else epochs
     schedulers = [recipe.build_scheduler(optimizer, schedule_length) for optimizer in method.scheduled_optimizers()]
