@@ -75,8 +75,9 @@ class Recipe:
     augmentation: str = "none"
     # How image encoders compute (removal_bench.running.trial.compute_path): "fp32" as always; "bf16": bf16
     # autocast, channels_last and the fused optimiser step; "auto": bf16 where the device has native bf16
-    # (CUDA, or a CPU with amx_bf16 / avx512_bf16: removal_bench.core.hardware.native_bf16), else fp32 with
-    # channels_last and the fused step. Tabular encoders always run fp32. Each trial logs the path it took.
+    # (CUDA, or a CPU with amx_bf16 / avx512_bf16: removal_bench.core.hardware.native_bf16) and, on a CPU, a
+    # timing of the trial's own step finds it faster (removal_bench.running.trial.choose_by_timing), else fp32
+    # with channels_last and the fused step. Tabular encoders always run fp32. Each trial logs the path it took.
     precision: str = "fp32"
     # The model around a method's loss, as some methods' authors build it (docs/METHODS.md): "default" keeps the
     # encoder as declared (the common encoders end in ReLU); "bounded" ends its bottleneck in BatchNorm + Tanh, as
