@@ -89,3 +89,18 @@ def test_a_trial_in_the_authors_form_trains_and_its_bottleneck_is_bounded(tmp_pa
     z = np.load(path)["z_test"]
     assert np.abs(z).max() <= 1.0 and z.min() < 0
     assert metrics["accuracy"] > metrics["majority_accuracy"] + 0.1  # it learns the task
+
+
+def test_a_leaderboard_section_ranks_one_model_form():
+    import pandas as pd
+
+    from removal_bench.reporting.leaderboard import refuse_mixed_forms
+
+    common = {"tags.bench.dataset": "synthetic", "params.recipe.bottleneck": "default", "params.recipe.head": "linear"}
+    older = {"tags.bench.dataset": "synthetic"}  # logged before the fields existed: the common form
+    authors = {"tags.bench.dataset": "synthetic", "params.recipe.bottleneck": "bounded", "params.recipe.head": "normalised"}
+    elsewhere = {**authors, "tags.bench.dataset": "adult"}
+    refuse_mixed_forms(pd.DataFrame([common, older, elsewhere]))  # one form per dataset: ranked
+    refuse_mixed_forms(pd.DataFrame([older, older]))  # a table from before the fields
+    with pytest.raises(UserError, match=r"synthetic: its trials ran in 2 model forms .*bottleneck=bounded, head=normalised \(1 trials\)"):
+        refuse_mixed_forms(pd.DataFrame([common, older, authors]))

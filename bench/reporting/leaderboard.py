@@ -323,6 +323,32 @@ def refuse_mixed_settings(frame) -> None:
                         f"ranks one: choose it with --datasets {example} (or rank them apart)")
 
 
+FORM_PARAMS = {"params.recipe.bottleneck": "default", "params.recipe.head": "linear"}  # recipe fields: docs/METHODS.md
+
+
+def refuse_mixed_forms(frame) -> None:
+    """A UserError when a dataset's trials ran in more than one model form (``--train bottleneck=bounded``,
+    ``head=normalised``: the authors' form beside the common one, docs/METHODS.md): a section ranks one form,
+    so that a method's curve and its selected configuration never mix the two. A trial logged before the fields
+    existed is in the common form."""
+    if frame.empty:
+        return
+    import pandas as pd
+
+    parts = []
+    for column, default in FORM_PARAMS.items():
+        held = frame[column].fillna(default).astype(str) if column in frame.columns else pd.Series(default, index=frame.index)
+        name = column[len("params.recipe."):]
+        parts.append(held.map(lambda value, name=name, default=default: "" if value == default else f"{name}={value}"))
+    forms = pd.concat(parts, axis=1).apply(lambda row: ", ".join(p for p in row if p) or "the common form", axis=1)
+    for dataset, runs in forms.groupby(frame["tags.bench.dataset"]):
+        counts = runs.value_counts()
+        if len(counts) > 1:
+            found = "; ".join(f"{form} ({count} trials)" for form, count in counts.items())
+            raise UserError(f"{dataset}: its trials ran in {len(counts)} model forms ({found}), and a section ranks one: "
+                            "rank each from an experiment or table of its own (docs/METHODS.md)")
+
+
 def execute_leaderboard(
     experiments: list[str] | None = None,
     tracking_uri: str | None = None,
@@ -403,6 +429,7 @@ def execute_leaderboard(
         experiments = list(dict.fromkeys([*experiments, *export.experiments_of(committed)]))
     frame, parents, merged = export.merge_runs(frame, parents)  # each run once; a trial run twice named, not averaged
     refuse_mixed_settings(frame)
+    refuse_mixed_forms(frame)
     by_dataset = summaries.summarise(frame, expected_seeds=declared_seeds_of(parents))
     if not output and not force:
         refuse_fewer_datasets(paths, sorted(by_dataset))  # before any file (plots included) is written

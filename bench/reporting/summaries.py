@@ -143,7 +143,8 @@ def per_seed_values(finished) -> dict[str, dict[str, float]]:
     return out
 
 
-SETTING_RECIPE = ("recipe.optimizer", "recipe.lr", "recipe.schedule", "recipe.epochs", "recipe.batch_size", "recipe.encoder")
+SETTING_RECIPE = ("recipe.optimizer", "recipe.lr", "recipe.schedule", "recipe.epochs", "recipe.batch_size", "recipe.encoder",
+                  "recipe.bottleneck", "recipe.head")  # the last two: the model form, logged since docs/METHODS.md's options
 
 
 def dataset_setting(dataset: str, rows: list[Row]) -> tuple[str, bool]:
