@@ -12,7 +12,6 @@ import torch
 from torch import nn
 
 from removal_bench.core.errors import UserError
-from removal_bench.core.recipes import BOTTLENECKS
 
 
 class MLP(nn.Module):
@@ -249,6 +248,9 @@ ENCODERS: dict[str, Callable[[tuple[int, ...]], nn.Module]] = {
     "resnet18": ResNet18,
     "ffb_mlp": FFBMLP,
 }
+
+
+BOTTLENECKS = ("default", "bounded")  # recipe field ``bottleneck``: the encoder as declared, or ending in BatchNorm + Tanh
 
 
 class BoundedOutput(nn.Module):

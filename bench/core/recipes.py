@@ -39,7 +39,6 @@ MONITORS = ("val_loss", "val_accuracy")
 AUGMENTATIONS = ("none", "hflip")
 UNITS = ("epoch", "step")
 PRECISIONS = ("fp32", "bf16", "auto")  # the image encoders' arithmetic: see Recipe.precision
-BOTTLENECKS = ("default", "bounded")  # how the encoder's bottleneck ends: see Recipe.bottleneck
 HEADS = ("linear", "normalised")  # what the task head reads: see Recipe.head
 BOOLEANS = ("drop_last",)
 NAMED = ("cpu", "cpu-converged")  # recipes a dataset may declare by name (Dataset.named_recipes): --recipe cpu
@@ -204,7 +203,11 @@ def parse_field(name: str, raw: Any) -> Any:
     text = str(raw).strip()
     where = f"recipe.{name}"
     choices = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "monitor": MONITORS, "augmentation": AUGMENTATIONS,
-               "schedule_unit": UNITS, "precision": PRECISIONS, "bottleneck": BOTTLENECKS, "head": HEADS}
+               "schedule_unit": UNITS, "precision": PRECISIONS, "head": HEADS}
+    if name == "bottleneck":  # torch: only a recipe that names a bottleneck pays it, as one that names an encoder
+        from removal_bench.core.encoders import BOTTLENECKS
+
+        choices["bottleneck"] = BOTTLENECKS
     if name in BOOLEANS:
         if isinstance(raw, bool):
             return raw
