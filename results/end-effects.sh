@@ -28,6 +28,8 @@ TABLE=${TABLE:-results/end-effects/trials.jsonl.gz}
 ALPHAS=${ALPHAS:-1 0.1 3 0.5}  # the order they run in; the report chooses among those present
 FULL_ALPHAS=${FULL_ALPHAS:-1 0.1 0.5}  # the full-data grid of EnD Table 1 (published.toml)
 DATA=${DATA:-small full}
+FORMS=${FORMS:-}  # empty: both forms on the small data, the authors' on all images (the common form there: reproduce)
+FULL_RHOS=${FULL_RHOS:-0.99 0.997}
 IMPORT=${IMPORT:-0}
 
 if [ "$IMPORT" = 1 ]; then
@@ -58,9 +60,11 @@ for data in $DATA; do
         datasets=biased_mnist:rho=0.99:split=reference:subsample=0.2,biased_mnist:rho=0.997:split=reference:subsample=0.2
         forms="common authors"; alphas=$ALPHAS
     else
-        datasets=biased_mnist:rho=0.99:split=reference,biased_mnist:rho=0.997:split=reference
+        datasets=$(for rho in $FULL_RHOS; do printf 'biased_mnist:rho=%s:split=reference,' "$rho"; done)
+        datasets=${datasets%,}
         forms="authors"; alphas=$FULL_ALPHAS
     fi
+    forms=${FORMS:-$forms}
     # both forms' vanilla, then each alpha in both forms: an interrupted run leaves comparable cells
     for form in $forms; do
         sweep "$datasets" "$(form_options "$form")" --methods vanilla
