@@ -469,7 +469,6 @@ def cpu_paths(arguments: argparse.Namespace) -> None:
     from removal_bench.core.encoders import build_encoder
     from removal_bench.core.hardware import cpu_info, native_bf16
     from removal_bench.core.recipes import CPU_CONVERGED_BIASED_MNIST
-    from removal_bench.running.trial import compute_path
 
     torch.set_num_threads(arguments.threads)
     shape, n = (3, 28, 28), arguments.images
@@ -478,13 +477,13 @@ def cpu_paths(arguments: argparse.Namespace) -> None:
     data_y = torch.randint(0, 10, (n,), generator=generator)
     device = torch.device("cpu")
 
+    from removal_bench.running.trial import CANDIDATES, LABELS, ComputePath
+
     def make(encoder_name: str, precision: str):
         torch.manual_seed(0)
-        recipe = dataclasses.replace(CPU_CONVERGED_BIASED_MNIST, precision="auto" if precision == "fast-fp32" else precision,
-                                     encoder=encoder_name)
-        path = compute_path(recipe, device, shape, encoder_name)
-        if precision == "fast-fp32":
-            path = dataclasses.replace(path, bf16=False, measure=False, label="cpu fp32 + channels_last + fused step")
+        name, bf16, channels_last, fused = next(c for c in CANDIDATES if c[0] == precision)
+        recipe = dataclasses.replace(CPU_CONVERGED_BIASED_MNIST, precision="auto" if fused else "fp32", encoder=encoder_name)
+        path = ComputePath(bf16, channels_last, LABELS[name], fused=fused)
         method = method_registry.get_method("vanilla")(build_encoder(encoder_name, shape), 10, 10, {}, 12, recipe=recipe)
         x = data_x
         if path.channels_last:
@@ -507,7 +506,7 @@ def cpu_paths(arguments: argparse.Namespace) -> None:
         return step, path.label
 
     bf16 = native_bf16()
-    kinds = ("fp32", "fast-fp32", "auto") if bf16 else ("fp32", "auto")  # auto: bf16 where native (its candidate)
+    kinds = ("fp32", "fast-fp32", "bf16") if bf16 else ("fp32", "fast-fp32")  # the candidates a trial times
     variants = {(name, precision): make(name, precision) for name in arguments.encoders for precision in kinds}
     samples: dict = {key: [] for key in variants}
     for _ in range(arguments.repeats):
@@ -531,14 +530,12 @@ def cpu_paths(arguments: argparse.Namespace) -> None:
           f"{'fp32 % peak':>13}{'fast % peak':>13}  fast path")
     for name in arguments.encoders:
         flops = training_flops(name)
-        old = statistics.median(samples[(name, "fp32")])
-        new = statistics.median(samples[(name, "auto")])
-        label = variants[(name, "auto")][1]
-        if bf16:  # the trial times both fast variants and takes the faster: so does this table
-            fast_fp32 = statistics.median(samples[(name, "fast-fp32")])
-            print(f"{name:<18} fast fp32 {fast_fp32:.0f} img/s, fast bf16 {new:.0f} img/s: bf16 {new / fast_fp32:.2f}x", flush=True)
-            if fast_fp32 >= new:
-                new, label = fast_fp32, variants[(name, "fast-fp32")][1] + " (bf16 measured slower)"
+        rates = {kind: statistics.median(samples[(name, kind)]) for kind in kinds}
+        old = rates["fp32"]
+        chosen = max(kinds, key=lambda kind: (rates[kind], -kinds.index(kind)))  # what a trial takes: the fastest
+        new, label = rates[chosen], variants[(name, chosen)][1]
+        print(f"{name:<18} " + ", ".join(f"{kind} {rate:.0f} img/s ({rate / old:.2f}x)" for kind, rate in rates.items())
+              + f": the trial's path is {chosen}", flush=True)
         fast_peak = peaks["bf16"] if "bf16 autocast" in label else peaks["fp32"]
         print(f"{name:<18}{flops / 1e6:>10.1f}{old:>12.0f}{new:>12.0f}{new / old:>6.2f}x"
               f"{100 * old * flops / 1e9 / peaks['fp32']:>12.0f}%{100 * new * flops / 1e9 / fast_peak:>12.0f}%  {label}",

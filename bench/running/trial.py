@@ -146,7 +146,8 @@ class ComputePath:
     bf16: bool
     channels_last: bool
     label: str
-    measure: bool = False  # bf16 or fp32 still to be chosen by timing the trial's own step (choose_by_timing)
+    measure: bool = False  # the path still to be chosen by timing the trial's own step (choose_by_timing)
+    fused: bool = True  # the recipe's optimiser as the precision builds it (fused outside fp32); False: not fused
 
     def autocast(self, device: torch.device):
         return torch.autocast(device.type, dtype=torch.bfloat16) if self.bf16 else nullcontext()
@@ -174,12 +175,37 @@ def compute_path(recipe: Recipe, device: torch.device, input_shape: tuple[int, .
     if recipe.precision == "bf16" or flag in ("forced",):
         why = flag or "no native bf16: emulated"
         return ComputePath(True, True, f"cpu bf16 autocast + channels_last + fused step ({why})")
-    if flag:  # native bf16 does not always pay (an Xeon with avx512_bf16 and no AMX: half fp32's speed): time it
-        return ComputePath(True, True, f"cpu bf16 autocast + channels_last + fused step ({flag})", measure=True)
-    return ComputePath(False, True, "cpu fp32 + channels_last + fused step (no native bf16)")
+    if os.environ.get("BENCH_CPU_BF16", "").strip() == "0":
+        return ComputePath(False, True, "cpu fp32 + channels_last + fused step (BENCH_CPU_BF16=0)")
+    # Neither bf16 (an Xeon with avx512_bf16 and no AMX: half fp32's speed) nor channels_last (small_cnn on an AVX2
+    # EPYC: 0.88x) pays everywhere: the trial times its own step (choose_by_timing)
+    label = f"native bf16: {flag}" if flag else "no native bf16"
+    return ComputePath(bool(flag), True, f"cpu, to be measured ({label})", measure=True)
 
 
-PATH_CACHE_VERSION = 1
+# What choose_by_timing may take: (name, bf16 autocast, channels_last, fused optimiser step)
+CANDIDATES = (("fp32", False, False, False), ("fast-fp32", False, True, True), ("bf16", True, True, True))
+LABELS = {"fp32": "cpu fp32", "fast-fp32": "cpu fp32 + channels_last + fused step",
+          "bf16": "cpu bf16 autocast + channels_last + fused step"}
+
+
+def as_path(method, recipe: Recipe, path: ComputePath, x: torch.Tensor | None = None):
+    """``method`` (and the batch ``x``) in ``path``'s memory format, its recipe optimiser rebuilt unfused if the path
+    says so (a freshly built optimiser has no state yet: nothing is lost)."""
+    from removal_bench.core.encoders import NormalisedInput
+
+    memory = torch.channels_last if path.channels_last else torch.contiguous_format
+    method = method.to(memory_format=memory)
+    if isinstance(getattr(method, "encoder", None), NormalisedInput):
+        method.encoder.channels_last = path.channels_last
+    if not path.fused:
+        method.optimizer = replace(recipe, precision="fp32").build_optimizer(method.model_parameters())
+    if x is not None and x.dim() == 4:
+        x = x.contiguous(memory_format=memory)
+    return method, x
+
+
+PATH_CACHE_VERSION = 2  # 2: plain fp32 is a candidate too
 
 
 def path_cache_file() -> Path:
@@ -188,15 +214,18 @@ def path_cache_file() -> Path:
 
 
 def choose_by_timing(path: ComputePath, method, x: torch.Tensor, y: torch.Tensor, s: torch.Tensor,
-                     key_parts: dict[str, Any], steps: int = 4) -> ComputePath:
-    """bf16 or fp32 for ``path`` (both with channels_last and the fused step) by timing the trial's own step.
+                     key_parts: dict[str, Any], steps: int = 4, recipe: Recipe | None = None) -> ComputePath:
+    """The fastest of the CPU paths for the trial's own step: plain fp32 (every trial's before 1956a69), fp32 with
+    channels_last and the fused optimiser step, and, where the CPU has native bf16 (``path.bf16``), bf16 autocast
+    with both.
 
     On copies of the freshly built ``method`` (the trial's own model is not touched, and the random state is put
     back, so the trial computes as if nothing had been timed), one warm-up and ``steps`` steps on the batch
-    ``x, y, s`` with bf16 autocast and without, interleaved twice, the best of each kept. bf16 is chosen only
-    where it is faster. The rates are kept per hardware fingerprint, torch version, method, encoder, input shape,
-    batch and threads in :func:`path_cache_file`, so a machine times each kind of trial once; the label says what
-    was measured (tag ``compute_path``). ``BENCH_CPU_BF16=0`` or ``=1`` forces fp32 or bf16 without timing.
+    ``x, y, s`` per candidate, interleaved twice, the best of each kept. The rates are kept per hardware
+    fingerprint, torch version, method, encoder, input shape, batch and threads in :func:`path_cache_file`, so a
+    machine times each kind of trial once; the label says what was measured (tag ``compute_path``). Where plain
+    fp32 wins, the trial computes exactly as a ``precision=fp32`` trial. ``BENCH_CPU_BF16=0`` or ``=1`` forces the
+    fast fp32 or the bf16 path without timing.
     """
     import copy
 
@@ -209,20 +238,22 @@ def choose_by_timing(path: ComputePath, method, x: torch.Tensor, y: torch.Tensor
         cache = json.loads(cache_file.read_text())
     except (OSError, ValueError):
         cache = {}
+    recipe = recipe or method.recipe
+    candidates = [c for c in CANDIDATES if path.bf16 or not c[1]]
     rates = cache.get(key)
-    if not isinstance(rates, dict) or not {"bf16", "fp32"} <= set(rates):
+    if not isinstance(rates, dict) or not {c[0] for c in candidates} <= set(rates):
         rng = torch.get_rng_state()
-        rates = {"bf16": 0.0, "fp32": 0.0}
+        rates = {c[0]: 0.0 for c in candidates}
         for _ in range(2):
-            for name in ("fp32", "bf16"):
-                trial = copy.deepcopy(method)
+            for name, bf16, channels_last, fused in candidates:
+                trial, batch = as_path(copy.deepcopy(method), recipe, ComputePath(bf16, channels_last, "", fused=fused), x)
                 trial.train()
-                context = torch.autocast("cpu", dtype=torch.bfloat16) if name == "bf16" else nullcontext()
+                context = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext()
                 with context:
-                    trial.update(x, y, s)  # warm-up: oneDNN's kernels chosen, buffers allocated
+                    trial.update(batch, y, s)  # warm-up: oneDNN's kernels chosen, buffers allocated
                     start = time.perf_counter()
                     for _ in range(steps):
-                        trial.update(x, y, s)
+                        trial.update(batch, y, s)
                     seconds = time.perf_counter() - start
                 rates[name] = max(rates[name], steps * len(x) / max(seconds, 1e-9))
                 del trial
@@ -235,11 +266,11 @@ def choose_by_timing(path: ComputePath, method, x: torch.Tensor, y: torch.Tensor
             os.replace(temporary, cache_file)
         except OSError:
             pass
-    ratio = rates["bf16"] / max(rates["fp32"], 1e-9)
+    best = max(candidates, key=lambda c: (rates[c[0]], -candidates.index(c)))  # ties: the plainer path
+    name, bf16, channels_last, fused = best
     flag = path.label[path.label.rfind("(") + 1 : -1]
-    if ratio > 1.0:
-        return ComputePath(True, True, f"cpu bf16 autocast + channels_last + fused step ({flag}; measured {ratio:.2f}x fp32's step)")
-    return ComputePath(False, True, f"cpu fp32 + channels_last + fused step ({flag}, but bf16 measured {ratio:.2f}x fp32's step)")
+    others = ", ".join(f"{other} {rates[other] / max(rates[name], 1e-9):.2f}x" for other, *_ in candidates if other != name)
+    return ComputePath(bf16, channels_last, f"{LABELS[name]} ({flag}; measured fastest: {others})", fused=fused)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -577,7 +608,11 @@ def run_trial(config: dict[str, Any], report: Reporter | None = None) -> dict[st
         sample = train.x[: min(batch_size, len(train))]
         path = choose_by_timing(path, method, sample.to(device), train.y[: len(sample)], train.s[: len(sample)],
                                 {"method": config["method"], "encoder": encoder_name, "input": list(spec.input_shape),
-                                 "batch": len(sample)})
+                                 "batch": len(sample)}, recipe=recipe)
+        method, _ = as_path(method, recipe, path)
+        if train.x.dim() == 4:
+            memory = torch.channels_last if path.channels_last else torch.contiguous_format
+            train = dataset_registry.Split(train.x.contiguous(memory_format=memory), train.y, train.s)
     autocast = path.autocast(device)
     schedule_length = epochs * steps if recipe.schedule_unit == "step" else epochs
     schedulers = [recipe.build_scheduler(optimizer, schedule_length) for optimizer in method.scheduled_optimizers()]
