@@ -89,8 +89,8 @@ def end_effects(arguments: argparse.Namespace) -> str:
         f"EnD beside vanilla on Biased-MNIST, split=reference, encoder {arguments.encoder}, {arguments.epochs} epochs "
         f"(--recipe cpu-converged; reduced), experiments {', '.join(arguments.experiment)}; unbiased test accuracy in %, "
         "mean +- standard error over seeds; alpha = beta chosen per cell on validation (mean over seeds).", "",
-        "| rho | form | data | vanilla | EnD (chosen alpha = beta) | gain | paper's gain | EnD per alpha: val / test | seeds |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| rho | form | data | vanilla | EnD (chosen alpha = beta) | gain | paper's gain | leakage: vanilla / EnD | EnD per alpha: val / test | seeds |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     order = {"common": 0, "authors": 1}
     for (rho, form, data) in sorted(rows, key=lambda k: (k[0], k[2] != "full", k[2], order[k[1]])):
@@ -115,12 +115,15 @@ def end_effects(arguments: argparse.Namespace) -> str:
             else:
                 gain = "-"
         else:
-            end_text, gain = "-", "-"
+            end_text, gain, chosen = "-", "-", None
         paper = PAPER.get(rho)
         paper_text = f"{paper[0] - paper[1]:+.1f}" if paper else "-"
-        lines.append(f"| {rho:g} | {form} | {data} | {van_text} | {end_text} | {gain} | {paper_text} | {per_alpha} | {seeds} |")
+        leak = " / ".join("-" if entry is None else f"{statistics.mean(entry['leak']):.3f}"
+                          for entry in (vanilla, cell.get(chosen) if chosen is not None else None))
+        lines.append(f"| {rho:g} | {form} | {data} | {van_text} | {end_text} | {gain} | {paper_text} | {leak} | {per_alpha} | {seeds} |")
     lines += ["", "gain: EnD's chosen mean minus the cell's vanilla mean, +- the standard error of that difference; "
-              "paper's gain: EnD Table 1 minus ReBias Table 1's vanilla (SimpleConvNet, 80 epochs); seeds: runs "
+              "paper's gain: EnD Table 1 minus ReBias Table 1's vanilla (SimpleConvNet, 80 epochs); leakage: the colour's "
+              "balanced accuracy for the protocol's best fresh attacker on z (mean over seeds; chance 0.1); seeds: runs "
               "finished for vanilla, then each alpha in order."]
     text = "\n".join(lines)
     print(text)
