@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
@@ -298,6 +299,37 @@ def inlp_on_adult(arguments: argparse.Namespace) -> None:
               f"{seconds['liblinear'] / seconds['ours']:>6.1f}x {removed:>15.1f}", flush=True)
 
 
+def interleaved_rates(steps: dict[Any, Callable[[], Any]], images_per_call: int, repeats: int, *,
+                      seconds: float | None = None, calls: int | None = None, warmup: int = 0,
+                      before: Callable[[Any], Any] | None = None) -> dict[Any, list[float]]:
+    """Img/s samples of each step function, timed in turn: ``repeats`` rounds over ``steps`` (key -> callable).
+
+    Each timing runs one step ``calls`` times, or as many times as fit in ``seconds``, and gives one
+    sample, calls x ``images_per_call`` / elapsed seconds; ``before(key)`` and ``warmup`` untimed calls come
+    first. Interleaved, other work on the machine slows every step alike: ratios of medians stay fair.
+    """
+    if (seconds is None) == (calls is None):
+        raise ValueError("interleaved_rates: give one of seconds and calls")
+    samples = {key: [] for key in steps}
+    for _ in range(repeats):
+        for key, step in steps.items():
+            if before is not None:
+                before(key)
+            for _ in range(warmup):
+                step()
+            start, count = time.perf_counter(), 0
+            if calls is not None:
+                for _ in range(calls):
+                    step()
+                count = calls
+            else:
+                while time.perf_counter() - start < seconds:
+                    step()
+                    count += 1
+            samples[key].append(count * images_per_call / (time.perf_counter() - start))
+    return samples
+
+
 def cpu_step(arguments: argparse.Namespace) -> None:
     """One training step of an encoder on one CPU thread: fp32, channels_last and bf16 autocast side by side.
 
@@ -337,13 +369,8 @@ def cpu_step(arguments: argparse.Namespace) -> None:
         return step
 
     steps = {"fp32": variant(False, False), "channels_last": variant(True, False), "bf16 autocast": variant(False, True)}
-    samples = {name: [] for name in steps}
-    for _ in range(arguments.repeats):
-        for name, step in steps.items():
-            start = time.perf_counter()
-            for _ in range(arguments.steps):
-                step()
-            samples[name].append((time.perf_counter() - start) / arguments.steps * 1e3)
+    rates = interleaved_rates(steps, 1, arguments.repeats, calls=arguments.steps)  # steps per second
+    samples = {name: [1e3 / rate for rate in values] for name, values in rates.items()}  # ms per step
     timings = {name: statistics.median(values) for name, values in samples.items()}
     for name, value in timings.items():
         print(f"{name:<14} {value:7.2f} ms  ({timings['fp32'] / value:.2f}x fp32)", flush=True)
@@ -380,20 +407,11 @@ def encoder_rates(arguments: argparse.Namespace) -> None:
         return step
 
     steps = {name: make(name) for name in arguments.encoders}
-    samples: dict[tuple[str, int], list[float]] = {}
-    for _ in range(arguments.repeats):
-        for threads in arguments.threads:
-            torch.set_num_threads(threads)
-            for name, step in steps.items():
-                for _ in range(2):  # warm-up at this thread count
-                    step()
-                start = time.perf_counter()
-                count = 0
-                while time.perf_counter() - start < arguments.seconds:
-                    step()
-                    count += 1
-                rate = count * arguments.batch / (time.perf_counter() - start)
-                samples.setdefault((name, threads), []).append(rate)
+    # per repeat, each thread count in turn and every encoder at it, after two warm-up steps at that count
+    samples: dict[tuple[str, int], list[float]] = interleaved_rates(
+        {(name, threads): step for threads in arguments.threads for name, step in steps.items()},
+        arguments.batch, arguments.repeats, seconds=arguments.seconds, warmup=2,
+        before=lambda key: torch.set_num_threads(key[1]))
     print(f"training img/s, batch {arguments.batch} of 3x28x28, fp32, Adam; median of {arguments.repeats} "
           f"interleaved repeats of {arguments.seconds:g} s (torch {torch.__version__}, {os.cpu_count()} CPUs here, "
           f"load average {os.getloadavg()[0]:.1f} at the end)")
@@ -508,14 +526,8 @@ def cpu_paths(arguments: argparse.Namespace) -> None:
     bf16 = native_bf16()
     kinds = ("fp32", "fast-fp32", "bf16") if bf16 else ("fp32", "fast-fp32")  # the candidates a trial times
     variants = {(name, precision): make(name, precision) for name in arguments.encoders for precision in kinds}
-    samples: dict = {key: [] for key in variants}
-    for _ in range(arguments.repeats):
-        for key, (step, _) in variants.items():
-            start, count = time.perf_counter(), 0
-            while time.perf_counter() - start < arguments.seconds:
-                step()
-                count += 1
-            samples[key].append(count * arguments.batch / (time.perf_counter() - start))
+    samples = interleaved_rates({key: step for key, (step, _) in variants.items()}, arguments.batch, arguments.repeats,
+                                seconds=arguments.seconds)
     # bf16's peak only where the core has bf16 dot products: emulated, a 4096-wide product takes minutes
     peaks = {"fp32": _gemm_peak(torch.float32, arguments.seconds),
              "bf16": _gemm_peak(torch.bfloat16, arguments.seconds) if bf16 not in (None, "forced") else float("nan")}
