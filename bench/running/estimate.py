@@ -71,12 +71,14 @@ def training_images(config: dict[str, Any], spec_and_size: Callable[[dict[str, A
     return encoder, int(epochs), int(size)
 
 
-def estimate(configs: Iterable[dict[str, Any]], spec_and_size: Callable[[dict[str, Any]], tuple[Any, int]]) -> Estimate:
-    """Training time of ``configs`` on one GPU at the measured rates (see the module's docstring)."""
+def _tally(configs: Iterable[dict[str, Any]], spec_and_size: Callable[[dict[str, Any]], tuple[Any, int]],
+           rates_for: Callable[[dict[str, Any], str], tuple[float, float] | None]) -> Estimate:
+    """Training images and seconds of ``configs``: ``rates_for(config, encoder)`` gives the trial's
+    (rate, DataLoader rate) in img/s, or None where its encoder has no measured rate (counted in ``unknown``)."""
     result = Estimate()
     for config in configs:
         encoder, epochs, size = training_images(config, spec_and_size)
-        rates = GPU_RATES.get(encoder)
+        rates = rates_for(config, encoder)
         if rates is None:
             result.unknown[encoder] = result.unknown.get(encoder, 0) + 1
             continue
@@ -88,23 +90,28 @@ def estimate(configs: Iterable[dict[str, Any]], spec_and_size: Callable[[dict[st
     return result
 
 
+def estimate(configs: Iterable[dict[str, Any]], spec_and_size: Callable[[dict[str, Any]], tuple[Any, int]]) -> Estimate:
+    """Training time of ``configs`` on one GPU at the measured rates (see the module's docstring)."""
+    return _tally(configs, spec_and_size, lambda config, encoder: GPU_RATES.get(encoder))
+
+
 def estimate_cpu(configs: Iterable[dict[str, Any]], spec_and_size: Callable[[dict[str, Any]], tuple[Any, int]],
                  concurrent: int = 1) -> list[str]:
     """Lines estimating the training time of ``configs`` on CPU threads at the measured one-thread rates."""
     from removal_bench.core.hardware import native_bf16
 
     fast_here = native_bf16() is not None
-    seconds, images, counted, unknown = 0.0, 0, 0, {}
-    for config in configs:
-        encoder, epochs, size = training_images(config, spec_and_size)
+
+    def rates_for(config: dict[str, Any], encoder: str) -> tuple[float, float] | None:
         rates = CPU_RATES.get(encoder)
         if rates is None:
-            unknown[encoder] = unknown.get(encoder, 0) + 1
-            continue
+            return None
         fast = (config.get("recipe") or {}).get("precision", "fp32") != "fp32" and fast_here
-        seconds += epochs * size / rates[1 if fast else 0]
-        images += epochs * size
-        counted += 1
+        rate = rates[1 if fast else 0]
+        return rate, rate  # no DataLoader figure on a CPU: the one rate
+
+    result = _tally(configs, spec_and_size, rates_for)
+    seconds, images, counted, unknown = result.seconds, result.images, result.estimated, result.unknown
     out = []
     if counted:
         wall = seconds / max(concurrent, 1)
