@@ -504,6 +504,9 @@ def render(rows: list[PlannedRow], frame, request: ReproduceRequest, tracking_ur
         for entry in table_rows:
             row = entry.row
             options = ":".join(f"{k}={v}" for k, v in (entry.options or row.options).items())
+            # the grid point chosen on validation: one choice per row, shared by each of its published numbers
+            _, trials, choice = ((None, [], "") if entry.skipped or entry.missing
+                                 else choose(entry, frame, table.select))
             for number in row.numbers:
                 published = "-" if number.value is None else (
                     f"{number.value:.2f}" + (f" +- {number.spread:.2f}" if number.spread else ""))
@@ -519,7 +522,6 @@ def render(rows: list[PlannedRow], frame, request: ReproduceRequest, tracking_ur
                         + ("; a GPU for the full setting" if table.gpu else "") + " |"
                     )
                     continue
-                _, trials, choice = choose(entry, frame, table.select)
                 values, run_ids, notes = finished_values(trials, frame, number.metric, table.scale)
                 notes = ([choice] if choice else []) + notes
                 mean, error = mean_and_error(values)
