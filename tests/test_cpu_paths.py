@@ -64,9 +64,11 @@ def test_the_path_follows_the_recipe_and_the_cpu(monkeypatch):
 
     auto = CPU_CONVERGED_BIASED_MNIST
     assert auto.precision == "auto"
-    monkeypatch.setenv("BENCH_CPU_BF16", "0")  # a CPU without native bf16: fp32, channels_last, fused step
+    monkeypatch.setenv("BENCH_CPU_BF16", "0")  # forced: fp32, channels_last, fused step, without timing
     path = compute_path(auto, CPU, image, "lenet")
-    assert not path.bf16 and path.channels_last and "no native bf16" in path.label
+    assert not path.bf16 and path.channels_last and not path.measure and "BENCH_CPU_BF16=0" in path.label
+    monkeypatch.delenv("BENCH_CPU_BF16")  # otherwise the trial times its candidates (tests/test_cpu_path_choice.py)
+    assert compute_path(auto, CPU, image, "lenet").measure
     monkeypatch.setenv("BENCH_CPU_BF16", "1")
     path = compute_path(auto, CPU, image, "lenet")
     assert path.bf16 and path.channels_last and "bf16 autocast" in path.label
