@@ -30,6 +30,7 @@ FULL_ALPHAS=${FULL_ALPHAS:-1 0.1 0.5}  # the full-data grid of EnD Table 1 (publ
 DATA=${DATA:-small full}
 FORMS=${FORMS:-}  # empty: both forms on the small data, the authors' on all images (the common form there: reproduce)
 FULL_RHOS=${FULL_RHOS:-0.99 0.997}
+SEEDS=${SEEDS:-3}
 IMPORT=${IMPORT:-0}
 
 if [ "$IMPORT" = 1 ]; then
@@ -47,7 +48,7 @@ export_table() {
 sweep() {  # sweep DATASETS FORM_OPTIONS BENCH_OPTIONS...
     datasets=$1; form=$2; shift 2
     # shellcheck disable=SC2086
-    "$BENCH" sweep --grid --datasets "$datasets" --recipe cpu-converged $form --seeds 3 --cpus-per-trial 1 \
+    "$BENCH" sweep --grid --datasets "$datasets" --recipe cpu-converged $form --seeds "$SEEDS" --cpus-per-trial 1 \
         --max-concurrent "${MAX_CONCURRENT:-2}" --data-root "$DATA_ROOT" --tracking-uri "$TRACKING_URI" \
         --experiment "$EXPERIMENT" --results-dir "${TMPDIR:-/tmp}/end-effects-report" --quiet "$@"
     export_table
