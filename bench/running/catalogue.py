@@ -75,8 +75,8 @@ def print_listing(methods: dict[str, list[str]], datasets: dict[str, list[str]],
             print(f"      from {origin(kind, name)}", file=out)
             for line in lines[1:]:
                 print(line, file=out)
-    print("\nencoders: " + ", ".join(sorted(encoders)), file=out)
     print(MODEL_FORM, file=out)
+    print("\nencoders: " + ", ".join(sorted(encoders)), file=out)
 
 
 # Recipe fields that build the model around a method's loss as some methods' authors build it (docs/METHODS.md).
