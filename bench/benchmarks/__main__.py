@@ -32,6 +32,7 @@ on a GPU machine that has torch alone.
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -131,7 +132,13 @@ def main(argv: list[str] | None = None) -> None:
     add_startup_commands(commands)
     add_soak_commands(commands)
     arguments = parser.parse_args(argv)
-    arguments.handler(arguments)
+    from removal_bench.core.errors import UserError
+
+    try:
+        arguments.handler(arguments)
+    except UserError as error:  # bad input (a missing data file, an unknown name): one line, exit status 2
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":
