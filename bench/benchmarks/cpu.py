@@ -495,18 +495,15 @@ def cpu_paths(arguments: argparse.Namespace) -> None:
     data_y = torch.randint(0, 10, (n,), generator=generator)
     device = torch.device("cpu")
 
-    from removal_bench.running.trial import CANDIDATES, LABELS, ComputePath
+    from removal_bench.running.trial import CANDIDATES, LABELS, ComputePath, as_path
 
     def make(encoder_name: str, precision: str):
         torch.manual_seed(0)
         name, bf16, channels_last, fused = next(c for c in CANDIDATES if c[0] == precision)
-        recipe = dataclasses.replace(CPU_CONVERGED_BIASED_MNIST, precision="auto" if fused else "fp32", encoder=encoder_name)
+        recipe = dataclasses.replace(CPU_CONVERGED_BIASED_MNIST, encoder=encoder_name)
         path = ComputePath(bf16, channels_last, LABELS[name], fused=fused)
         method = method_registry.get_method("vanilla")(build_encoder(encoder_name, shape), 10, 10, {}, 12, recipe=recipe)
-        x = data_x
-        if path.channels_last:
-            method = method.to(memory_format=torch.channels_last)
-            x = data_x.contiguous(memory_format=torch.channels_last)
+        method, x = as_path(method, recipe, path, data_x)  # as a trial that took this path
         method.train()
         order = torch.randperm(n, generator=torch.Generator().manual_seed(1))
         state = {"at": 0}

@@ -172,7 +172,7 @@ def compute_path(recipe: Recipe, device: torch.device, input_shape: tuple[int, .
     if device.type == "cuda":
         return ComputePath(True, True, "cuda bf16 autocast + channels_last + fused step")
     flag = native_bf16()
-    if recipe.precision == "bf16" or flag in ("forced",):
+    if recipe.precision == "bf16" or flag == "forced":
         why = flag or "no native bf16: emulated"
         return ComputePath(True, True, f"cpu bf16 autocast + channels_last + fused step ({why})")
     if os.environ.get("BENCH_CPU_BF16", "").strip() == "0":
@@ -610,9 +610,8 @@ def run_trial(config: dict[str, Any], report: Reporter | None = None) -> dict[st
                                 {"method": config["method"], "encoder": encoder_name, "input": list(spec.input_shape),
                                  "batch": len(sample)}, recipe=recipe)
         method, _ = as_path(method, recipe, path)
-        if train.x.dim() == 4:
-            memory = torch.channels_last if path.channels_last else torch.contiguous_format
-            train = dataset_registry.Split(train.x.contiguous(memory_format=memory), train.y, train.s)
+        if not path.channels_last and train.x.dtype.is_floating_point and spec.pixel_mean is None:
+            train = dataset_registry.Split(train.x.contiguous(), train.y, train.s)  # undo the NHWC split above
     autocast = path.autocast(device)
     schedule_length = epochs * steps if recipe.schedule_unit == "step" else epochs
     schedulers = [recipe.build_scheduler(optimizer, schedule_length) for optimizer in method.scheduled_optimizers()]
