@@ -23,6 +23,7 @@ on a GPU machine that has torch alone.
     python -m removal_bench.benchmarks adv-projection           # how much of the task gradient adv_debias's projection removes, per rho
     python -m removal_bench.benchmarks end-effects              # EnD's gain over vanilla per rho, model form and data size (MLflow)
     python -m removal_bench.benchmarks fairlearn-adv            # adversarial debiasing on Adult: ours beside fairlearn's
+    python -m removal_bench.benchmarks searches                 # --search optuna against random search and refined curves
     python -m removal_bench.benchmarks table-scale              # bench leaderboard/report --from on 1k, 10k, 100k-trial tables
     python -m removal_bench.benchmarks soak --interruptions 50  # a Ray sweep under random real faults: lost, duplicated, changed
 
@@ -106,6 +107,7 @@ from removal_bench.benchmarks.cpu import add_cpu_commands  # noqa: E402
 from removal_bench.benchmarks.curves import add_curve_commands  # noqa: E402
 from removal_bench.benchmarks.mnist import add_mnist_commands  # noqa: E402  (MLflow imported when run)
 from removal_bench.benchmarks.effects import add_effects_commands  # noqa: E402  (MLflow, fairlearn imported when run)
+from removal_bench.benchmarks.searches import add_search_commands  # noqa: E402  (MLflow, Optuna imported when run)
 from removal_bench.benchmarks.tables import add_table_commands  # noqa: E402
 from removal_bench.benchmarks.startup import add_startup_commands  # noqa: E402
 from removal_bench.benchmarks.soak import add_soak_commands  # noqa: E402
@@ -128,6 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     add_curve_commands(commands)
     add_mnist_commands(commands)
     add_effects_commands(commands)
+    add_search_commands(commands)
     add_table_commands(commands)
     add_startup_commands(commands)
     add_soak_commands(commands)

@@ -45,6 +45,14 @@ def add_commands(subparsers) -> None:
                         help="with --curve: K more strengths per curve, each bisecting (in log space) the neighbouring "
                              "pair whose validation figures differ most; planned from finished rounds only, so the "
                              "same command resumes to the same points (default 0; docs/PROTOCOL.md)")
+    search.add_argument("--search", choices=("random", "optuna"), default="random",
+                        help="random: draws (or --grid, --curve); optuna: a multi-objective Bayesian search (Ray Tune's "
+                             "OptunaSearch, TPE) for the best validation task accuracy at each validation leakage, "
+                             "in rounds, --samples configurations a method; resumable to the same proposals "
+                             "(docs/USAGE.md)")
+    search.add_argument("--proposals", type=positive_int, default=4, metavar="K",
+                        help="with --search optuna: configurations each round proposes per method after the "
+                             "first round's random start (default 4)")
     search.add_argument("--sweep-seed", type=non_negative_int, default=0,
                         help="seed of the random draws (default 0); the same seed draws the same configurations")
     search.add_argument("--scheduler", choices=("none", "asha"), default="none",
@@ -120,7 +128,7 @@ def command_sweep(args: argparse.Namespace) -> int:
     request = SweepRequest(
         **run_fields(args),
         samples=args.samples, grid=args.grid, grid_points=args.grid_points, curve=args.curve, strengths=args.strengths,
-        refine=args.refine,
+        refine=args.refine, search=args.search, proposals=args.proposals,
         sweep_seed=args.sweep_seed,
         scheduler=args.scheduler, max_leakage=args.max_leakage, grace_period=args.grace_period,
         reduction_factor=args.reduction_factor, restart=args.restart, formats=parse_formats(args.formats),

@@ -113,8 +113,9 @@ def identity(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def tags(config: dict[str, Any]) -> dict[str, str]:
-    """``bench.protocol``, ``bench.protocol_parts``, ``bench.identity`` and ``bench.threads`` of a trial, and
-    ``bench.refined`` (its refinement round) on a refined curve's point."""
+    """``bench.protocol``, ``bench.protocol_parts``, ``bench.identity`` and ``bench.threads`` of a trial,
+    ``bench.refined`` (its refinement round) on a refined curve's point, and on a sweep's trial ``bench.search``
+    (random, grid, curve, refine or optuna) with ``bench.search_round`` where the search runs in rounds."""
     parts = protocol_parts(config)
     out = {"bench.protocol": fingerprint(parts), "bench.protocol_parts": canonical(parts),
            "bench.identity": canonical(identity(config))}
@@ -122,6 +123,11 @@ def tags(config: dict[str, Any]) -> dict[str, str]:
         out["bench.threads"] = str(config["threads"])
     if config.get("curve_refine"):
         out["bench.refined"] = str(config["curve_refine"]["round"])
+    search = config.get("search")
+    if isinstance(search, dict) and search.get("name"):  # the sweep's search that proposed it (bench sweep)
+        out["bench.search"] = str(search["name"])
+        if search.get("round") is not None:
+            out["bench.search_round"] = str(search["round"])
     return out
 
 

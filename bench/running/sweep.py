@@ -58,8 +58,17 @@ import numpy as np
 import removal_bench.datasets as dataset_registry
 import removal_bench.methods as method_registry
 from removal_bench.core.errors import UserError
-from removal_bench.core.params import Choice, Param, resolve, sample
+from removal_bench.core.params import Choice, Param, sample
 from removal_bench.core.recipes import check_source
+from removal_bench.running.search import (
+    DEFAULT_PROPOSALS,
+    DEFAULT_SAMPLES,
+    RECIPE_PREFIX,
+    figure,
+    finite_mean,
+    normalised,
+    search_space,
+)
 from removal_bench.running.runner import (
     Discard,
     Finished,
@@ -80,7 +89,6 @@ from removal_bench.running.runner import (
     where_text,
 )
 
-DEFAULT_SAMPLES = 20
 DEFAULT_STRENGTHS = 8
 
 
@@ -92,6 +100,8 @@ class SweepRequest(RunRequest):
     curve: bool = False  # strength curves instead of a search
     strengths: int = DEFAULT_STRENGTHS
     refine: int = 0  # with curve: rounds of bisection after the log-spaced strengths (choose_bisection)
+    search: str = "random"  # random (or --grid / --curve), or optuna: rounds of a multi-objective search (search.py)
+    proposals: int = DEFAULT_PROPOSALS  # optuna: configurations a round proposes per method after the first
     command: str = ""  # the command line, kept on the parent run for the leaderboard's provenance
     sweep_seed: int = 0
     scheduler: str = "none"  # "none" or "asha"
@@ -100,21 +110,6 @@ class SweepRequest(RunRequest):
     reduction_factor: float = 3.0
     restart: bool = False
     formats: tuple[str, ...] = ("markdown", "csv")
-
-
-def search_space(method: str, overrides: dict[str, list[str]]) -> dict[str, Param]:
-    """The method's declared hyperparameters with ``--set`` applied: one value fixes it, several make a choice."""
-    declared = dict(method_registry.get_method(method).hparams)
-    for name, raw_values in overrides.items():
-        values = [resolve(method, declared, {name: raw})[name] for raw in raw_values]  # validates name and value
-        if len(values) == 1:
-            declared[name] = dataclasses.replace(declared[name], default=values[0], space=None)
-        else:
-            declared[name] = dataclasses.replace(declared[name], space=Choice(tuple(values)))
-    return declared
-
-
-RECIPE_PREFIX = "recipe."
 
 
 def strength_values(method: str, points: int) -> list[dict[str, Any]]:
@@ -178,26 +173,6 @@ class Bisection:
     waiting: int = 0  # trials of the curve without a FINISHED run: nothing is chosen until they have one
 
 
-def _normalised(balanced_accuracy: float, num_private: float) -> float:
-    """(leakage - 1/K) / (1 - 1/K), as the reports normalise it (removal_bench.reporting.statistics)."""
-    if not (math.isfinite(balanced_accuracy) and math.isfinite(num_private)) or num_private < 2:
-        return math.nan
-    return (balanced_accuracy - 1.0 / num_private) / (1.0 - 1.0 / num_private)
-
-
-def _mean(values: list[float]) -> float:
-    finite = [v for v in values if math.isfinite(v)]
-    return math.fsum(finite) / len(finite) if finite else math.nan
-
-
-def _figure(record: dict[str, Any], name: str) -> float:
-    try:
-        value = float(record.get(name))
-    except (TypeError, ValueError):
-        return math.nan
-    return value
-
-
 def midpoint(low: dict[str, Any], high: dict[str, Any], integers: Iterable[str] = ()) -> dict[str, Any]:
     """The log-space midpoint of two strength points, each hyperparameter sqrt(low * high), rounded as the
     log-spaced strengths are (3 significant digits; integer hyperparameters to the nearest integer)."""
@@ -240,8 +215,8 @@ def choose_bisection(records: Iterable[dict[str, Any]], integers: Iterable[str] 
     figures = []
     for marker in ordered:
         mine = sorted(by_point[marker], key=lambda r: str(r.get("seed")))
-        accuracy = _mean([_figure(r, "val_accuracy") for r in mine])
-        leakage = _mean([_normalised(_figure(r, "val_leakage"), _figure(r, "num_private")) for r in mine])
+        accuracy = finite_mean([figure(r, "val_accuracy") for r in mine])
+        leakage = finite_mean([normalised(figure(r, "val_leakage"), figure(r, "num_private")) for r in mine])
         figures.append((accuracy, leakage))
     pairs = []
     for index in range(len(ordered) - 1):
@@ -306,6 +281,7 @@ def refined_trials(request: SweepRequest, curve: Curve, strengths: dict[str, Any
     trials = seeded_trials(request, curve.method, curve.dataset, curve.options, hparams, changes, curve.data_root)
     for trial in trials:
         trial.config["curve_refine"] = {"round": round_, "base_strengths": request.strengths, "rule": REFINE_RULE}
+        trial.config["search"] = {"name": "refine", "round": round_}
     return trials
 
 
@@ -378,6 +354,18 @@ def validate(request: SweepRequest) -> None:
         raise UserError(f"--samples must be at least 1, got {request.samples}")
     if request.curve and (request.grid or request.samples is not None):
         raise UserError("--curve runs each method's strength curve: give it without --grid or --samples")
+    if request.search not in ("random", "optuna"):
+        raise UserError(f"unknown search {request.search!r} (valid: random, optuna)")
+    if request.search == "optuna":
+        for given, flag in ((request.grid, "--grid"), (request.curve, "--curve"), (request.refine, "--refine")):
+            if given:
+                raise UserError(f"--search optuna proposes its own configurations; {flag} is another search: "
+                                "give one of them")
+        if request.scheduler == "asha":
+            raise UserError("--search optuna is told finished trials' validation figures; --scheduler asha stops "
+                            "trials early: give one of them")
+    if request.proposals < 1:
+        raise UserError(f"--proposals must be at least 1, got {request.proposals}")
     if request.refine < 0:
         raise UserError(f"--refine must not be negative, got {request.refine}")
     if request.refine and not request.curve:
@@ -406,9 +394,10 @@ def plan_sweep(request: SweepRequest) -> list[PlannedTrial]:
     return plan_curves(request)[0]
 
 
-def plan_curves(request: SweepRequest) -> tuple[list[PlannedTrial], list[Curve]]:
+def plan_curves(request: SweepRequest) -> tuple[list[PlannedTrial], list]:
     """:func:`plan_sweep`'s trials and, with ``--curve``, the strength curves they make up (methods without a
-    strength make none), in plan order: what ``--refine`` bisects."""
+    strength make none), in plan order: what ``--refine`` bisects. With ``--search optuna``: the first round's
+    trials and the studies (:class:`removal_bench.running.search.Study`) whose later rounds the sweep plans."""
     validate(request)
     methods, dataset_texts = plugin_names(request)  # installed plugins and import paths (removal_bench.running.plugins)
     if len(set(methods)) != len(methods):
@@ -416,6 +405,12 @@ def plan_curves(request: SweepRequest) -> tuple[list[PlannedTrial], list[Curve]]
     overrides = parse_sets(request.sets, methods)
     check_source(request.recipe)
     training = train_overrides(request.train, methods)
+    data_root = request.data_root or str(dataset_registry.default_data_root())
+    if request.search == "optuna":
+        from removal_bench.running.search import plan_studies
+
+        planned, studies = plan_studies(request, methods, overrides, training, dataset_texts, data_root)
+        return unique(planned, "the sweep names the same trial twice (a repeated dataset?)"), studies
     samples = DEFAULT_SAMPLES if request.samples is None else request.samples
     by_method = {
         method: (curve_configurations(method, overrides.get(method, {}), request.strengths, training.get(method, {}))
@@ -424,7 +419,6 @@ def plan_curves(request: SweepRequest) -> tuple[list[PlannedTrial], list[Curve]]
                                 request.grid_points if request.grid else None, training.get(method, {})))
         for method in methods
     }
-    data_root = request.data_root or str(dataset_registry.default_data_root())
     planned: list[PlannedTrial] = []
     curves: dict[tuple, Curve] = {}
     for dataset_text in dataset_texts:
@@ -436,6 +430,8 @@ def plan_curves(request: SweepRequest) -> tuple[list[PlannedTrial], list[Curve]]
                 hparams = {k: v for k, v in drawn.items() if not k.startswith(RECIPE_PREFIX)}
                 changes = {k[len(RECIPE_PREFIX):]: v for k, v in drawn.items() if k.startswith(RECIPE_PREFIX)}
                 trials = seeded_trials(request, method, dataset, options, hparams, changes, data_root)
+                for trial in trials:
+                    trial.config["search"] = {"name": "curve" if request.curve else "grid" if request.grid else "random"}
                 planned += trials
                 if strengths:
                     rest = {k: v for k, v in drawn.items() if k not in strengths}
@@ -447,6 +443,8 @@ def plan_curves(request: SweepRequest) -> tuple[list[PlannedTrial], list[Curve]]
 
 
 def search_text(request: SweepRequest) -> str:
+    if request.search == "optuna":
+        return f"optuna({request.samples or DEFAULT_SAMPLES},proposals={request.proposals})"
     if request.curve:
         return f"curve({request.strengths})" + (f"+refine({request.refine})" if request.refine else "")
     return f"grid({request.grid_points})" if request.grid else f"random({request.samples or DEFAULT_SAMPLES})"
@@ -556,35 +554,51 @@ def execute_sweep(request: SweepRequest) -> Finished:
         f"MLflow {tracking_uri}, run {parent}",
         file=stream, flush=True,
     )
+    optuna = request.search == "optuna"
+    rounds = (max((len(study.sizes) for study in curves), default=1) - 1 if optuna
+              else request.refine if curves else 0)
+    if optuna:
+        print(f"search round 1 of {rounds + 1}: each method's random start ({search_text(request)}, sweep seed "
+              f"{request.sweep_seed})", file=stream, flush=True)
     planned_offline: list[str] = []  # --executor offline: planned, not run (removal_bench.running.offline)
     if todo:
         planned_offline += drive(todo, request, tracker, gpus, asha).planned_offline
     else:
         tracker.finish_parent("FINISHED")
 
-    for round_ in range(1, request.refine + 1 if curves else 1):
+    for round_ in range(1, rounds + 1):
         runs = load_runs(tracking_uri, request.experiment)
         runs = {} if runs.empty else {row["tags.bench.config_hash"]: row for row in deduplicate(runs).to_dict("records")}
-        new, lines = refine_round(request, curves, runs, round_)
+        if optuna:
+            from removal_bench.running.search import search_round
+
+            new, lines = search_round(request, curves, runs, round_ + 1)
+        else:
+            new, lines = refine_round(request, curves, runs, round_)
         if not new and not lines:
             break
         planned = unique(planned + new, "a refined strength repeats a planned trial")
         complete = {} if request.restart else completed_hashes(tracking_uri, request.experiment)
         todo = [p for p in new if p.key not in complete]
-        print(f"refinement round {round_} of {request.refine}: {len(new) // max(request.seeds, 1)} strengths x "
-              f"{request.seeds} seeds = {len(new)} trials; {len(new) - len(todo)} already complete; running {len(todo)}",
-              file=stream, flush=True)
+        if optuna:
+            print(f"search round {round_ + 1} of {rounds + 1}: {len(new) // max(request.seeds, 1)} new configurations "
+                  f"x {request.seeds} seeds = {len(new)} trials; {len(new) - len(todo)} already complete; running "
+                  f"{len(todo)}", file=stream, flush=True)
+        else:
+            print(f"refinement round {round_} of {request.refine}: {len(new) // max(request.seeds, 1)} strengths x "
+                  f"{request.seeds} seeds = {len(new)} trials; {len(new) - len(todo)} already complete; running "
+                  f"{len(todo)}", file=stream, flush=True)
         for line in lines:
             print(f"  {line}", file=stream, flush=True)
         if not todo:
             continue
         parent = tracker.start_parent(
-            f"sweep-{started}-refine{round_}",
+            f"sweep-{started}-{'round' if optuna else 'refine'}{round_ + optuna}",
             {
                 **invocation_params(todo, request),
                 "trials": len(todo), "planned": len(new), "already_complete": len(new) - len(todo),
                 "configurations": len({(p.config["dataset"], p.config_key) for p in new}),
-                "search": search_text(request), "refine_round": round_,
+                "search": search_text(request), ("search_round" if optuna else "refine_round"): round_ + optuna,
                 "command": request.command or command_text(),
                 "sweep_seed": request.sweep_seed, "scheduler": request.scheduler,
                 "max_leakage": request.max_leakage if request.max_leakage is not None else "none",
