@@ -132,6 +132,73 @@ def end_effects(arguments: argparse.Namespace) -> str:
     return text
 
 
+# ------------------------------------------------------------------------------------ the bounded bottleneck
+
+STRENGTH = {"irene": "gamma", "grl": "lambda"}
+
+
+def bounded_form(arguments: argparse.Namespace) -> str:
+    """IRENE and GRL on converged Biased-MNIST in the ReLU form (the leaderboard's curve) and the bounded form
+    (``--train bottleneck=bounded``), at the strengths both hold: task accuracy, the method's own head (its
+    accuracy on the colour, and how often it answers the digit), and the fresh attackers' leakage per family."""
+    import pandas as pd
+
+    from removal_bench.running.preflight import tracking_uri as absolute_uri
+    from removal_bench.running.tracking import load_runs
+
+    uri = absolute_uri(arguments.tracking_uri, write=False)
+    frames = [load_runs(uri, name) for name in arguments.experiment]
+    frames = [f for f in frames if not f.empty]
+    if not frames:
+        raise SystemExit(f"no runs in experiments {', '.join(arguments.experiment)} at {uri}")
+    frame = pd.concat(frames, ignore_index=True)
+    keep = (frame.get("params.dataset") == "biased_mnist") & (frame["status"] == "FINISHED") & (
+        frame.get("params.data.rho").astype(str) == str(arguments.rho)) & (frame.get("params.data.split") == "ours")
+    runs = frame[keep].drop_duplicates(subset=["tags.bench.config_hash"], keep="first")
+    form = runs.get("params.recipe.bottleneck", pd.Series(index=runs.index, dtype=object)).fillna("relu").replace(
+        {"default": "relu"})
+    cells: dict[tuple, list] = {}
+    for index, run in runs.iterrows():
+        method = run["params.method"]
+        if method not in (*STRENGTH, "vanilla"):
+            continue
+        if method == "irene" and str(run.get("params.hp.alpha")) not in ("1.0", "1"):
+            continue
+        strength = float(run[f"params.hp.{STRENGTH[method]}"]) if method in STRENGTH else math.nan
+        cells.setdefault((method, strength, form[index]), []).append(run)
+    both = {(m, s) for (m, s, f) in cells if f == "bounded"}
+    lines = [f"IRENE and GRL on Biased-MNIST, rho {arguments.rho}, split=ours, --recipe cpu-converged (reduced: LeNet-style CNN, "
+             f"12 epochs), experiments {', '.join(arguments.experiment)}: the ReLU bottleneck (relu) beside BatchNorm + Tanh "
+             "at its end (bounded); mean +- standard error over seeds.", "",
+             "| method | strength | form | seeds | task acc | head acc (colour) | head=y | leakage | linear / mlp / gbdt |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+
+    def fmt(values):
+        mean, se = _mean_se(values)
+        return f"{mean:.3f}" + (f" +- {se:.3f}" if math.isfinite(se) else "")
+
+    for (method, strength, name) in sorted(cells, key=lambda k: (k[0] != "vanilla", k[0], k[1], k[2] != "relu")):
+        if method != "vanilla" and (method, strength) not in both:
+            continue
+        mine = cells[(method, strength, name)]
+        figure = lambda metric: [float(r[f"metrics.{metric}"]) for r in mine if f"metrics.{metric}" in r and r[f"metrics.{metric}"] == r[f"metrics.{metric}"]]
+        head = figure("head_acc")
+        label = "-" if method == "vanilla" else f"{STRENGTH[method]} {strength:g}"
+        families = " / ".join(f"{statistics.mean(figure(f'leak_{family}')):.3f}" if figure(f"leak_{family}") else "-"
+                              for family in ("linear", "mlp", "gbdt"))
+        lines.append(f"| {method} | {label} | {name} | {len(mine)} | {fmt(figure('accuracy'))} | "
+                     f"{fmt(head) if head else '-'} | {fmt(figure('head_predicts_y')) if figure('head_predicts_y') else '-'} | "
+                     f"{fmt(figure('leakage'))} | {families} |")
+    lines += ["", "head acc: the method's own head (IRENE's privacy head, GRL's adversary) on the colour, test split "
+              "(chance 0.1); head=y: how often that head's answer is the digit; leakage: the colour's balanced accuracy "
+              "for the protocol's best fresh attacker on z (chance 0.1)."]
+    text = "\n".join(lines)
+    print(text)
+    if arguments.output:
+        Path(arguments.output).write_text(text + "\n")
+    return text
+
+
 # ------------------------------------------------------------------------------------ fairlearn's beside ours
 
 def _corrected_engine():
@@ -296,6 +363,14 @@ def add_effects_commands(commands) -> None:
     end.add_argument("--output", help="also write the table to this file")
     end.set_defaults(handler=lambda a: end_effects(argparse.Namespace(**{
         **vars(a), "experiment": a.experiment or ["end-effects", "reproduce"], "rho": a.rho or [0.99, 0.997]})))
+    bounded = commands.add_parser("bounded-form", help="IRENE and GRL on converged Biased-MNIST: the ReLU bottleneck "
+                                  "beside the bounded one (BatchNorm + Tanh), from MLflow")
+    bounded.add_argument("--tracking-uri", default="sqlite:///mlflow.db")
+    bounded.add_argument("--experiment", action="append", help="repeatable (default: curves-converged and bounded-converged)")
+    bounded.add_argument("--rho", type=float, default=0.997)
+    bounded.add_argument("--output", help="also write the table to this file")
+    bounded.set_defaults(handler=lambda a: bounded_form(argparse.Namespace(**{
+        **vars(a), "experiment": a.experiment or ["curves-converged", "bounded-converged"]})))
     fair = commands.add_parser("fairlearn-adv", help="adversarial debiasing on Adult: ours (both projections) beside "
                                "fairlearn's AdversarialFairnessClassifier")
     fair.add_argument("--alpha", type=float, action="append", help="repeatable (default: 0, 0.1, 1)")
