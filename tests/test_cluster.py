@@ -256,3 +256,27 @@ def test_a_driver_without_the_cluster_token_is_refused(services, tmp_path):
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith(f"bench: error: cannot start or reach Ray at {services['address']}")
     assert "Traceback" not in done.stderr
+
+
+def test_a_searched_sweep_on_the_cluster_proposes_what_it_proposes_here_and_resumes(services, tmp_path):
+    """`--search optuna` through `--address`: the rounds' proposals are those of a serial sweep on this machine
+    (the same history and seeds), and the same command again runs nothing."""
+    search = ["sweep", "--search", "optuna", "--samples", "4", "--proposals", "1", "--methods", "irene",
+              "--datasets", SMALL, "--seeds", "1", "--epochs", "1", "--experiment", "search"]
+    cluster = bench_command() + [*search, "--address", services["address"], "--tracking-uri", services["uri"]]
+    done = subprocess.run(cluster, cwd=tmp_path, env=services["env"], capture_output=True, text=True, timeout=500)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "search round 3 of 3: 1 new configurations x 1 seeds = 1 trials; 0 already complete; running 1" in done.stderr
+    local_uri = f"sqlite:///{tmp_path / 'local.db'}"
+    here = subprocess.run(bench_command() + [*search, "--executor", "serial", "--tracking-uri", local_uri],
+                          cwd=tmp_path, env=quiet_env(), capture_output=True, text=True, timeout=500)
+    assert here.returncode == 0, here.stderr[-3000:]
+    on_cluster, local = trial_runs(services["uri"], "search"), trial_runs(local_uri, "search")
+    assert len(on_cluster) == 4 and set(on_cluster["status"]) == {"FINISHED"}
+    assert sorted(on_cluster["tags.bench.config_hash"]) == sorted(local["tags.bench.config_hash"])
+    assert sorted(on_cluster["tags.bench.search_round"]) == ["1", "1", "2", "3"]
+    again = subprocess.run(cluster, cwd=tmp_path, env=services["env"], capture_output=True, text=True, timeout=500)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "2 already complete in experiment 'search'; running 0" in again.stderr
+    assert again.stderr.count("1 already complete; running 0") == 2
+    assert len(trial_runs(services["uri"], "search")) == 4
