@@ -278,6 +278,44 @@ def trial_figures(uri: str, experiment: str) -> tuple[dict[str, int], dict[str, 
     return counts, figures
 
 
+def describe_changes(uri: str, experiment: str, keys: list[str], reference: dict[str, dict[str, float]]) -> list[str]:
+    """A line per changed trial: its run(s), their status and tags that tell its history (retries, imports), and
+    each figure that differs from the uninterrupted reference."""
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    frame = mlflow.search_runs(experiment_names=[experiment], filter_string="tags.`bench.kind` = 'trial'",
+                               max_results=100000)
+    _, figures = trial_figures(uri, experiment)
+    lines = []
+    for key in keys:
+        runs = frame[frame["tags.bench.config_hash"] == key]
+        history = "; ".join(
+            f"run {row['run_id'][:8]} {row['status']} parent {str(row.get('tags.mlflow.parentRunId'))[:8]}"
+            + "".join(f" {tag[5:]}={row[tag]}" for tag in row.index
+                      if tag.startswith("tags.bench.") and "retr" in tag and row[tag] == row[tag])
+            for _, row in runs.iterrows())
+        mine, theirs = figures.get(key, {}), reference.get(key, {})
+        moved = [f"{name}: {theirs.get(name)} -> {mine.get(name)}" for name in sorted(set(mine) | set(theirs))
+                 if mine.get(name) != theirs.get(name)]
+        label = runs["tags.bench.label"].iloc[0] if not runs.empty and "tags.bench.label" in runs else key
+        lines.append(f"changed {label} ({key}): {history}; " + ", ".join(moved[:8])
+                     + (f" and {len(moved) - 8} more" if len(moved) > 8 else ""))
+    return lines
+
+
+def keep_store(store: Path, target: Path) -> None:
+    """A consistent copy of a SQLite store (its backup API: a store another process may hold open)."""
+    import sqlite3
+
+    source, copy = sqlite3.connect(str(store)), sqlite3.connect(str(target))
+    try:
+        source.backup(copy)
+    finally:
+        copy.close()
+        source.close()
+
+
 @dataclass
 class Verdict:
     planned: int
@@ -446,6 +484,12 @@ def soak(arguments: argparse.Namespace) -> None:
             print(f"round {len(verdicts)}: {sum(made.values())} faults; lost {len(verdict.lost)}, duplicated "
                   f"{len(verdict.duplicated)}, changed {len(verdict.changed)}{'' if orderly else ', see below'} "
                   f"({time.monotonic() - started:.0f} s)", flush=True)
+            if verdict.changed:  # keep the evidence: which figures moved, and the round's store (off the tmpfs)
+                for line in describe_changes(uri, experiment, verdict.changed, figures):
+                    print(f"  {line}", flush=True)
+                kept = folder / f"changed-{experiment}.db"
+                keep_store(store, kept)
+                print(f"  the round's store is kept in {kept}", flush=True)
     finally:
         if disk:
             disk.unmount()
