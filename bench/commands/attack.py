@@ -25,7 +25,7 @@ import math
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -42,11 +42,16 @@ def add_commands(subparsers) -> None:
                     "embeddings.npz (--save-embeddings), embed probe, val and test, run the attackers, print "
                     "leakage the protocol's way and log it to the same run as attack.<attacker>.leakage.",
     )
-    attack.add_argument("run_id", metavar="RUN_ID", help="the MLflow run id of one trial")
+    attack.add_argument("run_ids", metavar="RUN_ID", nargs="*", help="the MLflow run id of a trial (several: each)")
+    attack.add_argument("--selected", metavar="EXPERIMENT",
+                        help="instead of run ids: every seed's run of each method's selected configuration on each "
+                             "dataset of this experiment (the leaderboard's model selection); e.g. with --attacker "
+                             "mlp_wide, the capacity check the leaderboard's attacker table shows")
     attack.add_argument("--attacker", dest="attackers", action="append", default=[],
                         metavar="NAME|MODULE.CLASS[:ARG=VALUE...]",
-                        help="linear, mlp, gbdt (the protocol's, the default: all three) or a scikit-learn "
-                             "classifier by import path, e.g. sklearn.svm.SVC:C=10; repeatable or comma-separated")
+                        help="linear, mlp, gbdt (the protocol's, the default: all three), mlp_wide (the capacity "
+                             "check: the MLP four times wider, twice the patience) or a scikit-learn classifier by "
+                             "import path, e.g. sklearn.svm.SVC:C=10; repeatable or comma-separated")
     attack.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///<cwd>/mlflow.db)")
     attack.add_argument("--data-root", help="folder holding dataset folders, to rebuild the splits "
                                             "(default $BENCH_DATA_ROOT or ~/.cache/removal-bench)")
@@ -59,10 +64,63 @@ def add_commands(subparsers) -> None:
 
 
 def command_attack(args: argparse.Namespace) -> int:
-    return execute_attack(AttackRequest(
-        run_id=args.run_id, attackers=args.attackers, tracking_uri=args.tracking_uri, data_root=args.data_root,
+    if bool(args.run_ids) == bool(args.selected):
+        raise UserError("give RUN_ID(s) or --selected EXPERIMENT (one of them)")
+    request = AttackRequest(
+        run_id="", attackers=args.attackers, tracking_uri=args.tracking_uri, data_root=args.data_root,
         device=args.device, source=args.source, log=args.log, json_output=args.json_output,
-    ))
+    )
+    run_ids = list(args.run_ids)
+    if args.selected:
+        run_ids = selected_runs(request, args.selected)
+    if len(run_ids) == 1:
+        return execute_attack(replace(request, run_id=run_ids[0]))
+    if args.json_output:
+        import io
+        import json
+
+        from removal_bench.reporting.documents import print_json
+
+        documents = []
+        for run_id in run_ids:
+            buffer = io.StringIO()
+            execute_attack(replace(request, run_id=run_id), buffer)
+            documents.append(json.loads(buffer.getvalue()))
+        print_json({"runs": documents}, sys.stdout)
+        return 0
+    for index, run_id in enumerate(run_ids):
+        if index:
+            print(file=sys.stdout)
+        execute_attack(replace(request, run_id=run_id))
+    return 0
+
+
+def selected_runs(request: "AttackRequest", experiment: str) -> list[str]:
+    """Every seed's run of each method's selected configuration (per dataset) in ``experiment``, checked to hold
+    a model or embeddings before anything is attacked."""
+    from removal_bench.reporting.leaderboard import selected_run_ids
+    from removal_bench.running import preflight
+
+    uri = preflight.tracking_uri(request.tracking_uri, write=False)
+    found = selected_run_ids(uri, experiment)
+    if not found:
+        raise UserError(f"experiment {experiment!r} at {uri} has no finished trial to select from")
+    from mlflow import MlflowClient
+
+    from removal_bench.measuring.attack import EMBEDDINGS_FILE
+    from removal_bench.running.artifacts import MODEL_FILE
+    from removal_bench.running.tracking import Retrying
+
+    client, call = MlflowClient(uri), Retrying(uri)
+    bare = [run_id for run_id, _ in found
+            if not {item.path for item in call(client.list_artifacts, run_id)} & {MODEL_FILE, EMBEDDINGS_FILE}]
+    if bare:
+        labels = sorted({label for run_id, label in found if run_id in bare})
+        raise UserError(f"{len(bare)} of the {len(found)} selected runs of {experiment!r} hold neither {MODEL_FILE} nor "
+                        f"{EMBEDDINGS_FILE} ({', '.join(labels[:3])}{', ...' if len(labels) > 3 else ''}): run those "
+                        "configurations again into the same experiment with bench run ... --save-embeddings (a trial's "
+                        "newest FINISHED run is the one counted), then this command")
+    return [run_id for run_id, _ in found]
 
 
 # --------------------------------------------------------------------------- what to attack

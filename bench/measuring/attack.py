@@ -43,11 +43,26 @@ def metric_name(text: str) -> str:
     return re.sub(r"[^\w.\-]+", "-", text).strip("-.") or "attacker"
 
 
+# The capacity check (docs/PROTOCOL.md, "Is the attacker strong enough?"): the protocol's MLP widened four-fold,
+# with twice its patience and the same inner hold-out, on standardised z. It is not one of the protocol's
+# families (it sets no trial's leakage, so it lives here, outside the attackers' fingerprint); ``bench attack
+# --attacker mlp_wide`` logs it as ``attack.mlp_wide.leakage``, and the leaderboard's attacker table shows how
+# much it adds to the selected configuration's leakage where it was measured.
+CAPACITY_ATTACKER = "mlp_wide"
+CAPACITY_SPEC = ("sklearn.neural_network.MLPClassifier:hidden_layer_sizes=(512, 256):batch_size=256:"
+                 "learning_rate_init=0.002:early_stopping=True:validation_fraction=0.2:n_iter_no_change=10:max_iter=500")
+CAPACITY_MARGIN = 0.02  # a wider attacker that gains more than this (balanced accuracy) says the default is not saturated
+
+
 def parse_attacker(text: str) -> AttackerSpec:
-    """``linear`` (a protocol attacker) or ``package.module.Class[:NAME=VALUE...]``, checked to build a classifier."""
+    """``linear`` (a protocol attacker), ``mlp_wide`` (the capacity check) or ``package.module.Class[:NAME=VALUE...]``,
+    checked to build a classifier."""
     text = text.strip()
     if text in ATTACKERS:
         return AttackerSpec(text, text)
+    if text == CAPACITY_ATTACKER:
+        spec = parse_attacker(CAPACITY_SPEC)
+        return AttackerSpec(CAPACITY_SPEC, CAPACITY_ATTACKER, spec.factory)
     path, *assignments = text.split(":")
     module_name, _, class_name = path.strip().rpartition(".")
     if not module_name or not class_name:

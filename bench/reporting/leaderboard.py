@@ -130,6 +130,30 @@ def with_run_ids(document: dict, frame) -> dict:
     return document
 
 
+def selected_run_ids(tracking_uri: str, experiment: str, max_leakage: float | None = None) -> list[tuple[str, str]]:
+    """(run id, label) of every seed counted for each method's selected configuration on each dataset of
+    ``experiment`` (the model selection of the report and the leaderboard), in dataset, method, seed order."""
+    from removal_bench.running.tracking import load_runs
+
+    frame = load_runs(tracking_uri, experiment)
+    if frame.empty:
+        return []
+    trials = summaries.deduplicate(frame)
+    ids: dict[tuple[str, str], dict[str, str]] = {}
+    for dataset, key, seed, run_id in zip(trials["tags.bench.dataset"], trials["tags.bench.config_key"],
+                                          trials["tags.bench.seed"], trials["run_id"]):
+        ids.setdefault((str(dataset), str(key)), {})[str(seed)] = str(run_id)
+    found = []
+    for dataset, rows in sorted(summaries.summarise(frame).items()):
+        for summary in summaries.methods_of(rows, max_leakage):
+            row = summary.selected
+            if row is None:
+                continue
+            runs = ids.get((dataset, row.config_key), {})
+            found += [(runs[seed], row.label) for seed in sorted(runs, key=summaries._seed_order)]
+    return found
+
+
 def bench_experiments(tracking_uri: str) -> list[str]:
     """Active experiments of the store that hold at least one bench trial run."""
     from mlflow import MlflowClient

@@ -23,6 +23,7 @@ from removal_bench.reporting import statistics
 from removal_bench.reporting.summaries import MethodSummary, Row, methods_of
 from removal_bench.reporting.statistics import NAN_INTERVAL, Interval
 
+CAPACITY_MARGIN = 0.02  # as removal_bench.measuring.attack.CAPACITY_MARGIN (reporting does not import measuring)
 DEFAULT_BUDGETS = (0.1, 0.25, 0.5)  # normalised leakage on validation
 # Selected configuration's normalised test leakage per attacker family, then per share of probe.
 ATTACK_FIGURES = {
@@ -53,6 +54,10 @@ class MethodStanding:
     budgets: list[BudgetCell] = field(default_factory=list)
     attack: dict[str, Interval] = field(default_factory=dict)  # ATTACK_FIGURES key -> selected row's figure
     seeds: int = 0  # most finished seeds of any of its configurations
+    # the capacity check on the selected configuration, where measured (bench attack --attacker mlp_wide): the wider
+    # MLP's normalised leakage, and its gain over the trial's leakage (balanced accuracy); NaN where not measured
+    wide: Interval = NAN_INTERVAL
+    capacity_gain: Interval = NAN_INTERVAL
 
 
 @dataclass
@@ -130,14 +135,16 @@ def standings(
                  for c in choices]
         attack = {name: _figure(summary.selected, metric, statistics.generator(dataset, summary.method, metric))
                   for name, metric in ATTACK_FIGURES.items()}
-        partial[summary.method] = (summary, cells, attack, max((r.finished for r in mine), default=0))
+        capacity = tuple(_figure(summary.selected, metric, statistics.generator(dataset, summary.method, metric))
+                         for metric in ("leak_wide_norm", "capacity_gain"))
+        partial[summary.method] = (summary, cells, attack, max((r.finished for r in mine), default=0), capacity)
     ranks = statistics.tied_ranks(intervals)
     rank_spread = statistics.rank_intervals(samples, {m: i.estimate for m, i in intervals.items()})
     methods = []
-    for name, (summary, cells, attack, seeds) in partial.items():
+    for name, (summary, cells, attack, seeds, capacity) in partial.items():
         beats = {other: statistics.beat_probability(samples[name], samples[other]) for other in samples if other != name}
         methods.append(MethodStanding(name, summary, intervals[name], ranks[name], rank_spread.get(name, NAN_INTERVAL),
-                                      beats, cells, attack, seeds))
+                                      beats, cells, attack, seeds, *capacity))
     methods.sort(key=lambda m: (m.rank is None, m.rank or 0,
                                 -m.hypervolume.estimate if math.isfinite(m.hypervolume.estimate) else 0, m.method))
     return DatasetStanding(dataset, methods, reliability(dataset, rows, summaries), tuple(budgets), replicates)
@@ -252,13 +259,29 @@ def budget_table(standing: DatasetStanding, tablefmt: str = "github") -> str:
 def attack_table(standing: DatasetStanding, tablefmt: str = "github") -> str:
     from tabulate import tabulate
 
-    headers = ["method", "selected"] + list(ATTACK_FIGURES)
+    checked = any(math.isfinite(m.capacity_gain.estimate) for m in standing.methods)
+    headers = ["method", "selected"] + list(ATTACK_FIGURES) + (["wide MLP", "capacity"] if checked else [])
     body = []
     for method in standing.methods:
         row = method.summary.selected
         body.append([method.method, row.label if row else "none qualifies"]
-                    + [_figure_cell(method.attack.get(name, NAN_INTERVAL)) for name in ATTACK_FIGURES])
-    return tabulate(body, headers=headers, tablefmt=tablefmt, disable_numparse=True)
+                    + [_figure_cell(method.attack.get(name, NAN_INTERVAL)) for name in ATTACK_FIGURES]
+                    + ([_figure_cell(method.wide), capacity_cell(method.capacity_gain)] if checked else []))
+    table = tabulate(body, headers=headers, tablefmt=tablefmt, disable_numparse=True)
+    if checked:
+        table += ("\n\nwide MLP: the capacity check (`bench attack --selected EXPERIMENT --attacker mlp_wide`: the "
+                  "protocol's MLP four times wider, twice the patience), normalised test leakage; capacity: its gain over "
+                  f"the selected configuration's leakage in balanced accuracy, saturated where at most {CAPACITY_MARGIN:g}; "
+                  "- where not measured.")
+    return table
+
+
+def capacity_cell(gain: Interval) -> str:
+    """The capacity check's verdict: saturated where the wider attacker gains at most CAPACITY_MARGIN."""
+    if not math.isfinite(gain.estimate):
+        return "-"
+    verdict = "saturated" if gain.estimate <= CAPACITY_MARGIN else "not saturated"
+    return f"{verdict} ({gain.estimate:+.3f})"
 
 
 def beats_table(standing: DatasetStanding, tablefmt: str = "github") -> str:
@@ -330,6 +353,9 @@ def standing_document(standing: DatasetStanding) -> dict:
                          "config_key": c.row.config_key if c.row else None,
                          "accuracy": _interval_document(c.accuracy), "qualified": c.qualified} for c in m.budgets],
             "attackers": {name: _interval_document(value) for name, value in m.attack.items()},
+            **({"capacity": {"wide_mlp": _interval_document(m.wide), "gain": _interval_document(m.capacity_gain),
+                             "saturated": m.capacity_gain.estimate <= CAPACITY_MARGIN}}
+               if math.isfinite(m.capacity_gain.estimate) else {}),
             "seeds": m.seeds,
         } for m in standing.methods],
     }

@@ -118,7 +118,9 @@ def _milliseconds(value) -> float:
         return math.nan
 
 
-NORMALISED = ("val_leakage", "leak_linear", "leak_mlp", "leak_gbdt", "leak_probe25", "leak_probe50", "floor_leakage")
+NORMALISED = ("val_leakage", "leak_linear", "leak_mlp", "leak_gbdt", "leak_probe25", "leak_probe50", "floor_leakage",
+              "leak_wide")
+CAPACITY_METRIC = "attack.mlp_wide.leakage"  # bench attack --attacker mlp_wide (removal_bench.measuring.attack)
 
 
 def per_seed_values(finished) -> dict[str, dict[str, float]]:
@@ -134,6 +136,15 @@ def per_seed_values(finished) -> dict[str, dict[str, float]]:
         values = {seed: float(v) for seed, v in zip(seeds, column) if v == v}
         if values:
             out[metric] = values
+    # The capacity check, where `bench attack --attacker mlp_wide` logged it (docs/PROTOCOL.md): the wider MLP's
+    # test balanced accuracy, and its gain over the trial's leakage. Not in CSV_METRICS: a report's columns stay.
+    wide = _column(finished, f"metrics.{CAPACITY_METRIC}")
+    if wide is not None:
+        values = {seed: float(v) for seed, v in zip(seeds, wide) if v == v}
+        if values:
+            out["leak_wide"] = values
+            leakage = out.get("leakage", {})
+            out["capacity_gain"] = {seed: v - leakage[seed] for seed, v in values.items() if seed in leakage}
     private = out.get("num_private", {})
     for metric in NORMALISED:
         values = {seed: normalise_leakage(v, private.get(seed, math.nan)) for seed, v in out.get(metric, {}).items()}

@@ -1,0 +1,86 @@
+"""The capacity check: `bench attack --selected EXPERIMENT --attacker mlp_wide` re-attacks each method's selected
+configuration from its saved embeddings with the protocol's MLP four times wider, logs it to the runs, and the
+leaderboard's attacker table shows whether the leakage is saturated in capacity; where nothing was checked, the
+table is as before."""
+
+from __future__ import annotations
+
+import json
+import statistics
+
+import mlflow
+import pytest
+
+from removal_bench.commands.cli import main
+from removal_bench.measuring.attack import CAPACITY_SPEC
+from removal_bench.running.tracking import sqlite_uri
+
+SMALL = "synthetic:n_train=400:n_eval=300"
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("capacity")
+    uri = sqlite_uri(folder / "mlflow.db")
+    common = ["--datasets", SMALL, "--seeds", "2", "--epochs", "2", "--executor", "serial", "--tracking-uri", uri,
+              "--quiet"]
+    assert main(["run", "--methods", "vanilla,grl", "--set", "grl.lambda=0.01,3", "--save-embeddings", *common,
+                 "--experiment", "cap", "--results-dir", str(folder / "cap")]) == 0
+    assert main(["run", "--methods", "vanilla", *common, "--experiment", "plain", "--results-dir",
+                 str(folder / "plain")]) == 0
+    return folder, uri
+
+
+def runs(uri: str, experiment: str):
+    mlflow.set_tracking_uri(uri)
+    return mlflow.search_runs(experiment_names=[experiment], filter_string="tags.`bench.kind` = 'trial'")
+
+
+def test_the_selected_configurations_are_re_attacked_and_the_table_says_whether_they_are_saturated(store, capsys):
+    folder, uri = store
+    assert main(["attack", "--selected", "cap", "--attacker", "mlp_wide", "--tracking-uri", uri]) == 0
+    found = runs(uri, "cap")
+    checked = found[found["metrics.attack.mlp_wide.leakage"].notna()]
+    # every seed of vanilla's one configuration and of GRL's selected one, nothing else
+    assert sorted(checked["tags.bench.method"]) == ["grl", "grl", "vanilla", "vanilla"]
+    assert checked.groupby("tags.bench.method")["tags.bench.config_key"].nunique().to_dict() == {"grl": 1, "vanilla": 1}
+    assert set(checked["tags.attack.mlp_wide.spec"]) == {CAPACITY_SPEC}
+    assert ((checked["metrics.attack.mlp_wide.leakage"] >= 0) & (checked["metrics.attack.mlp_wide.leakage"] <= 1)).all()
+
+    capsys.readouterr()
+    output = folder / "lb.md"
+    assert main(["leaderboard", "--experiment", "cap", "--tracking-uri", uri, "--output", str(output), "--quiet"]) == 0
+    text = output.read_text()
+    header = next(line for line in text.splitlines() if "probe 100%" in line)
+    assert [cell.strip() for cell in header.split("|")[-3:-1]] == ["wide MLP", "capacity"], header
+    assert text.count("saturated (") >= 2  # a verdict for each method
+    assert main(["leaderboard", "--experiment", "cap", "--tracking-uri", uri, "--output", str(folder / "lb.json.md"),
+                 "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    standing = document["datasets"]["synthetic"]["standing"]
+    for method in standing["methods"]:
+        mine = checked[checked["tags.bench.method"] == method["method"]]
+        gain = statistics.mean(mine["metrics.attack.mlp_wide.leakage"] - mine["metrics.leakage"])
+        assert method["capacity"]["gain"]["estimate"] == pytest.approx(gain)
+        assert method["capacity"]["saturated"] == (gain <= 0.02)
+
+
+def test_without_a_capacity_check_the_attacker_table_is_unchanged(store):
+    folder, uri = store
+    output = folder / "plain.md"
+    assert main(["leaderboard", "--experiment", "plain", "--tracking-uri", uri, "--output", str(output), "--quiet"]) == 0
+    text = output.read_text()
+    assert "probe 100%" in text and "wide MLP" not in text and "saturated" not in text
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--selected", "plain", "--attacker", "mlp_wide"], "hold neither model.pt nor embeddings.npz"),
+    (["--attacker", "mlp_wide"], "give RUN_ID(s) or --selected EXPERIMENT"),
+])
+def test_a_capacity_check_that_cannot_run_says_why_in_one_line(store, capsys, arguments, message):
+    _, uri = store
+    before = runs(uri, "plain")
+    assert main(["attack", *arguments, "--tracking-uri", uri]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert "metrics.attack.mlp_wide.leakage" not in runs(uri, "plain").columns and len(runs(uri, "plain")) == len(before)
