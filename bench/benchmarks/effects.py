@@ -170,8 +170,8 @@ def bounded_form(arguments: argparse.Namespace) -> str:
     lines = [f"IRENE and GRL on Biased-MNIST, rho {arguments.rho}, split=ours, --recipe cpu-converged (reduced: LeNet-style CNN, "
              f"12 epochs), experiments {', '.join(arguments.experiment)}: the ReLU bottleneck (relu) beside BatchNorm + Tanh "
              "at its end (bounded); mean +- standard error over seeds.", "",
-             "| method | strength | form | seeds | task acc | head acc (colour) | head=y | leakage | linear / mlp / gbdt |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| method | strength | form | seeds | task acc | head acc (colour) | head=y | leakage | linear / mlp / gbdt | wide MLP |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
 
     def fmt(values):
         mean, se = _mean_se(values)
@@ -183,15 +183,19 @@ def bounded_form(arguments: argparse.Namespace) -> str:
         mine = cells[(method, strength, name)]
         figure = lambda metric: [float(r[f"metrics.{metric}"]) for r in mine if f"metrics.{metric}" in r and r[f"metrics.{metric}"] == r[f"metrics.{metric}"]]
         head = figure("head_acc")
+        checked = figure("attack.mlp_wide.leakage")
+        wide = f"{fmt(checked)} ({len(checked)})" if checked else "-"
         label = "-" if method == "vanilla" else f"{STRENGTH[method]} {strength:g}"
         families = " / ".join(f"{statistics.mean(figure(f'leak_{family}')):.3f}" if figure(f"leak_{family}") else "-"
                               for family in ("linear", "mlp", "gbdt"))
         lines.append(f"| {method} | {label} | {name} | {len(mine)} | {fmt(figure('accuracy'))} | "
                      f"{fmt(head) if head else '-'} | {fmt(figure('head_predicts_y')) if figure('head_predicts_y') else '-'} | "
-                     f"{fmt(figure('leakage'))} | {families} |")
+                     f"{fmt(figure('leakage'))} | {families} | {wide} |")
     lines += ["", "head acc: the method's own head (IRENE's privacy head, GRL's adversary) on the colour, test split "
               "(chance 0.1); head=y: how often that head's answer is the digit; leakage: the colour's balanced accuracy "
-              "for the protocol's best fresh attacker on z (chance 0.1)."]
+              "for the protocol's best fresh attacker on z (chance 0.1); wide MLP: the capacity check (`bench attack RUN_ID "
+              "--attacker mlp_wide`: the protocol's MLP four times wider, twice the patience), test balanced accuracy, "
+              "with the number of seeds checked."]
     text = "\n".join(lines)
     print(text)
     if arguments.output:
