@@ -200,10 +200,10 @@ def figure(curves: dict, datasets: list[str], seeds: int, path: Path) -> None:
             if by:
                 xs = sorted(by)
                 axis.plot([x * seeds for x in xs], [statistics.mean(by[x]) for x in xs], marker="o", label=search)
-        axis.set_title(dataset.split(":")[0])
+        axis.set_title(f"{dataset.split(':')[0]} (mean over methods)")
         axis.set_xlabel("trials")
         axis.grid(alpha=0.3)
-    axes[0][0].set_ylabel("hypervolume / best found (mean over methods)")
+    axes[0][0].set_ylabel("share of the best hypervolume")
     axes[0][-1].legend()
     fig.tight_layout()
     tmp = path.with_suffix(".tmp.png")
