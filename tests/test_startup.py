@@ -99,7 +99,7 @@ ARGUMENT_ERRORS = [
     (["leaderboard", "--from", "{tmp}/missing.jsonl"], "does not exist (bench export writes one)"),
     (["leaderboard", "--with", "{tmp}/missing.jsonl"], "does not exist"),
     (["leaderboard", "--format", "pdf"], "unknown leaderboard --format"),
-    (["attack"], "the following arguments are required: RUN_ID"),
+    (["attack"], "give RUN_ID(s) or --selected EXPERIMENT"),
     (["attack", "abc", "--from", "disk"], "invalid choice"),
     (["attack", "abc"], "no MLflow store at"),
     (["attack", "abc", "--data-root", "{file}"], "is a file, not a folder"),
