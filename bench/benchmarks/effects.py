@@ -41,6 +41,14 @@ def _mean_se(values: list[float]) -> tuple[float, float]:
     return mean, se
 
 
+def _emit(text: str, output: str | None) -> str:
+    """Print a table, and write it to ``output`` where given."""
+    print(text)
+    if output:
+        Path(output).write_text(text + "\n")
+    return text
+
+
 def _cell(row) -> tuple[float, str, str]:
     """(rho, form, data) of a run's row."""
     bottleneck = row.get("params.recipe.bottleneck")
@@ -125,11 +133,7 @@ def end_effects(arguments: argparse.Namespace) -> str:
               "paper's gain: EnD Table 1 minus ReBias Table 1's vanilla (SimpleConvNet, 80 epochs); leakage: the colour's "
               "balanced accuracy for the protocol's best fresh attacker on z (mean over seeds; chance 0.1); seeds: runs "
               "finished for vanilla, then each alpha in order."]
-    text = "\n".join(lines)
-    print(text)
-    if arguments.output:
-        Path(arguments.output).write_text(text + "\n")
-    return text
+    return _emit("\n".join(lines), arguments.output)
 
 
 # ------------------------------------------------------------------------------------ the bounded bottleneck
@@ -196,11 +200,7 @@ def bounded_form(arguments: argparse.Namespace) -> str:
               "for the protocol's best fresh attacker on z (chance 0.1); wide MLP: the capacity check (`bench attack RUN_ID "
               "--attacker mlp_wide`: the protocol's MLP four times wider, twice the patience), test balanced accuracy, "
               "with the number of seeds checked."]
-    text = "\n".join(lines)
-    print(text)
-    if arguments.output:
-        Path(arguments.output).write_text(text + "\n")
-    return text
+    return _emit("\n".join(lines), arguments.output)
 
 
 # ------------------------------------------------------------------------------------ fairlearn's beside ours
