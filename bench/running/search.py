@@ -74,6 +74,22 @@ def search_space(method: str, overrides: dict[str, list[str]]) -> dict[str, Para
     return declared
 
 
+def with_recipe_fields(space: dict[str, Param], recipe_overrides: dict[str, list[Any]] | None) -> dict[str, Param]:
+    """``space`` with the ``--train`` fields as ``recipe.<field>`` keys: one value fixes the field, several make a
+    choice, as a hyperparameter's ``--set`` does."""
+    for name, values in (recipe_overrides or {}).items():
+        space[RECIPE_PREFIX + name] = (Param(values[0]) if len(values) == 1
+                                       else Param(values[0], space=Choice(tuple(values))))
+    return space
+
+
+def split_drawn(drawn: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A drawn configuration as (hyperparameters, recipe changes): the ``recipe.<field>`` keys go to the second."""
+    hparams = {k: v for k, v in drawn.items() if not k.startswith(RECIPE_PREFIX)}
+    changes = {k[len(RECIPE_PREFIX):]: v for k, v in drawn.items() if k.startswith(RECIPE_PREFIX)}
+    return hparams, changes
+
+
 def normalised(balanced_accuracy: float, num_private: float) -> float:
     """(leakage - 1/K) / (1 - 1/K), as the reports normalise it (removal_bench.reporting.statistics)."""
     if not (math.isfinite(balanced_accuracy) and math.isfinite(num_private)) or num_private < 2:
@@ -238,10 +254,7 @@ def plan_studies(request, methods: list[str], overrides: dict, training: dict, d
     for dataset_text in dataset_texts:
         dataset, options = parse_dataset(dataset_text)
         for method in methods:
-            space = search_space(method, overrides.get(method, {}))
-            for name, values in training.get(method, {}).items():
-                space[RECIPE_PREFIX + name] = (Param(values[0]) if len(values) == 1
-                                               else Param(values[0], space=Choice(tuple(values))))
+            space = with_recipe_fields(search_space(method, overrides.get(method, {})), training.get(method, {}))
             searched, fixed = distributions(space)
             sizes = round_sizes(samples, request.proposals) if searched else [1]
             study = Study(dataset_text, dataset, options, method, searched, fixed, sizes, data_root)
@@ -266,8 +279,7 @@ def plan_round(request, study: Study, past: list, round_: int) -> list:
             chosen.append((point, known[marker(point)]))
             continue
         drawn = {**study.fixed, **point}
-        hparams = {k: v for k, v in drawn.items() if not k.startswith(RECIPE_PREFIX)}
-        changes = {k[len(RECIPE_PREFIX):]: v for k, v in drawn.items() if k.startswith(RECIPE_PREFIX)}
+        hparams, changes = split_drawn(drawn)
         trials = seeded_trials(request, study.method, study.dataset, study.options, hparams, changes, study.data_root)
         for trial in trials:
             trial.config["search"] = {"name": "optuna", "round": round_, "rule": RULE}

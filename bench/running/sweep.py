@@ -58,7 +58,7 @@ import numpy as np
 import removal_bench.datasets as dataset_registry
 import removal_bench.methods as method_registry
 from removal_bench.core.errors import UserError
-from removal_bench.core.params import Choice, Param, sample
+from removal_bench.core.params import sample
 from removal_bench.core.recipes import check_source
 from removal_bench.running.search import (
     DEFAULT_PROPOSALS,
@@ -68,6 +68,8 @@ from removal_bench.running.search import (
     finite_mean,
     normalised,
     search_space,
+    split_drawn,
+    with_recipe_fields,
 )
 from removal_bench.running.runner import (
     Discard,
@@ -276,8 +278,7 @@ def refined_trials(request: SweepRequest, curve: Curve, strengths: dict[str, Any
     """The trials (every seed) of a refined point; their config carries ``curve_refine``, which the protocol
     fingerprint and the ``bench.refined`` tag read (not the identity: the config hash is the point's)."""
     drawn = {**curve.drawn, **strengths}
-    hparams = {k: v for k, v in drawn.items() if not k.startswith(RECIPE_PREFIX)}
-    changes = {k[len(RECIPE_PREFIX):]: v for k, v in drawn.items() if k.startswith(RECIPE_PREFIX)}
+    hparams, changes = split_drawn(drawn)
     trials = seeded_trials(request, curve.method, curve.dataset, curve.options, hparams, changes, curve.data_root)
     for trial in trials:
         trial.config["curve_refine"] = {"round": round_, "base_strengths": request.strengths, "rule": REFINE_RULE}
@@ -327,10 +328,7 @@ def configurations(
     ``recipe.<field>`` keys: one value fixes the field, several are drawn (or all
     taken, on a grid) like a hyperparameter's choice.
     """
-    space = search_space(method, overrides)
-    for name, values in (recipe_overrides or {}).items():
-        space[RECIPE_PREFIX + name] = (Param(values[0]) if len(values) == 1
-                                       else Param(values[0], space=Choice(tuple(values))))
+    space = with_recipe_fields(search_space(method, overrides), recipe_overrides)
     if grid_points is None:
         drawn = [sample(space, method, sweep_seed, index) for index in range(samples)]
     else:
@@ -427,8 +425,7 @@ def plan_curves(request: SweepRequest) -> tuple[list[PlannedTrial], list]:
             cls = method_registry.get_method(method)
             strengths = getattr(cls, "strength", {}) if request.curve else {}
             for drawn in by_method[method]:
-                hparams = {k: v for k, v in drawn.items() if not k.startswith(RECIPE_PREFIX)}
-                changes = {k[len(RECIPE_PREFIX):]: v for k, v in drawn.items() if k.startswith(RECIPE_PREFIX)}
+                hparams, changes = split_drawn(drawn)
                 trials = seeded_trials(request, method, dataset, options, hparams, changes, data_root)
                 for trial in trials:
                     trial.config["search"] = {"name": "curve" if request.curve else "grid" if request.grid else "random"}
