@@ -6,7 +6,8 @@ per rho, model form and training-set size, from the runs of ``sh results/end-eff
 cell is (rho, form, data): form ``common`` (the recipe's encoder as declared, linear task head) or ``authors``
 (``recipe.bottleneck=bounded`` and ``recipe.head=normalised``: EnD's model around its loss); data ``full`` (all
 training images) or ``subsample=F``. In each cell vanilla's figures, then EnD's at every alpha = beta present,
-the one with the best mean validation accuracy chosen (``edge`` where it is the grid's lowest or highest point),
+the one with the best mean validation accuracy chosen (``edge`` where it is the grid's lowest or highest point,
+``the only point run`` where the cell has one),
 and its gain over the cell's vanilla beside the paper's (EnD Table 1 against ReBias's vanilla).
 
 ``python -m removal_bench.benchmarks fairlearn-adv``: adversarial debiasing on Adult (private sex), ours under
@@ -111,7 +112,8 @@ def end_effects(arguments: argparse.Namespace) -> str:
                               for a in grid) or "-"
         if grid:
             chosen = max(grid, key=lambda a: statistics.mean(cell[a]["val"]))
-            edge = " (edge)" if len(grid) > 1 and chosen in (grid[0], grid[-1]) else ""
+            edge = (", the only point run" if len(grid) == 1
+                    else ", edge" if chosen in (grid[0], grid[-1]) else "")
             end_mean, end_se = _mean_se(cell[chosen]["test"])
             end_text = f"{end_mean:.1f} +- {end_se:.1f} (alpha {chosen:g}{edge})"
             if vanilla is not None:
