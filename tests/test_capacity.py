@@ -84,3 +84,24 @@ def test_a_capacity_check_that_cannot_run_says_why_in_one_line(store, capsys, ar
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
     assert "metrics.attack.mlp_wide.leakage" not in runs(uri, "plain").columns and len(runs(uri, "plain")) == len(before)
+
+
+def test_a_dataset_at_two_settings_is_checked_one_setting_at_a_time(store, capsys):
+    """An experiment that holds one dataset at two settings (Biased-MNIST's sections at rho 0.99 and 0.997 share
+    one): --selected alone would pick one configuration over both, so it is refused in one line naming the
+    choice; --datasets NAME:OPTION=VALUE re-attacks that setting's selected runs and no other."""
+    folder, uri = store
+    for n_eval in (300, 200):
+        assert main(["run", "--methods", "vanilla", "--datasets", f"synthetic:n_train=400:n_eval={n_eval}", "--seeds", "2",
+                     "--epochs", "2", "--executor", "serial", "--tracking-uri", uri, "--quiet", "--save-embeddings",
+                     "--experiment", "two", "--results-dir", str(folder / "two")]) == 0
+    capsys.readouterr()
+    assert main(["attack", "--selected", "two", "--attacker", "mlp_wide", "--tracking-uri", uri]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "2 settings" in err[0] and "--datasets synthetic:n_eval=" in err[0], err
+    assert "metrics.attack.mlp_wide.leakage" not in runs(uri, "two").columns
+    assert main(["attack", "--selected", "two", "--datasets", "synthetic:n_eval=200", "--attacker", "mlp_wide",
+                 "--tracking-uri", uri]) == 0
+    found = runs(uri, "two")
+    checked = found[found["metrics.attack.mlp_wide.leakage"].notna()]
+    assert len(checked) == 2 and set(checked["params.data.n_eval"]) == {"200"}

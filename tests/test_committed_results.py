@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.browser import Browser, find_chromium
 from tests.conftest import bench_command, quiet_env, without_generation
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -113,3 +114,62 @@ def test_a_section_ranks_one_setting_of_its_dataset(tmp_path):
     done = subprocess.run(bench_command() + ["leaderboard", *both, "--datasets", "biased_mnist:rho=0.9"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=300, env=quiet_env())
     assert done.returncode == 2 and "no trials of biased_mnist with rho=0.9 (its trials ran with:" in done.stderr
+
+
+def test_one_dataset_at_two_settings_ranks_each_as_a_section(tmp_path):
+    """``--datasets biased_mnist:rho=0.995,biased_mnist:rho=0.997`` ranks the two settings side by side: a
+    section each, named by its setting, with that setting's trials only (111 and 174 in the committed tables),
+    its own plot files, and both in the overview; settings that overlap (every trial of one is in the other)
+    are refused with one line."""
+    converged = ROOT / "results" / "curves-converged" / "trials.jsonl.gz"
+    both = ["--from", str(TABLE), "--from", str(converged), "--output", str(tmp_path / "lb.md"), "--quiet"]
+    done = subprocess.run(bench_command() + ["leaderboard", *both, "--datasets",
+                                             "biased_mnist:rho=0.995,biased_mnist:rho=0.997"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300, env=quiet_env())
+    assert done.returncode == 0, done.stderr[-2000:]
+    text = (tmp_path / "lb.md").read_text()
+    assert re.findall(r"^## (biased_mnist\S*)$", text, re.M) == ["biased_mnist:rho=0.995", "biased_mnist:rho=0.997"]
+    rows = {m.group(1): int(m.group(2)) for m in
+            re.finditer(r"^\| (biased_mnist:rho=0\.99[57]) \(reduced\) *\| \d+ *\| \d+ *\| \d+ *\| (\d+)", text, re.M)}
+    assert rows == {"biased_mnist:rho=0.995": 111, "biased_mnist:rho=0.997": 174}
+    for section, rho, other in (("biased_mnist:rho=0.995", "0.995", "0.997"), ("biased_mnist:rho=0.997", "0.997", "0.995")):
+        body = text.split(f"## {section}\n", 1)[1].split("\n## ", 1)[0]
+        setting = next(line for line in body.splitlines() if "Setting: options" in line)
+        assert f"rho={rho}," in setting and other not in setting
+        assert f"lb-plots/{section.replace(':', '-')}.png" in body
+        assert (tmp_path / "lb-plots" / f"{section.replace(':', '-')}.png").is_file()
+    overview = text.split("## Overview", 1)[1].split("## Provenance", 1)[0]
+    assert "biased_mnist:rho=0.995" in overview and "biased_mnist:rho=0.997" in overview
+    (tmp_path / "lb.md").unlink()
+    done = subprocess.run(bench_command() + ["leaderboard", *both, "--datasets", "biased_mnist:rho=0.997,biased_mnist:split=ours"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300, env=quiet_env())
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr[-2000:]
+    assert "settings that overlap" in done.stderr and not (tmp_path / "lb.md").exists()
+
+
+@pytest.mark.skipif(find_chromium() is None, reason="no Chromium on PATH (Debian: apt-get install chromium)")
+def test_the_page_plots_each_setting_of_a_dataset(tmp_path):
+    """The HTML page of one dataset at two settings, in a real Chromium: a plot per section, every configuration
+    a point, the navigation's links reach each section, and no console error."""
+    converged = ROOT / "results" / "curves-converged" / "trials.jsonl.gz"
+    page = tmp_path / "lb.html"
+    done = subprocess.run(bench_command() + ["leaderboard", "--from", str(TABLE), "--from", str(converged), "--format",
+                                             "html", "--output", str(page), "--quiet", "--datasets",
+                                             "biased_mnist:rho=0.995,biased_mnist:rho=0.997"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300, env=quiet_env())
+    assert done.returncode == 0, done.stderr[-2000:]
+    browser = Browser(find_chromium())
+    try:
+        browser.open(page.as_uri())
+        state = browser.evaluate("""({
+            plots: Array.from(document.querySelectorAll('figure.front-plot')).map(f => [
+                f.getAttribute('data-dataset'), f.querySelectorAll('svg.pareto-plot').length,
+                f.querySelectorAll('circle.point').length]),
+            links: Array.from(document.querySelectorAll('a[href^="#dataset-"]')).map(
+                a => [a.textContent, document.getElementById(a.getAttribute('href').slice(1)) !== null]),
+        })""")
+        assert sorted(state["plots"]) == [["biased_mnist:rho=0.995", 1, 37], ["biased_mnist:rho=0.997", 1, 58]]
+        assert sorted(state["links"]) == [["biased_mnist:rho=0.995", True], ["biased_mnist:rho=0.997", True]]
+        assert browser.problems() == []
+    finally:
+        browser.close()

@@ -24,6 +24,7 @@ on a GPU machine that has torch alone.
     python -m removal_bench.benchmarks end-effects              # EnD's gain over vanilla per rho, model form and data size (MLflow)
     python -m removal_bench.benchmarks fairlearn-adv            # adversarial debiasing on Adult: ours beside fairlearn's
     python -m removal_bench.benchmarks searches                 # --search optuna against random search and refined curves
+    python -m removal_bench.benchmarks capacity --from TABLE    # the capacity check on committed sections (reruns with embeddings)
     python -m removal_bench.benchmarks table-scale              # bench leaderboard/report --from on 1k, 10k, 100k-trial tables
     python -m removal_bench.benchmarks soak --interruptions 50  # a Ray sweep under random real faults: lost, duplicated, changed
 
@@ -108,6 +109,7 @@ from removal_bench.benchmarks.curves import add_curve_commands  # noqa: E402
 from removal_bench.benchmarks.mnist import add_mnist_commands  # noqa: E402  (MLflow imported when run)
 from removal_bench.benchmarks.effects import add_effects_commands  # noqa: E402  (MLflow, fairlearn imported when run)
 from removal_bench.benchmarks.searches import add_search_commands  # noqa: E402  (MLflow, Optuna imported when run)
+from removal_bench.benchmarks.capacity import add_capacity_commands  # noqa: E402  (MLflow imported when run)
 from removal_bench.benchmarks.tables import add_table_commands  # noqa: E402
 from removal_bench.benchmarks.startup import add_startup_commands  # noqa: E402
 from removal_bench.benchmarks.soak import add_soak_commands  # noqa: E402
@@ -131,6 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     add_mnist_commands(commands)
     add_effects_commands(commands)
     add_search_commands(commands)
+    add_capacity_commands(commands)
     add_table_commands(commands)
     add_startup_commands(commands)
     add_soak_commands(commands)

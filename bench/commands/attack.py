@@ -36,6 +36,8 @@ from removal_bench.core.errors import UserError
 
 
 def add_commands(subparsers) -> None:
+    from removal_bench.commands.arguments import comma_names
+
     attack = subparsers.add_parser(
         "attack", help="re-attack a logged trial with the protocol's attackers or any scikit-learn classifier",
         description="Rebuild a trial's model from its MLflow run (logged with --log-models), or read its "
@@ -47,6 +49,9 @@ def add_commands(subparsers) -> None:
                         help="instead of run ids: every seed's run of each method's selected configuration on each "
                              "dataset of this experiment (the leaderboard's model selection); e.g. with --attacker "
                              "mlp_wide, the capacity check the leaderboard's attacker table shows")
+    attack.add_argument("--datasets", action="extend", type=comma_names,
+                        help="with --selected: only these datasets, each NAME or NAME:OPTION=VALUE (one setting of a "
+                             "dataset whose trials ran at several, e.g. biased_mnist:rho=0.99), comma-separated")
     attack.add_argument("--attacker", dest="attackers", action="append", default=[],
                         metavar="NAME|MODULE.CLASS[:ARG=VALUE...]",
                         help="linear, mlp, gbdt (the protocol's, the default: all three), mlp_wide (the capacity "
@@ -71,8 +76,10 @@ def command_attack(args: argparse.Namespace) -> int:
         device=args.device, source=args.source, log=args.log, json_output=args.json_output,
     )
     run_ids = list(args.run_ids)
+    if args.datasets and not args.selected:
+        raise UserError("--datasets goes with --selected EXPERIMENT")
     if args.selected:
-        run_ids = selected_runs(request, args.selected)
+        run_ids = selected_runs(request, args.selected, args.datasets)
     if len(run_ids) == 1:
         return execute_attack(replace(request, run_id=run_ids[0]))
     if args.json_output:
@@ -95,14 +102,14 @@ def command_attack(args: argparse.Namespace) -> int:
     return 0
 
 
-def selected_runs(request: "AttackRequest", experiment: str) -> list[str]:
+def selected_runs(request: "AttackRequest", experiment: str, datasets: list[str] | None = None) -> list[str]:
     """Every seed's run of each method's selected configuration (per dataset) in ``experiment``, checked to hold
     a model or embeddings before anything is attacked."""
     from removal_bench.reporting.leaderboard import selected_run_ids
     from removal_bench.running import preflight
 
     uri = preflight.tracking_uri(request.tracking_uri, write=False)
-    found = selected_run_ids(uri, experiment)
+    found = selected_run_ids(uri, experiment, datasets=datasets)
     if not found:
         raise UserError(f"experiment {experiment!r} at {uri} has no finished trial to select from")
     from mlflow import MlflowClient

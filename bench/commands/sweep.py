@@ -105,7 +105,9 @@ def add_commands(subparsers) -> None:
     board.add_argument("--datasets", action="extend", type=comma_names,
                        help="rank only these datasets' trials, comma-separated or repeated (default: every dataset); "
                             "NAME:OPTION=VALUE ranks only its trials with that option, e.g. biased_mnist:rho=0.997 "
-                            "(a dataset whose trials ran at several settings is refused until one is chosen)")
+                            "(a dataset whose trials ran at several settings is refused until one is chosen); one "
+                            "dataset at several settings ranks each as a section of its own, e.g. "
+                            "biased_mnist:rho=0.99,biased_mnist:rho=0.997")
     add_output_arguments(board)
     board.set_defaults(handler=command_leaderboard)
 

@@ -130,14 +130,20 @@ def with_run_ids(document: dict, frame) -> dict:
     return document
 
 
-def selected_run_ids(tracking_uri: str, experiment: str, max_leakage: float | None = None) -> list[tuple[str, str]]:
+def selected_run_ids(tracking_uri: str, experiment: str, max_leakage: float | None = None,
+                     datasets: list[str] | None = None) -> list[tuple[str, str]]:
     """(run id, label) of every seed counted for each method's selected configuration on each dataset of
-    ``experiment`` (the model selection of the report and the leaderboard), in dataset, method, seed order."""
+    ``experiment`` (the model selection of the report and the leaderboard), in dataset, method, seed order.
+    ``datasets``: only these sections, as ``bench leaderboard --datasets`` names them (biased_mnist:rho=0.99)."""
     from removal_bench.running.tracking import load_runs
 
     frame = load_runs(tracking_uri, experiment)
     if frame.empty:
         return []
+    if datasets:
+        frame, _ = only_datasets(frame, frame.iloc[0:0], datasets)
+        frame = split_sections(frame, datasets)
+    refuse_mixed_settings(frame)
     trials = summaries.deduplicate(frame)
     ids: dict[tuple[str, str], dict[str, str]] = {}
     for dataset, key, seed, run_id in zip(trials["tags.bench.dataset"], trials["tags.bench.config_key"],
@@ -255,7 +261,8 @@ def ranked_in(path: Path) -> list[str]:
         from removal_bench.reporting.html import datasets_in_page
 
         return datasets_in_page(text)
-    return re.findall(r"^## ([a-z0-9_]+)$", text, re.M)  # sections named by a dataset; the others are capitalised
+    # sections named by a dataset (or one setting of it, biased_mnist:rho=0.99); the others are capitalised
+    return re.findall(r"^## ([a-z0-9_]+(?::[A-Za-z0-9_]+=[^\s:]+)*)$", text, re.M)
 
 
 def refuse_fewer_datasets(paths: dict, ranked: list[str]) -> None:
@@ -269,7 +276,8 @@ def refuse_fewer_datasets(paths: dict, ranked: list[str]) -> None:
         if path not in defaults or not path.is_file():
             continue
         before = ranked_in(path)
-        dropped = [name for name in before if name not in ranked]
+        bases = {base_dataset(section) for section in ranked}  # biased_mnist ranked now by setting is not dropped
+        dropped = [name for name in before if name not in ranked and not (":" not in name and name in bases)]
         if dropped:
             raise UserError(
                 f"{path} ranks {len(before)} dataset(s) ({', '.join(before)}); this leaderboard ranks {len(ranked)} "
@@ -277,45 +285,97 @@ def refuse_fewer_datasets(paths: dict, ranked: list[str]) -> None:
                 "or replace it with --force")
 
 
+def wanted_settings(specs: list[str]) -> dict[str, list[dict[str, str]]]:
+    """``--datasets`` specs as dataset name -> the settings asked for (``{}``: every setting), in the order given."""
+    from removal_bench.running.names import parse_dataset
+
+    wanted: dict[str, list[dict[str, str]]] = {}
+    for spec in specs:
+        name, options = parse_dataset(spec)
+        if options not in wanted.setdefault(name, []):
+            wanted[name].append(options)
+    return wanted
+
+
+def section_name(name: str, options: dict[str, str]) -> str:
+    """The section of one setting of a dataset ranked at several: ``biased_mnist:rho=0.99``."""
+    return ":".join([name, *(f"{key}={value}" for key, value in options.items())])
+
+
+def base_dataset(section: str) -> str:
+    """The dataset of a section: ``biased_mnist`` for ``biased_mnist:rho=0.99``."""
+    return section.split(":", 1)[0]
+
+
 def only_datasets(frame, parents, specs: list[str]):
     """The trials of these datasets (a UserError naming those without any) and the invocations that ran them.
 
     A spec may carry dataset options, ``biased_mnist:rho=0.997``: then only that dataset's trials run with
     them count, and only the invocations that ran one of those trials (their parent runs)."""
-    from removal_bench.running.names import parse_dataset
-
-    wanted = dict(parse_dataset(spec) for spec in specs)
+    wanted = wanted_settings(specs)
     present = set(frame["tags.bench.dataset"])
     missing = [name for name in wanted if name not in present]
     if missing:
         raise UserError(f"no trials of dataset(s) {', '.join(missing)} (the runs have: {', '.join(sorted(present))})")
-    keep = matching(frame, wanted)
-    for name, options in wanted.items():
-        if options and not (keep & (frame["tags.bench.dataset"] == name)).any():
-            held = sorted({setting_text(row) for _, row in frame[frame["tags.bench.dataset"] == name].iterrows()})
-            raise UserError(f"no trials of {name} with {':'.join(f'{k}={v}' for k, v in options.items())} "
-                            f"(its trials ran with: {'; '.join(held)})")
-    frame = frame[keep]
-    plain = [name for name, options in wanted.items() if not options]
+    for name, settings in wanted.items():
+        for options in settings:
+            if options and not (matching(frame, {name: [options]}) & (frame["tags.bench.dataset"] == name)).any():
+                held = sorted({setting_text(row) for _, row in frame[frame["tags.bench.dataset"] == name].iterrows()})
+                raise UserError(f"no trials of {name} with {':'.join(f'{k}={v}' for k, v in options.items())} "
+                                f"(its trials ran with: {'; '.join(held)})")
+    frame = frame[matching(frame, wanted)]
+    plain = [name for name, settings in wanted.items() if {} in settings]
     chosen = ran_any(parents, plain) if plain else [False] * len(parents)
     if "tags.mlflow.parentRunId" in frame.columns and "run_id" in parents.columns:
-        with_options = frame[frame["tags.bench.dataset"].isin([n for n, o in wanted.items() if o])]
+        with_options = frame[frame["tags.bench.dataset"].isin([n for n, s in wanted.items() if {} not in s])]
         ran = set(with_options["tags.mlflow.parentRunId"].dropna())
         chosen = [a or b for a, b in zip(chosen, parents["run_id"].isin(ran))]
     return frame, parents[chosen]
 
 
-def matching(frame, wanted: dict[str, dict[str, str]]):
-    """Per trial of ``frame``: whether its dataset is wanted, with the options asked for (name -> options)."""
+def matching(frame, wanted: dict[str, list[dict[str, str]]]):
+    """Per trial of ``frame``: whether its dataset is wanted, at one of the settings asked for (name -> settings,
+    :func:`wanted_settings`)."""
     keep = frame["tags.bench.dataset"].isin(wanted)
-    for name, options in wanted.items():
-        for option, value in options.items():
-            column = f"params.data.{option}"
-            held = frame[column] if column in frame.columns else None
-            matches = (held.map(lambda have, value=value: same_value(have, value)) if held is not None
-                       else frame["tags.bench.dataset"] != frame["tags.bench.dataset"])
-            keep &= (frame["tags.bench.dataset"] != name) | matches
+    for name, settings in wanted.items():
+        anyof = frame["tags.bench.dataset"] != frame["tags.bench.dataset"]
+        for options in settings:
+            anyof = anyof | holds(frame, options)
+        keep &= (frame["tags.bench.dataset"] != name) | anyof
     return keep
+
+
+def holds(frame, options: dict[str, str]):
+    """Per trial of ``frame``: whether it ran with every one of these dataset options."""
+    held = frame["tags.bench.dataset"] == frame["tags.bench.dataset"]
+    for option, value in options.items():
+        column = f"params.data.{option}"
+        if column not in frame.columns:
+            return ~held
+        held &= frame[column].map(lambda have, value=value: same_value(have, value))
+    return held
+
+
+def split_sections(frame, specs: list[str]):
+    """``frame`` with each setting of a dataset asked for at several (``--datasets biased_mnist:rho=0.99,
+    biased_mnist:rho=0.997``) as a section of its own, named by :func:`section_name`; a UserError when one trial
+    falls in two of them (settings that overlap). Datasets asked for once keep their name."""
+    for name, settings in wanted_settings(specs).items():
+        if len(settings) < 2:
+            continue
+        ours = frame["tags.bench.dataset"] == name
+        labels = frame["tags.bench.dataset"].copy()
+        taken = ours & False
+        for options in settings:
+            here = ours & holds(frame, options)
+            both = taken & here
+            if both.any():
+                raise UserError(f"--datasets asks for {name} at settings that overlap: {section_name(name, options)} "
+                                f"and another setting both hold {int(both.sum())} of its trials; give settings that differ")
+            labels[here] = section_name(name, options)
+            taken |= here
+        frame = frame.assign(**{"tags.bench.dataset": labels})
+    return frame
 
 
 def setting_text(trial) -> str:
@@ -343,8 +403,12 @@ def refuse_mixed_settings(frame) -> None:
             values = key if isinstance(key, tuple) else (key,)
             settings.append(":".join(f"{c[len('params.data.'):]}={v}" for c, v in zip(varying, values)) + f" ({count} trials)")
         example = f"{dataset}:" + ":".join(f"{c[len('params.data.'):]}={runs[c].dropna().iloc[-1]}" for c in varying)
+        apart = ",".join(f"{dataset}:" + ":".join(f"{c[len('params.data.'):]}={v}" for c, v in
+                                                  zip(varying, key if isinstance(key, tuple) else (key,)))
+                         for key in counts.index)
         raise UserError(f"{dataset}: its trials ran at {len(settings)} settings ({'; '.join(settings)}), and a section "
-                        f"ranks one: choose it with --datasets {example} (or rank them apart)")
+                        f"ranks one: choose it with --datasets {example}, or rank each as a section of its own "
+                        f"with --datasets {apart}")
 
 
 FORM_PARAMS = {"params.recipe.bottleneck": "default", "params.recipe.head": "linear"}  # recipe fields: docs/METHODS.md
@@ -442,19 +506,22 @@ def execute_leaderboard(
         ours = set(frame["tags.bench.dataset"])
         theirs = theirs[theirs["tags.bench.dataset"].isin(ours)]
         if datasets:  # the options --datasets asks for hold for their trials too
-            from removal_bench.running.names import parse_dataset
-
-            theirs = theirs[matching(theirs, dict(parse_dataset(spec) for spec in datasets))]
+            theirs = theirs[matching(theirs, wanted_settings(datasets))]
         frame = pd.concat([frame, theirs], ignore_index=True)
         # provenance: only the invocations that ran a dataset ranked here (not every dataset of the tables)
         parents = pd.concat([parents, their_parents[ran_any(their_parents, ours)]], ignore_index=True)
         if "run_id" in parents.columns:  # an invocation both hold (its table --with itself) counts once
             parents = parents.drop_duplicates("run_id")
         experiments = list(dict.fromkeys([*experiments, *export.experiments_of(committed)]))
+    if datasets:  # a dataset asked for at several settings ranks each as a section of its own
+        frame = split_sections(frame, datasets)
     frame, parents, merged = export.merge_runs(frame, parents)  # each run once; a trial run twice named, not averaged
     refuse_mixed_settings(frame)
     refuse_mixed_forms(frame)
-    by_dataset = summaries.summarise(frame, expected_seeds=declared_seeds_of(parents))
+    declared = declared_seeds_of(parents)
+    declared.update({section: declared[base_dataset(section)] for section in set(frame["tags.bench.dataset"])
+                     if section not in declared and base_dataset(section) in declared})
+    by_dataset = summaries.summarise(frame, expected_seeds=declared)
     if not output and not force:
         refuse_fewer_datasets(paths, sorted(by_dataset))  # before any file (plots included) is written
     generated = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())

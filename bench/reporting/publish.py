@@ -80,8 +80,14 @@ def write_head_plots(images: dict[str, bytes], folder: Path) -> dict[str, Path]:
     """Each of :func:`head_images` as ``folder/DATASET-heads.png``."""
     written = {}
     for dataset, image in images.items():
-        written[dataset] = write_atomic(folder / f"{dataset}-heads.png", image, "the head-versus-attacker plot")
+        written[dataset] = write_atomic(folder / f"{file_stem(dataset)}-heads.png", image, "the head-versus-attacker plot")
     return written
+
+
+def file_stem(section: str) -> str:
+    """A file name for a leaderboard section: ``biased_mnist-rho=0.99`` for ``biased_mnist:rho=0.99`` (no colon,
+    which some file systems refuse)."""
+    return section.replace(":", "-")
 
 
 def write_plots(by_dataset: dict[str, list[Row]], folder: Path, max_leakage: float | None = None,
@@ -90,7 +96,7 @@ def write_plots(by_dataset: dict[str, list[Row]], folder: Path, max_leakage: flo
     found = found if found is not None else standings.of_datasets(by_dataset, max_leakage)
     written = {}
     for dataset, rows in sorted(by_dataset.items()):
-        written[dataset] = folder / f"{dataset}.png"
+        written[dataset] = folder / f"{file_stem(dataset)}.png"
         plot(rows, written[dataset], dataset, hypervolume_notes(found[dataset]))
     return written
 

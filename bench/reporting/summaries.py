@@ -179,7 +179,7 @@ def dataset_setting(dataset: str, rows: list[Row]) -> tuple[str, bool]:
         key = tuple(sorted(options.items()))
         if key not in declared:
             try:
-                declared[key] = get_dataset(dataset).recipe_for(options)
+                declared[key] = get_dataset(dataset.split(":", 1)[0]).recipe_for(options)  # name:setting: a section
             except Exception:  # a dataset this install does not register, or options it no longer reads
                 declared[key] = None
         for name in ("epochs", "batch_size", "encoder"):
