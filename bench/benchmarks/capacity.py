@@ -36,17 +36,24 @@ from pathlib import Path
 MARGIN = 0.02  # removal_bench.measuring.attack.CAPACITY_MARGIN
 
 
-def sections(paths: list[str], datasets: list[str] | None) -> dict[str, list]:
-    """Section -> the selected configuration (a summaries.Row) of each method, from the trial tables."""
+def sections(paths: list[str], datasets: list[str] | None, methods: list[str] | None = None) -> dict[str, list]:
+    """Section -> the selected configuration (a summaries.Row) of each method (of ``methods``, default all), from
+    the trial tables."""
     from removal_bench.reporting import export, summaries
-    from removal_bench.reporting.leaderboard import only_datasets, split_sections
+    from removal_bench.reporting.leaderboard import only_datasets, section_name, split_sections, wanted_settings
 
     frame, parents = export.read_frames(export.read_lines(paths))
     if datasets:
         frame, parents = only_datasets(frame, parents, datasets)
         frame = split_sections(frame, datasets)
+        for name, settings in wanted_settings(datasets).items():  # one setting asked for: named by it too
+            if len(settings) == 1 and settings[0]:
+                mine = frame["tags.bench.dataset"] == name
+                frame = frame.assign(**{"tags.bench.dataset": frame["tags.bench.dataset"].where(
+                    ~mine, section_name(name, settings[0]))})
     frame, parents, _ = export.merge_runs(frame, parents)
-    return {section: [s.selected for s in summaries.methods_of(rows) if s.selected is not None]
+    return {section: [s.selected for s in summaries.methods_of(rows)
+                      if s.selected is not None and (not methods or s.method in methods)]
             for section, rows in sorted(summaries.summarise(frame).items())}
 
 
@@ -184,7 +191,8 @@ def report(arguments: argparse.Namespace, found: dict[str, list]) -> str:
 
 def execute(arguments: argparse.Namespace) -> None:
     datasets = [d for d in (arguments.datasets or "").split(",") if d] or None
-    found = sections(arguments.from_files, datasets)
+    methods = [m for m in (arguments.methods or "").split(",") if m] or None
+    found = sections(arguments.from_files, datasets, methods)
     if not arguments.report_only:
         measure(arguments, found)
     text = "# The capacity check on committed sections\n\n" + report(arguments, found)
@@ -203,6 +211,7 @@ def add_capacity_commands(commands) -> None:
     parser.add_argument("--from", dest="from_files", action="append", required=True, metavar="FILE",
                         help="trial table(s) (bench export) whose sections to check; repeatable")
     parser.add_argument("--datasets", help="sections, as bench leaderboard --datasets (default: every dataset)")
+    parser.add_argument("--methods", help="only these methods' selected configurations, comma-separated (default: all)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds of each rerun (default 3)")
     parser.add_argument("--recipe", help="the reruns' --recipe (the section's own, e.g. cpu-converged)")
     parser.add_argument("--data-root")
