@@ -124,6 +124,11 @@ def run_ray(configs: list[dict[str, Any]], listener: Listener, options: RayOptio
     # exit -15 and no word (strace; the chaos soak). Off, SIGTERM stays bench's (Terminated, exit 143).
     # Ray's processes inherit it: a crashing worker loses that C++ stack dump, not its Python error.
     os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
+    # Ray starts its workers at niceness 15: beside any other work at the default 0 (a test suite, a second
+    # sweep, a serial benchmark) a trial got 6-15% of a core instead of half the machine (measured on the 2-core
+    # development machine: a 12-epoch Biased-MNIST trial at 3 epochs after 40 minutes). The trials are the work a
+    # sweep is run for, so a local Ray started here runs them at the default priority; a cluster keeps its own.
+    os.environ.setdefault("RAY_worker_niceness", "0")
     import ray
     from ray import tune
 
