@@ -136,6 +136,14 @@ if [ "$RANK_CONVERGED" = 1 ]; then
     stores="$stores --experiment curves-converged --datasets synthetic,colored_digits,adult,compas,german,$RANKED_SETTINGS"
     tables="$tables --from $RESULTS/curves-converged/trials.jsonl.gz --datasets synthetic,colored_digits,adult,compas,german,$RANKED_SETTINGS"
 fi
+# The capacity check from reruns (results/capacity/: python -m removal_bench.benchmarks capacity), shown in each
+# section's attacker table for the selected configurations it reran
+for file in "$RESULTS"/capacity/capacity-*.jsonl.gz; do
+    if [ -f "$file" ]; then
+        stores="$stores --capacity $file"
+        tables="$tables --capacity $file"
+    fi
+done
 # shellcheck disable=SC2086
 if [ "$RESULTS" = results ]; then  # results/LEADERBOARD.md and results/leaderboard.html, plots in results/leaderboard-plots/
     "$BENCH" leaderboard $stores --tracking-uri "$TRACKING_URI" --format markdown,html --quiet

@@ -108,6 +108,10 @@ def add_commands(subparsers) -> None:
                             "(a dataset whose trials ran at several settings is refused until one is chosen); one "
                             "dataset at several settings ranks each as a section of its own, e.g. "
                             "biased_mnist:rho=0.99,biased_mnist:rho=0.997")
+    board.add_argument("--capacity", dest="capacity_files", action="append", metavar="FILE",
+                       help="the capacity check from reruns: trial tables of each method's selected configuration run "
+                            "again with embeddings and attacked by the wide MLP (python -m removal_bench.benchmarks "
+                            "capacity); the attacker table shows them where the runs ranked have none (repeatable)")
     add_output_arguments(board)
     board.set_defaults(handler=command_leaderboard)
 
@@ -157,4 +161,5 @@ def command_leaderboard(args: argparse.Namespace) -> int:
                                formats=parse_leaderboard_formats(args.formats), quiet=args.quiet, json_output=args.json_output,
                                command=getattr(args, "command_line", None) or "",  # words: made text after the checks
                                from_files=args.from_files, with_files=args.with_files,
-                               datasets=args.datasets or None, force=args.force)
+                               datasets=args.datasets or None, force=args.force,
+                               capacity_files=args.capacity_files)

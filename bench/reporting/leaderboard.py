@@ -385,6 +385,39 @@ def setting_text(trial) -> str:
     return ":".join(f"{k}={v}" for k, v in sorted(options.items())) or "its defaults"
 
 
+def attach_capacity(by_dataset: dict[str, list], paths: list[str], datasets: list[str] | None = None) -> None:
+    """The capacity check from rerun tables (``bench leaderboard --capacity``): for each configuration ranked whose
+    own runs hold no wide-MLP figure, the wide MLP's leakage and its gain over the rerun's own leakage, per seed,
+    from the reruns of the same configuration (same section, same label) in these tables, whose trials must ran
+    at the section's dataset options and recipe; a UserError names a table that holds none of the sections."""
+    from removal_bench.reporting import export
+
+    frame, _ = export.read_frames(export.read_lines(paths))
+    if datasets:
+        present = set(frame["tags.bench.dataset"])
+        wanted = [spec for spec in datasets if spec.split(":", 1)[0] in present]
+        if wanted:
+            frame = split_sections(frame[matching(frame, wanted_settings(wanted))], wanted)
+    reruns = summaries.summarise(frame)
+    if not set(reruns) & set(by_dataset):
+        raise UserError(f"--capacity: the tables hold {', '.join(sorted(reruns)) or 'no trials'}, none of the sections "
+                        f"ranked here ({', '.join(sorted(by_dataset))})")
+    compared = summaries.SETTING_RECIPE
+    for dataset, rows in by_dataset.items():
+        theirs = {row.label: row for row in reruns.get(dataset, []) if "capacity_gain" in row.per_seed}
+        for row in rows:
+            other = theirs.get(row.label)
+            if other is None or "capacity_gain" in row.per_seed:
+                continue
+            differ = [key for key in compared if key in row.setting and other.setting.get(key) != row.setting.get(key)]
+            data = {k: v for k, v in row.setting.items() if k.startswith("data.")}
+            if differ or any(other.setting.get(k) != v for k, v in data.items()):
+                continue  # a rerun at another setting says nothing about this one
+            for metric in ("leak_wide", "leak_wide_norm", "capacity_gain"):
+                row.per_seed[metric] = dict(other.per_seed.get(metric, {}))
+            row.capacity_from = "reruns"
+
+
 def refuse_mixed_settings(frame) -> None:
     """A UserError when a dataset's trials ran with more than one set of dataset options (Biased-MNIST's quick
     look at rho 0.995 and its converged section at 0.997, say): a section ranks one setting, so mixing them
@@ -451,6 +484,7 @@ def execute_leaderboard(
     with_files: list[str] | None = None,
     datasets: list[str] | None = None,
     force: bool = False,
+    capacity_files: list[str] | None = None,
 ) -> int:
     """``formats``: markdown (``results/LEADERBOARD.md``) and/or html (``results/leaderboard.html``, :mod:`removal_bench.reporting.html`).
 
@@ -522,6 +556,8 @@ def execute_leaderboard(
     declared.update({section: declared[base_dataset(section)] for section in set(frame["tags.bench.dataset"])
                      if section not in declared and base_dataset(section) in declared})
     by_dataset = summaries.summarise(frame, expected_seeds=declared)
+    if capacity_files:
+        attach_capacity(by_dataset, capacity_files, datasets)
     if not output and not force:
         refuse_fewer_datasets(paths, sorted(by_dataset))  # before any file (plots included) is written
     generated = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())

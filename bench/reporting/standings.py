@@ -271,8 +271,12 @@ def attack_table(standing: DatasetStanding, tablefmt: str = "github") -> str:
     if checked:
         table += ("\n\nwide MLP: the capacity check (`bench attack --selected EXPERIMENT --attacker mlp_wide`: the "
                   "protocol's MLP four times wider, twice the patience), normalised test leakage; capacity: its gain over "
-                  f"the selected configuration's leakage in balanced accuracy, saturated where at most {CAPACITY_MARGIN:g}; "
-                  "- where not measured.")
+                  f"the selected configuration's leakage in balanced accuracy, saturated where at most {CAPACITY_MARGIN:g} "
+                  "(at the margin: above it with its 95% interval reaching it); - where not measured.")
+        if any(m.summary.selected is not None and m.summary.selected.capacity_from for m in standing.methods):
+            table += (" Measured on reruns of the selected configuration with embeddings (`python -m "
+                      "removal_bench.benchmarks capacity`, `--capacity FILE`), both MLPs on the rerun's own `z`: its "
+                      "gain is over the rerun's leakage, not over the columns before it.")
     return table
 
 
@@ -281,6 +285,8 @@ def capacity_cell(gain: Interval) -> str:
     if not math.isfinite(gain.estimate):
         return "-"
     verdict = "saturated" if gain.estimate <= CAPACITY_MARGIN else "not saturated"
+    if verdict != "saturated" and math.isfinite(gain.low) and gain.low <= CAPACITY_MARGIN:
+        verdict = "at the margin"  # above it, but its interval reaches it: the seeds do not tell
     return f"{verdict} ({gain.estimate:+.3f})"
 
 

@@ -60,6 +60,9 @@ class Row:
     hparams: dict[str, str] = field(default_factory=dict)  # the method's hyperparameters (MLflow ``hp.<name>``)
     # What the dataset was and how it was trained: MLflow's ``data.<option>`` and SETTING_RECIPE params.
     setting: dict[str, str] = field(default_factory=dict)
+    # where leak_wide / capacity_gain come from: "" its own runs (bench attack), else the rerun tables that gave them
+    # (bench leaderboard --capacity: python -m removal_bench.benchmarks capacity's reruns of this configuration)
+    capacity_from: str = ""
 
     def mean(self, metric: str) -> float:
         return self.stats.get(metric, (math.nan, math.nan))[0]
