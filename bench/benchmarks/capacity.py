@@ -33,24 +33,19 @@ import math
 import statistics
 from pathlib import Path
 
-MARGIN = 0.02  # removal_bench.measuring.attack.CAPACITY_MARGIN
+from removal_bench.reporting.standings import CAPACITY_MARGIN as MARGIN  # the leaderboard's margin
 
 
 def sections(paths: list[str], datasets: list[str] | None, methods: list[str] | None = None) -> dict[str, list]:
     """Section -> the selected configuration (a summaries.Row) of each method (of ``methods``, default all), from
     the trial tables."""
     from removal_bench.reporting import export, summaries
-    from removal_bench.reporting.leaderboard import only_datasets, section_name, split_sections, wanted_settings
+    from removal_bench.reporting.leaderboard import only_datasets, split_sections
 
     frame, parents = export.read_frames(export.read_lines(paths))
     if datasets:
         frame, parents = only_datasets(frame, parents, datasets)
-        frame = split_sections(frame, datasets)
-        for name, settings in wanted_settings(datasets).items():  # one setting asked for: named by it too
-            if len(settings) == 1 and settings[0]:
-                mine = frame["tags.bench.dataset"] == name
-                frame = frame.assign(**{"tags.bench.dataset": frame["tags.bench.dataset"].where(
-                    ~mine, section_name(name, settings[0]))})
+        frame = split_sections(frame, datasets, every=True)  # one setting asked for is named by it too
     frame, parents, _ = export.merge_runs(frame, parents)
     return {section: [s.selected for s in summaries.methods_of(rows)
                       if s.selected is not None and (not methods or s.method in methods)]
@@ -65,8 +60,10 @@ def experiment_of(section: str) -> str:
 
 def dataset_spec(section: str, row) -> str:
     """The dataset with the committed trials' options (the data seed included: it is an option like the rest)."""
+    from removal_bench.reporting.leaderboard import base_dataset
+
     options = sorted((key[len("data."):], value) for key, value in row.setting.items() if key.startswith("data."))
-    return ":".join([section.split(":", 1)[0], *(f"{key}={value}" for key, value in options)])
+    return ":".join([base_dataset(section), *(f"{key}={value}" for key, value in options)])
 
 
 def run_words(arguments: argparse.Namespace, section: str, rows: list) -> list[str]:

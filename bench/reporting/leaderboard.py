@@ -277,7 +277,7 @@ def refuse_fewer_datasets(paths: dict, ranked: list[str]) -> None:
             continue
         before = ranked_in(path)
         bases = {base_dataset(section) for section in ranked}  # biased_mnist ranked now by setting is not dropped
-        dropped = [name for name in before if name not in ranked and not (":" not in name and name in bases)]
+        dropped = [name for name in before if name not in ranked and (":" in name or name not in bases)]
         if dropped:
             raise UserError(
                 f"{path} ranks {len(before)} dataset(s) ({', '.join(before)}); this leaderboard ranks {len(ranked)} "
@@ -319,7 +319,7 @@ def only_datasets(frame, parents, specs: list[str]):
         raise UserError(f"no trials of dataset(s) {', '.join(missing)} (the runs have: {', '.join(sorted(present))})")
     for name, settings in wanted.items():
         for options in settings:
-            if options and not (matching(frame, {name: [options]}) & (frame["tags.bench.dataset"] == name)).any():
+            if options and not (holds(frame, options) & (frame["tags.bench.dataset"] == name)).any():
                 held = sorted({setting_text(row) for _, row in frame[frame["tags.bench.dataset"] == name].iterrows()})
                 raise UserError(f"no trials of {name} with {':'.join(f'{k}={v}' for k, v in options.items())} "
                                 f"(its trials ran with: {'; '.join(held)})")
@@ -356,12 +356,13 @@ def holds(frame, options: dict[str, str]):
     return held
 
 
-def split_sections(frame, specs: list[str]):
+def split_sections(frame, specs: list[str], every: bool = False):
     """``frame`` with each setting of a dataset asked for at several (``--datasets biased_mnist:rho=0.99,
     biased_mnist:rho=0.997``) as a section of its own, named by :func:`section_name`; a UserError when one trial
-    falls in two of them (settings that overlap). Datasets asked for once keep their name."""
+    falls in two of them (settings that overlap). Datasets asked for once keep their name, unless ``every``: then
+    a dataset asked for at one setting is named by it too."""
     for name, settings in wanted_settings(specs).items():
-        if len(settings) < 2:
+        if len(settings) < 2 and not (every and settings[0]):
             continue
         ours = frame["tags.bench.dataset"] == name
         labels = frame["tags.bench.dataset"].copy()
@@ -388,8 +389,8 @@ def setting_text(trial) -> str:
 def attach_capacity(by_dataset: dict[str, list], paths: list[str], datasets: list[str] | None = None) -> None:
     """The capacity check from rerun tables (``bench leaderboard --capacity``): for each configuration ranked whose
     own runs hold no wide-MLP figure, the wide MLP's leakage and its gain over the rerun's own leakage, per seed,
-    from the reruns of the same configuration (same section, same label) in these tables, whose trials must ran
-    at the section's dataset options and recipe; a UserError names a table that holds none of the sections."""
+    from the reruns of the same configuration (same section, same label) in these tables, whose trials must have
+    run at the section's dataset options and recipe; a UserError names a table that holds none of the sections."""
     from removal_bench.reporting import export
 
     frame, _ = export.read_frames(export.read_lines(paths))
@@ -402,14 +403,13 @@ def attach_capacity(by_dataset: dict[str, list], paths: list[str], datasets: lis
     if not set(reruns) & set(by_dataset):
         raise UserError(f"--capacity: the tables hold {', '.join(sorted(reruns)) or 'no trials'}, none of the sections "
                         f"ranked here ({', '.join(sorted(by_dataset))})")
-    compared = summaries.SETTING_RECIPE
     for dataset, rows in by_dataset.items():
         theirs = {row.label: row for row in reruns.get(dataset, []) if "capacity_gain" in row.per_seed}
         for row in rows:
             other = theirs.get(row.label)
             if other is None or "capacity_gain" in row.per_seed:
                 continue
-            differ = [key for key in compared if key in row.setting and other.setting.get(key) != row.setting.get(key)]
+            differ = [key for key in summaries.SETTING_RECIPE if key in row.setting and other.setting.get(key) != row.setting.get(key)]
             data = {k: v for k, v in row.setting.items() if k.startswith("data.")}
             if differ or any(other.setting.get(k) != v for k, v in data.items()):
                 continue  # a rerun at another setting says nothing about this one
