@@ -178,3 +178,32 @@ def test_the_page_plots_each_setting_of_a_dataset(tmp_path):
         assert browser.problems() == []
     finally:
         browser.close()
+
+
+def test_the_capacity_tables_and_the_leaderboard_give_each_method_the_same_verdict():
+    """results/capacity's tables (the capacity benchmark) and the leaderboard's attacker tables (``--capacity``)
+    judge the same reruns: both take the verdict from ``standings.capacity_verdict`` on the same bootstrap
+    interval, so every method they both show gets the same word (a second rule in either would part them)."""
+    leaderboard: dict[tuple[str, str], str] = {}
+    section = None
+    for line in (ROOT / "results" / "LEADERBOARD.md").read_text().splitlines():
+        if line.startswith("## "):
+            section = line[3:].strip()
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        verdict = re.fullmatch(r"(saturated|at the margin|not saturated) \([+-]\d\.\d{3}\)", cells[-1])
+        if section and verdict:
+            leaderboard[(section, cells[0])] = verdict.group(1)
+    compared = 0
+    for table in sorted((ROOT / "results" / "capacity").glob("*.md")):
+        section = None
+        for line in table.read_text().splitlines():
+            if line.startswith("## "):
+                section = line[3:].strip()
+            cells = [c.strip().strip("*") for c in line.strip().strip("|").split("|")]
+            if section and len(cells) == 9 and cells[-1] in {"saturated", "at the margin", "not saturated"}:
+                shown = section.split(":")[0] if ":" in section and section not in leaderboard else section
+                if (shown, cells[0]) in leaderboard:
+                    assert leaderboard[(shown, cells[0])] == cells[-1], (table.name, section, cells[0])
+                    compared += 1
+    assert compared >= 45, compared  # every tabular configuration, and INLP at rho 0.997
+    assert "at the margin" in leaderboard.values()  # INLP on colored_digits: the case where a second rule would differ

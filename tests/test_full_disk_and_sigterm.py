@@ -322,6 +322,62 @@ def test_sigterm_to_a_ray_sweep_stops_ray_exits_143_and_the_same_command_resumes
     shutil.rmtree(ray_dir, ignore_errors=True)
 
 
+@pytest.mark.slow
+def test_sigterm_to_a_ray_sweep_whose_ray_stopped_answering_ends_143_within_the_bound_and_resumes(tmp_path):
+    """Every Ray process below the driver stopped (SIGSTOP: a GCS or raylet that hangs), then a SIGTERM to the
+    driver. ray.shutdown waits on them: before its bound it was still waiting 150 s on (CI once saw the
+    like end at exit 1 and no word, Ray's core worker giving up on a GCS ended by a group's SIGTERM). Now the
+    command kills them after SHUTDOWN_WITHIN_S, closes its runs KILLED, says so in its one line, exits 143,
+    leaves no Ray process, and the same command resumes."""
+    from removal_bench.running.executors import SHUTDOWN_WITHIN_S
+    from removal_bench.running.processes import alive, descendants
+
+    ray_dir = Path(tempfile.mkdtemp(prefix="r", dir="/tmp"))
+    frozen: list[tuple[int, int]] = []
+
+    def freeze_ray() -> None:
+        frozen.extend(descendants(driver[0].process.pid))
+        assert len(frozen) >= 2, frozen  # at least the GCS and the raylet
+        for pid, _ in frozen:
+            try:
+                os.kill(pid, signal.SIGSTOP)
+            except OSError:
+                pass
+
+    uri, results = sqlite_uri(tmp_path / "mlflow.db"), tmp_path / "results"
+    arguments = sweep_arguments("vanilla,irene", 2, uri, "preempted", results, "ray") + ["--max-concurrent", "1"]
+    os.environ["RAY_TMPDIR"] = str(ray_dir)
+    try:
+        driver = [Bench(arguments, tmp_path)]
+        driver[0].wait_for_line("[  1/4]")
+        freeze_ray()
+        driver[0].process.send_signal(signal.SIGTERM)
+        sent = time.monotonic()
+        assert driver[0].finish(SHUTDOWN_WITHIN_S + 90) == 143, driver[0].text[-3000:]
+        took = time.monotonic() - sent
+    finally:
+        os.environ.pop("RAY_TMPDIR", None)
+        for pid, _ in frozen:  # whatever the command left: never a stopped process after the test
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+    assert SHUTDOWN_WITHIN_S <= took < SHUTDOWN_WITHIN_S + 30, took
+    last = driver[0].lines[-1]
+    assert last.startswith("bench: terminated (SIGTERM); open runs were closed KILLED") and "Ray did not stop within" in last
+    assert "Traceback" not in driver[0].text, driver[0].text[-3000:]
+    assert not [p for p in frozen if alive(p)]  # killed by the command, not by this test's cleanup
+    statuses = trial_statuses(uri, "preempted")
+    assert {status for _, status in statuses} <= {"FINISHED", "KILLED"} and "FINISHED" in dict(statuses).values()
+    finished = sum(status == "FINISHED" for _, status in statuses)
+
+    again = run_bench(arguments, tmp_path)
+    assert again.process.returncode == 0, again.text[-3000:]
+    assert f"{finished} already complete in experiment 'preempted'; running {4 - finished}" in again.text
+    assert finished_per_hash(uri, "preempted") == {key: 1 for key in planned("vanilla,irene", 2)}
+    shutil.rmtree(ray_dir, ignore_errors=True)
+
+
 @pytest.mark.skipif(not (SHARED_DATA / "german").exists(), reason="needs ../shared/data/german")
 def test_sigterm_to_bench_reproduce_writes_no_file_and_the_same_command_resumes(tmp_path):
     (tmp_path / "data").mkdir()

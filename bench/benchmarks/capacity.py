@@ -17,8 +17,9 @@ several settings, ``biased_mnist:rho=0.99,biased_mnist:rho=0.997``, is a section
    embeddings: the protocol's MLP four times wider with twice its patience;
 3. the table gives, per method, the committed selected configuration's normalised leakage, the rerun's, the wide
    MLP's and its gain over the rerun's protocol leakage in balanced accuracy (mean over seeds, its standard
-   error and the largest seed's), **saturated** where the mean gain is at most 0.02 (the leaderboard's margin;
-   a larger mean within two standard errors of it is said to be so).
+   error and the largest seed's) and the leaderboard's verdict on it (``standings.capacity_verdict``, on the same
+   bootstrap interval): **saturated** where the mean gain is at most 0.02, *at the margin* where it is above it but
+   its 95% interval reaches it, else **not saturated**.
 
 The gain is measured on the rerun's own embeddings, both attackers on the same ``z``: a rerun on another CPU is
 another draw of the same configuration (training differs across CPUs by about one seed's spread), which the
@@ -33,7 +34,9 @@ import math
 import statistics
 from pathlib import Path
 
+from removal_bench.reporting import statistics as bootstrap
 from removal_bench.reporting.standings import CAPACITY_MARGIN as MARGIN  # the leaderboard's margin
+from removal_bench.reporting.standings import capacity_verdict
 
 
 def sections(paths: list[str], datasets: list[str] | None, methods: list[str] | None = None) -> dict[str, list]:
@@ -149,7 +152,9 @@ def report(arguments: argparse.Namespace, found: dict[str, list]) -> str:
     lines = ["Per section and method: the committed selected configuration's normalised test leakage (mean ± "
              "standard error over its seeds), the rerun's (the protocol's attackers), the wide MLP's on the same "
              "embeddings, and the wide MLP's gain over the rerun's protocol leakage in balanced accuracy (mean ± "
-             f"standard error; max: the largest seed's); **saturated** where the mean gain is at most {MARGIN:g}.", ""]
+             f"standard error; max: the largest seed's); **saturated** where the mean gain is at most {MARGIN:g}, "
+             "*at the margin* where it is above but its 95% bootstrap interval reaches it (as in the leaderboard's "
+             "attacker table), else **not saturated**.", ""]
     verdicts = []
     for section, rows in found.items():
         have = store_rows(arguments, section)
@@ -163,11 +168,10 @@ def report(arguments: argparse.Namespace, found: dict[str, list]) -> str:
                 lines.append(f"| {row.method} | {row.label} | {_cell(committed)} | - | - | - | - | 0 | not run |")
                 continue
             gains = list(mine.per_seed.get("capacity_gain", {}).values())
-            verdict = "-" if not gains else ("saturated" if statistics.fmean(gains) <= MARGIN else "**not saturated**")
-            if len(gains) > 1 and verdict.startswith("**not") and \
-                    statistics.fmean(gains) - 2 * statistics.stdev(gains) / math.sqrt(len(gains)) <= MARGIN:
-                verdict += " (within 2 standard errors of the margin)"
+            verdict = capacity_verdict(bootstrap.mean_interval(
+                gains, bootstrap.generator(section, row.method, "capacity_gain")))  # the leaderboard's draw
             verdicts.append((section, row.method, verdict, gains))
+            verdict = {"saturated": "saturated", "at the margin": "*at the margin*"}.get(verdict, f"**{verdict}**")
             lines.append(f"| {row.method} | {row.label} | {_cell(committed)} | "
                          f"{_cell(list(mine.per_seed.get('leakage_norm', {}).values()))} | "
                          f"{_cell(list(mine.per_seed.get('leak_wide_norm', {}).values()))} | {_cell(gains)} | "
@@ -178,11 +182,12 @@ def report(arguments: argparse.Namespace, found: dict[str, list]) -> str:
             if differ:
                 notes.append(f"{row.method}: the rerun's recipe differs: {', '.join(differ)}")
         lines += [""] + ([f"*{'; '.join(notes)}.*", ""] if notes else [])
-    unsaturated = [f"{section} {method}" for section, method, verdict, _ in verdicts if verdict.startswith("**not")]
+    unsaturated = [f"{section} {method}" for section, method, verdict, _ in verdicts if verdict == "not saturated"]
+    margin = [f"{section} {method}" for section, method, verdict, _ in verdicts if verdict == "at the margin"]
     measured = [gains for *_, gains in verdicts if gains]
     largest = max((statistics.fmean(g) for g in measured), default=math.nan)
-    lines.insert(0, f"Measured {len(measured)} selected configurations; largest mean gain {largest:+.3f}; not saturated: "
-                 f"{', '.join(unsaturated) or 'none'}.\n")
+    lines.insert(0, f"Measured {len(measured)} selected configuration{'' if len(measured) == 1 else 's'}; largest mean gain {largest:+.3f}; not saturated: "
+                 f"{', '.join(unsaturated) or 'none'}; at the margin: {', '.join(margin) or 'none'}.\n")
     return "\n".join(lines)
 
 

@@ -20,7 +20,7 @@ from removal_bench.commands import export as export_command
 from removal_bench.commands import reproduce as reproduce_command
 from removal_bench.commands import sweep as sweep_command
 from removal_bench.commands.arguments import Parser, add_run_arguments, run_fields
-from removal_bench.core.disk import (TERMINATED_STATUS, DiskFull, Terminated, full_disk_error, is_disk_full, restore_sigterm, sigterm_received,
+from removal_bench.core.disk import (TERMINATED_STATUS, DiskFull, Terminated, abandoned, full_disk_error, is_disk_full, restore_sigterm, sigterm_received,
                                      terminate_as_interrupt)
 from removal_bench.core.errors import UserError
 
@@ -116,7 +116,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt as interrupt:  # Terminated, or what Ray Tune re-raised for it (a 2-hour sweep once said 130)
         if isinstance(interrupt, Terminated) or sigterm_received():
-            print("bench: terminated (SIGTERM); open runs were closed KILLED, the same command resumes", file=sys.stderr)
+            left = "".join(f"; {what}" for what in abandoned())
+            print(f"bench: terminated (SIGTERM); open runs were closed KILLED, the same command resumes{left}",
+                  file=sys.stderr)
             return TERMINATED_STATUS
         print("bench: interrupted", file=sys.stderr)
         return 130
@@ -170,6 +172,10 @@ def entry() -> None:
     atexit.register(leave)
     signal.signal(signal.SIGTERM, now)  # what main's handler replaces and, when main returns, puts back
     status.append(main())
+    if abandoned():  # a shutdown left stuck in a thread (Ray's): the exit handlers, Ray's first, would wait on it
+        if status[0] != TERMINATED_STATUS:  # a SIGTERM's line has said it
+            print("bench: " + "; ".join(abandoned()), file=sys.stderr)
+        leave()
     sys.exit(status[0])
 
 

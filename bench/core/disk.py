@@ -293,6 +293,20 @@ def _unraisable(info) -> None:
 _default_unraisable = sys.unraisablehook
 
 
+_abandoned: list[str] = []  # what this command had to leave behind, unfinished (see abandon)
+
+
+def abandon(what: str) -> None:
+    """Record that ``what`` (Ray's shutdown, stuck on a Ray that no longer answers) was left unfinished in a
+    thread of its own: the command's end says so, and its exit skips the exit handlers, which would wait on it."""
+    _abandoned.append(what)
+
+
+def abandoned() -> list[str]:
+    """What :func:`abandon` recorded, in order."""
+    return list(_abandoned)
+
+
 def terminate_as_interrupt():
     """From now on SIGTERM raises :class:`Terminated` in the main thread (Ray's ``ray.init`` replaces it
     with ``sys.exit(15)``: call again after). Returns the handler it replaced (None off the main thread)."""

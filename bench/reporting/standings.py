@@ -280,14 +280,19 @@ def attack_table(standing: DatasetStanding, tablefmt: str = "github") -> str:
     return table
 
 
-def capacity_cell(gain: Interval) -> str:
-    """The capacity check's verdict: saturated where the wider attacker gains at most CAPACITY_MARGIN."""
+def capacity_verdict(gain: Interval) -> str:
+    """The capacity check's verdict on the wide MLP's gain: saturated where it is at most CAPACITY_MARGIN, at the
+    margin where it is above it but its interval reaches it (the seeds do not tell), else not saturated."""
     if not math.isfinite(gain.estimate):
         return "-"
-    verdict = "saturated" if gain.estimate <= CAPACITY_MARGIN else "not saturated"
-    if verdict != "saturated" and math.isfinite(gain.low) and gain.low <= CAPACITY_MARGIN:
-        verdict = "at the margin"  # above it, but its interval reaches it: the seeds do not tell
-    return f"{verdict} ({gain.estimate:+.3f})"
+    if gain.estimate <= CAPACITY_MARGIN:
+        return "saturated"
+    return "at the margin" if math.isfinite(gain.low) and gain.low <= CAPACITY_MARGIN else "not saturated"
+
+
+def capacity_cell(gain: Interval) -> str:
+    verdict = capacity_verdict(gain)
+    return verdict if verdict == "-" else f"{verdict} ({gain.estimate:+.3f})"
 
 
 def beats_table(standing: DatasetStanding, tablefmt: str = "github") -> str:

@@ -12,10 +12,11 @@ import logging
 import math
 import os
 import signal
+import threading
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from removal_bench.core.disk import Terminated, reinstall_sigterm, terminate_as_interrupt, termination_deferred
+from removal_bench.core.disk import Terminated, abandon, reinstall_sigterm, terminate_as_interrupt, termination_deferred
 from removal_bench.core.errors import UserError
 from removal_bench.running.trial import config_hash, execute_trial
 
@@ -129,6 +130,10 @@ def run_ray(configs: list[dict[str, Any]], listener: Listener, options: RayOptio
     # development machine: a 12-epoch Biased-MNIST trial at 3 epochs after 40 minutes). The trials are the work a
     # sweep is run for, so a local Ray started here runs them at the default priority; a cluster keeps its own.
     os.environ.setdefault("RAY_worker_niceness", "0")
+    # Ray's task events feed its dashboard's task list (off here: include_dashboard=False) and nothing of bench's;
+    # on, ray.shutdown waited 5 s to flush them to a GCS that a SIGTERM to the process group had already ended
+    # (measured: the group's SIGTERM to exit 8.5 s with them, 3.5 s without).
+    os.environ.setdefault("RAY_task_events_report_interval_ms", "0")
     import ray
     from ray import tune
 
@@ -161,7 +166,7 @@ def run_ray(configs: list[dict[str, Any]], listener: Listener, options: RayOptio
             raise
         terminate_as_interrupt()
         try:
-            shutdown_ray()
+            shutdown_ray(within=SHUTDOWN_WITHIN_S)
         except Exception:
             pass
         raise Terminated() from None
@@ -244,8 +249,9 @@ def run_ray(configs: list[dict[str, Any]], listener: Listener, options: RayOptio
     finally:
         if started_here:
             # whole: a SIGTERM that cut ray.shutdown in two once left Ray's core worker to abort the interpreter's
-            # exit (exit -6 after bench's own line, CI); one that arrives inside it is raised when it returns
-            termination_deferred(shutdown_ray)()
+            # exit (exit -6 after bench's own line, CI); one that arrives inside it is raised when it returns.
+            # Bounded: after a SIGTERM to the whole process group it waits on Ray's dead or stopped processes
+            termination_deferred(shutdown_ray)(within=SHUTDOWN_WITHIN_S)
     if failures:
         raise failures[0]
 
@@ -272,16 +278,46 @@ def worker_death(trial, max_failures: int) -> str:
     return text[-2000:]
 
 
-def shutdown_ray() -> None:
+SHUTDOWN_WITHIN_S = 30.0  # ray.shutdown takes 1-9 s here, SIGTERM or not; past this, Ray is not answering
+
+
+def shutdown_ray(within: float | None = None) -> None:
     """``ray.shutdown``, then bench's SIGTERM handler again: Ray's core worker resets SIGTERM to the default
     action as it shuts down, which would leave the rest of the command (its report, MLflow's parent run) to
-    end at exit -15 with no word on a SIGTERM."""
+    end at exit -15 with no word on a SIGTERM.
+
+    ``within`` seconds at most: ``ray.shutdown`` waits on Ray's GCS and raylet, and where they no longer answer
+    (stopped, or a process group's SIGTERM that ended them while a reply was due) it waited for ever (a stopped
+    GCS: still waiting after 150 s) or until Ray's core worker aborted the process 60 s on (exit 1 and no word,
+    in CI). So it runs in a thread of its own; if it has not returned in time, this process's Ray processes are
+    killed, the command goes on to close its runs and end, and ``abandon`` makes its exit skip the exit handlers,
+    Ray's among them, that would wait on the stuck shutdown (tests/test_full_disk_and_sigterm.py)."""
     import ray
 
     from removal_bench.running.processes import descendants, end_stragglers
 
     started = descendants()  # Ray's node processes and workers, all below this driver while Ray runs
-    ray.shutdown()
+    if within is None:
+        ray.shutdown()
+    else:
+        failed: list[BaseException] = []
+        done = threading.Event()
+
+        def stop() -> None:
+            try:
+                ray.shutdown()
+            except BaseException as error:  # noqa: BLE001 - carried to the caller's thread
+                failed.append(error)
+            finally:
+                done.set()
+
+        threading.Thread(target=stop, name="ray-shutdown", daemon=True).start()
+        if not done.wait(within):
+            end_stragglers(started, grace=0)
+            abandon(f"Ray did not stop within {within:g} s and was killed")
+            return
+        if failed:
+            raise failed[0]
     reinstall_sigterm()
     end_stragglers(started)  # what ray.shutdown left running a few seconds on (docs/USAGE.md, "No Ray process outlives the command")
 
