@@ -166,7 +166,7 @@ def run_ray(configs: list[dict[str, Any]], listener: Listener, options: RayOptio
             raise
         terminate_as_interrupt()
         try:
-            shutdown_ray(within=SHUTDOWN_WITHIN_S)
+            shutdown_ray()
         except Exception:
             pass
         raise Terminated() from None
@@ -251,7 +251,7 @@ def run_ray(configs: list[dict[str, Any]], listener: Listener, options: RayOptio
             # whole: a SIGTERM that cut ray.shutdown in two once left Ray's core worker to abort the interpreter's
             # exit (exit -6 after bench's own line, CI); one that arrives inside it is raised when it returns.
             # Bounded: after a SIGTERM to the whole process group it waits on Ray's dead or stopped processes
-            termination_deferred(shutdown_ray)(within=SHUTDOWN_WITHIN_S)
+            termination_deferred(shutdown_ray)()
     if failures:
         raise failures[0]
 
@@ -281,7 +281,7 @@ def worker_death(trial, max_failures: int) -> str:
 SHUTDOWN_WITHIN_S = 30.0  # ray.shutdown takes 1-9 s here, SIGTERM or not; past this, Ray is not answering
 
 
-def shutdown_ray(within: float | None = None) -> None:
+def shutdown_ray(within: float = SHUTDOWN_WITHIN_S) -> None:
     """``ray.shutdown``, then bench's SIGTERM handler again: Ray's core worker resets SIGTERM to the default
     action as it shuts down, which would leave the rest of the command (its report, MLflow's parent run) to
     end at exit -15 with no word on a SIGTERM.
@@ -297,27 +297,24 @@ def shutdown_ray(within: float | None = None) -> None:
     from removal_bench.running.processes import descendants, end_stragglers
 
     started = descendants()  # Ray's node processes and workers, all below this driver while Ray runs
-    if within is None:
-        ray.shutdown()
-    else:
-        failed: list[BaseException] = []
-        done = threading.Event()
+    failed: list[BaseException] = []
+    done = threading.Event()
 
-        def stop() -> None:
-            try:
-                ray.shutdown()
-            except BaseException as error:  # noqa: BLE001 - carried to the caller's thread
-                failed.append(error)
-            finally:
-                done.set()
+    def stop() -> None:
+        try:
+            ray.shutdown()
+        except BaseException as error:  # noqa: BLE001 - carried to the caller's thread
+            failed.append(error)
+        finally:
+            done.set()
 
-        threading.Thread(target=stop, name="ray-shutdown", daemon=True).start()
-        if not done.wait(within):
-            end_stragglers(started, grace=0)
-            abandon(f"Ray did not stop within {within:g} s and was killed")
-            return
-        if failed:
-            raise failed[0]
+    threading.Thread(target=stop, name="ray-shutdown", daemon=True).start()
+    if not done.wait(within):
+        end_stragglers(started, grace=0)
+        abandon(f"Ray did not stop within {within:g} s and was killed")
+        return
+    if failed:
+        raise failed[0]
     reinstall_sigterm()
     end_stragglers(started)  # what ray.shutdown left running a few seconds on (docs/USAGE.md, "No Ray process outlives the command")
 
