@@ -146,3 +146,62 @@ def test_import_progress_lines():
     quiet = Progress("y", every=3600.0, stream=stream)
     quiet(5, 10)
     assert stream.getvalue().strip() == line  # at most one line per `every` seconds
+
+
+def test_a_table_exported_mid_sweep_holds_ended_runs_and_a_later_table_ends_what_it_imported(records, tmp_path,
+                                                                                            monkeypatch, capsys):
+    """A sweep's table committed as it grows: exported while a trial and its invocation are still RUNNING, then
+    again once they have ended. The first table leaves the RUNNING trial out and says so; a user who imported
+    it (and whose own sweep then closed its RUNNING invocation as an orphan) and imports the second one ends up
+    with every run ended, each once, as in the source store."""
+    from mlflow import MlflowClient
+
+    from removal_bench.running.tracking import CLOSED_REASON_TAG, ORPHAN_CLOSED, load_runs
+
+    monkeypatch.chdir(tmp_path)
+    small = table(tmp_path / "vanilla.jsonl", records, {"synthetic"}, {"vanilla"})
+    source, user = f"sqlite:///{tmp_path / 'source.db'}", f"sqlite:///{tmp_path / 'user.db'}"
+    assert main(["import", str(small), "--tracking-uri", source, "--quiet"]) == 0
+    client = MlflowClient(source)
+    trials, invocations = load_runs(source, "curves"), load_runs(source, "curves", kind="invocation")
+    assert len(trials) == 5 and len(invocations) >= 1
+    # As the sweep left them mid-way: one trial and its invocation not ended yet.
+    trial, invocation = trials.iloc[0], invocations[invocations["run_id"] == trials.iloc[0]["tags.mlflow.parentRunId"]].iloc[0]
+    for run in (trial, invocation):
+        client.update_run(run["run_id"], status="RUNNING")
+    capsys.readouterr()
+    assert main(["export", "--experiment", "curves", "--tracking-uri", source, "--output", "mid.jsonl.gz"]) == 0
+    said = capsys.readouterr().out
+    assert "4 trials of experiment 'curves'" in said and "left out 1 trial run(s) still RUNNING" in said, said
+    mid = [r for r in export_lines(tmp_path / "mid.jsonl.gz") if r["kind"] == "trial"]
+    assert len(mid) == 4 and {r["status"] for r in mid} == {"FINISHED"}
+    for run in (trial, invocation):
+        client.set_terminated(run["run_id"], status="FINISHED", end_time=int(run["end_time"].timestamp() * 1000))
+    assert main(["export", "--experiment", "curves", "--tracking-uri", source, "--output", "end.jsonl.gz", "--quiet"]) == 0
+
+    assert main(["import", "mid.jsonl.gz", "--tracking-uri", user, "--quiet"]) == 0
+    opened = load_runs(user, "curves", kind="invocation")
+    opened = opened[opened["status"] == "RUNNING"]
+    assert len(opened) == 1  # the invocation, as the table had it
+    MlflowClient(user).set_terminated(opened.iloc[0]["run_id"], status="KILLED")  # as bench closes an orphan
+    MlflowClient(user).set_tag(opened.iloc[0]["run_id"], CLOSED_REASON_TAG, f"{ORPHAN_CLOSED}; its driver is gone")
+    capsys.readouterr()
+    assert main(["import", "end.jsonl.gz", "--tracking-uri", user]) == 0
+    said = capsys.readouterr().out
+    assert "1 runs imported, 1 imported before they ended brought up to date" in said, said
+    mine = load_runs(user, "curves")
+    assert len(mine) == 5 and set(mine["status"]) == {"FINISHED"}
+    assert sorted(mine["tags.bench.source_run_id"]) == sorted(trials["tags.bench.source_run_id"])  # the committed ids
+    for column in ("metrics.accuracy", "metrics.leakage"):
+        assert sorted(mine[column]) == sorted(trials[column])
+    ended = load_runs(user, "curves", kind="invocation")
+    assert set(ended["status"]) == set(invocations["status"]) and len(ended) == len(invocations)
+    assert CLOSED_REASON_TAG not in ended.columns or ended[f"tags.{CLOSED_REASON_TAG}"].isna().all()
+    again = main(["import", "end.jsonl.gz", "--tracking-uri", user])  # nothing left to do
+    assert again == 0 and "0 runs imported" in capsys.readouterr().out and len(load_runs(user, "curves")) == 5
+
+
+def export_lines(path: Path):
+    from removal_bench.reporting import export
+
+    return export.read_lines([str(path)])

@@ -103,9 +103,10 @@ def command_import(args: argparse.Namespace) -> int:
         if progress:
             print(f"importing {len(lines)} runs into experiment {experiment!r} at {uri}; a line every 10 s",
                   file=sys.stderr, flush=True)
-        written, skipped = import_records(uri, experiment, lines, progress=progress)
+        written, updated, skipped = import_records(uri, experiment, lines, progress=progress)
         if not args.quiet:
             print(f"experiment {experiment!r} at {uri}: {written} runs imported"
+                  f"{f', {updated} imported before they ended brought up to date' if updated else ''}"
                   f"{f', {skipped} already there' if skipped else ''}", file=sys.stdout)
     return 0
 

@@ -220,12 +220,18 @@ def execute_export(experiments: list[str], tracking_uri: str | None, output: str
         trials = load_runs(uri, name)
         if trials.empty:
             raise UserError(f"experiment {name!r} at {uri} holds no trial runs")
+        # A trial run still RUNNING (a sweep in progress, or one whose driver is gone) has no figures yet: left
+        # out, so that a table exported mid-sweep holds ended runs only and the next export adds the rest.
+        running = trials["status"] == "RUNNING"
+        unended, trials = int(running.sum()), trials[~running]
         data = table_bytes(export_records(trials, load_runs(uri, name, kind="invocation"), name), path)
         write_atomic(path, data, "the trial table")
         written.append(path)
         if not quiet:
-            print(f"wrote {path}: {len(deduplicate(trials))} trials of experiment {name!r}, {len(data):,} bytes",
-                  file=stream)
+            left = (f"; left out {unended} trial run(s) still RUNNING (a sweep in progress, or a driver that is gone): "
+                    "export again once they have ended" if unended else "")
+            print(f"wrote {path}: {len(deduplicate(trials)) if not trials.empty else 0} trials of experiment {name!r}, "
+                  f"{len(data):,} bytes{left}", file=stream)
     return written
 
 

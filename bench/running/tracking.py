@@ -501,6 +501,8 @@ class Tracker:
 ORPHAN_HOURS_VARIABLE = "BENCH_ORPHAN_HOURS"
 DEFAULT_ORPHAN_HOURS = 24.0  # a driver elsewhere writes at least every epoch; a day of silence is no live sweep
 CLOSED_REASON_TAG = "bench.closed_reason"
+ORPHAN_CLOSED = "closed KILLED: left RUNNING"  # how that reason begins for a run closed by close_orphans
+ENDED = ("FINISHED", "FAILED", "KILLED")
 DRIVER_HOST, DRIVER_PID, DRIVER_STARTED, DRIVER_PIDNS = (
     "bench.driver.host", "bench.driver.pid", "bench.driver.started", "bench.driver.pidns")
 _CLOSED_CHECKED: set[tuple[str, str]] = set()  # (tracking URI, experiment id) already looked at by this process
@@ -634,7 +636,7 @@ def close_orphans(tracking_uri: str, experiment_id: str, experiment: str, call: 
             continue
         try:
             for run in sorted(members, key=lambda r: r.data.tags.get("bench.kind") == "invocation"):  # trials first
-                call(client.set_tag, run.info.run_id, CLOSED_REASON_TAG, f"closed KILLED: left RUNNING; {why}")
+                call(client.set_tag, run.info.run_id, CLOSED_REASON_TAG, f"{ORPHAN_CLOSED}; {why}")
                 call(client.set_terminated, run.info.run_id, status="KILLED")
                 closed += 1
         except DiskFull:
@@ -778,11 +780,16 @@ def import_records(tracking_uri: str, experiment: str, records: list[dict[str, A
     a run with the same status, start and end times, params, tags and final metrics, tagged with the id of
     the run it came from (:data:`SOURCE_RUN_TAG`); trials point to their imported invocation. A line whose
     source run (or an import of it) is already in the experiment is skipped, so importing twice adds
-    nothing. Returns (runs written, lines skipped). ``bench sweep`` then counts the imported trials as
-    complete (by config hash) and ``bench export`` gives back the source run ids. ``progress(done, total)``,
-    if given, is called after each line (``bench import`` prints from it)."""
+    nothing. ``bench sweep`` then counts the imported trials as
+    complete (by config hash) and ``bench export`` gives back the source run ids. A run imported before its
+    source ended (RUNNING in a table exported mid-sweep, or closed KILLED since as left RUNNING by a driver that
+    is gone) is brought up to date in place by a line of the same run that has ended: its status, end time, tags,
+    final metrics and the params it lacked. Returns (runs written, runs brought up to date, lines skipped).
+    ``progress(done, total)``, if given, is called after each line (``bench import`` prints from it)."""
     tracker = Tracker(tracking_uri, experiment, resume="the same bench import command skips what it already wrote")
     present, parents = set(), {}  # source run ids in the store; source invocation id -> its run here
+    # source run id -> (its import here, the params it holds, whether it was closed as an orphan): not ended there
+    unended: dict[str, tuple[str, set[str], bool]] = {}
     for kind in ("invocation", "trial"):
         frame = load_runs(tracking_uri, experiment, kind=kind)
         if frame.empty:
@@ -797,17 +804,37 @@ def import_records(tracking_uri: str, experiment: str, records: list[dict[str, A
             frame = frame[pending.isna()]
         present |= set(frame["run_id"])
         sources = frame.get(f"tags.{SOURCE_RUN_TAG}")
-        for run_id, source in zip(frame["run_id"], sources if sources is not None else [None] * len(frame)):
-            source = source if isinstance(source, str) else run_id
+        reasons = frame.get(f"tags.{CLOSED_REASON_TAG}")
+        params = [column for column in frame.columns if column.startswith("params.")]
+        for index, (run_id, source) in enumerate(zip(frame["run_id"], sources if sources is not None else [None] * len(frame))):
+            imported = isinstance(source, str)
+            source = source if imported else run_id
             present.add(source)
             if kind == "invocation":
                 parents[source] = run_id
-    written, skipped = 0, 0
+            row = frame.iloc[index]
+            reason = row.get(f"tags.{CLOSED_REASON_TAG}") if reasons is not None else None
+            closed = isinstance(reason, str) and reason.startswith(ORPHAN_CLOSED)
+            if imported and (row["status"] == "RUNNING" or closed):
+                unended[source] = (run_id, {column[len("params."):] for column in params if isinstance(row[column], str)},
+                                   closed)
+    written, updated, skipped = 0, 0, 0
     ordered = sorted(records, key=lambda r: (r["kind"] != "invocation", r.get("start_time") or 0, r["run_id"]))
     for done, record in enumerate(ordered):
         if progress is not None:
             progress(done, len(ordered))
         source = record["run_id"]
+        if source in unended and record.get("status") in ENDED:
+            run_id, logged, closed = unended.pop(source)
+            tags = {key: value for key, value in record.get("tags", {}).items() if key != "mlflow.parentRunId"}
+            metrics = record.get("metrics", {})
+            tracker._log(run_id, params={k: v for k, v in record.get("params", {}).items() if k not in logged},
+                         metrics=metrics, tags=tags, step=int(metrics.get("epochs", 0) or 0))
+            if closed:
+                tracker.call(tracker.client.delete_tag, run_id, CLOSED_REASON_TAG)  # it ended there: not an orphan
+            tracker.call(tracker.client.set_terminated, run_id, status=record["status"], end_time=record.get("end_time"))
+            updated += 1
+            continue
         if source in present:
             skipped += 1
             continue
@@ -820,11 +847,11 @@ def import_records(tracking_uri: str, experiment: str, records: list[dict[str, A
         run_id = run.info.run_id
         metrics = record.get("metrics", {})
         tracker._log(run_id, params=record.get("params", {}), metrics=metrics, step=int(metrics.get("epochs", 0) or 0))
-        if record.get("status") in ("FINISHED", "FAILED", "KILLED"):  # one that never ended stays RUNNING, as it was
+        if record.get("status") in ENDED:  # one that never ended stays RUNNING, as it was (a later table ends it)
             tracker.call(tracker.client.set_terminated, run_id, status=record["status"], end_time=record.get("end_time"))
         tracker.call(tracker.client.delete_tag, run_id, IMPORT_PENDING_TAG)  # whole now
         if record["kind"] == "invocation":
             parents[source] = run_id
         present.add(source)
         written += 1
-    return written, skipped
+    return written, updated, skipped
