@@ -4,6 +4,7 @@ import http.server
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import sysconfig
@@ -11,6 +12,7 @@ import threading
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # ../shared/data, when present
@@ -122,7 +124,8 @@ class BenchProcess:
 
     def __init__(self, arguments: list[str], cwd: Path, env: dict[str, str] | None = None, new_session: bool = False):
         # new_session: its own process group (and every process it starts, Ray's included), for a signal to the group
-        self.process = subprocess.Popen(bench_command() + arguments, cwd=cwd, env={**quiet_env(), **(env or {})},
+        self.process = subprocess.Popen(bench_command() + arguments, cwd=cwd,
+                                        env={**quiet_env(), **(env or {})},
                                         text=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                         start_new_session=new_session)
         self.lines: list[str] = []
@@ -144,7 +147,19 @@ class BenchProcess:
         assert found and any(line.startswith(prefix) for line in self.lines), "\n".join(self.lines[-30:])
 
     def finish(self, timeout: float = 300) -> int:
-        status = self.process.wait(timeout)
+        """The exit status; a process still running after ``timeout`` fails the test with the Python stack of
+        each of its threads (``faulthandler``, which ``PYTHONFAULTHANDLER`` in its environment turns on, writes
+        them on the SIGABRT sent here) and its last lines."""
+        try:
+            status = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.send_signal(signal.SIGABRT)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+            self.reader.join(30)
+            pytest.fail(f"bench did not end within {timeout:g} s; its threads and last lines:\n" + "\n".join(self.lines[-150:]))
         self.reader.join(30)
         return status
 

@@ -26,7 +26,7 @@ import pytest
 from removal_bench.commands.cli import main
 from removal_bench.running.sweep import SweepRequest, plan_sweep
 from removal_bench.running.tracking import Tracker, sqlite_uri
-from tests.conftest import SHARED_DATA, BenchProcess as Bench
+from tests.conftest import SHARED_DATA, BenchProcess as Bench, quiet_env
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -269,7 +269,8 @@ def sigterm_then_resume(tmp_path: Path, executor: str, while_running=lambda proc
     arguments = sweep_arguments("vanilla,irene", 2, uri, "preempted", results, executor)
     if executor == "ray":
         arguments += ["--max-concurrent", "1"]
-    first = Bench(arguments, tmp_path, new_session=to_group)
+    # PYTHONFAULTHANDLER: a command that outlives the bound below fails the test with its threads' stacks
+    first = Bench(arguments, tmp_path, env={"PYTHONFAULTHANDLER": "1"}, new_session=to_group)
     first.wait_for_line("[  1/4]")
     while_running(first.process)
     if to_group:
@@ -499,3 +500,60 @@ except Terminated:
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
                           cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(tmp_path)})
     assert done.stdout.strip() == "raised after the import" and "Traceback" not in done.stderr, done
+
+
+STUCK_IN_NATIVE_CODE = """
+import ctypes, sys, time
+from removal_bench.core import disk
+
+disk.terminate_as_interrupt()
+def end():
+    print("ended by the watchdog", flush=True)
+try:
+    with disk.SigtermWatchdog(2.0, end, "it was stuck") if sys.argv[1] != "unwatched" else open("/dev/null"):
+        print("ready", flush=True)
+        if sys.argv[1] == "python":
+            time.sleep(60)  # Python code: the main thread takes the SIGTERM itself
+        buffer = ctypes.create_string_buffer(64)  # a pthread mutex, zeroed: unlocked, of the default kind
+        libc = ctypes.CDLL(None)
+        libc.pthread_mutex_lock(buffer)
+        libc.pthread_mutex_lock(buffer)  # locked twice by one thread: blocked in native code for good, as Ray's client was
+except disk.Terminated:
+    print("ended by the main thread", flush=True)
+    sys.exit(disk.TERMINATED_STATUS)
+"""
+
+
+@pytest.mark.parametrize("where", ["native", "python", "unwatched"])
+def test_a_sigterm_the_main_thread_cannot_take_ends_the_command_within_the_watchdogs_bound(tmp_path, where):
+    """A main thread blocked in native code runs no Python signal handler (a driver in Ray's client on a GCS that
+    stopped answering outlived its SIGTERM for good): ``SigtermWatchdog`` ends the process after its bound, with
+    the one line and exit 143. Where the main thread takes the signal itself, the watchdog stays out of it; and
+    without it, the blocked process is still there after the bound (the fault is real)."""
+    script = tmp_path / "stuck.py"
+    script.write_text(STUCK_IN_NATIVE_CODE)
+    process = subprocess.Popen([sys.executable, str(script), where], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env=quiet_env())
+    try:
+        assert process.stdout.readline().strip() == "ready"
+        time.sleep(0.5)  # into the blocking call
+        process.send_signal(signal.SIGTERM)
+        sent = time.monotonic()
+        if where == "unwatched":
+            time.sleep(6)
+            assert process.poll() is None  # still blocked three times the watchdog's bound on
+            return
+        out, err = process.communicate(timeout=60)
+        took = time.monotonic() - sent
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 143, (out, err)
+    if where == "native":
+        assert out.splitlines() == ["ended by the watchdog"] and 2.0 <= took < 30, (out, took)
+        assert err.strip().splitlines()[-1] == (
+            "bench: terminated (SIGTERM); open runs were closed KILLED, the same command resumes; it was stuck"), err
+    else:
+        assert out.splitlines() == ["ended by the main thread"] and took < 2.0, (out, took)  # not the watchdog
+        assert "Traceback" not in err, err

@@ -20,7 +20,7 @@ from removal_bench.commands import export as export_command
 from removal_bench.commands import reproduce as reproduce_command
 from removal_bench.commands import sweep as sweep_command
 from removal_bench.commands.arguments import Parser, add_run_arguments, run_fields
-from removal_bench.core.disk import (TERMINATED_STATUS, DiskFull, Terminated, abandoned, full_disk_error, is_disk_full, restore_sigterm, sigterm_received,
+from removal_bench.core.disk import (TERMINATED_STATUS, DiskFull, Terminated, abandoned, full_disk_error, is_disk_full, restore_sigterm, sigterm_received, terminated_line,
                                      terminate_as_interrupt)
 from removal_bench.core.errors import UserError
 
@@ -116,9 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt as interrupt:  # Terminated, or what Ray Tune re-raised for it (a 2-hour sweep once said 130)
         if isinstance(interrupt, Terminated) or sigterm_received():
-            left = "".join(f"; {what}" for what in abandoned())
-            print(f"bench: terminated (SIGTERM); open runs were closed KILLED, the same command resumes{left}",
-                  file=sys.stderr)
+            print(terminated_line(abandoned()), file=sys.stderr)
             return TERMINATED_STATUS
         print("bench: interrupted", file=sys.stderr)
         return 130

@@ -23,6 +23,7 @@ import signal
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 from removal_bench.core.errors import UserError
@@ -230,6 +231,8 @@ def _deliver_again(seconds: float) -> None:
 
 def _raise_terminated(signum, frame) -> None:
     global _pending, _received
+    if not _claim_end("main"):
+        return  # a SigtermWatchdog is ending the command: the main thread must not start a second ending
     _received = True
     if _inside_import(frame):
         # Under an import, native code may catch the exception and raise its own: pydantic-core, building
@@ -242,6 +245,101 @@ def _raise_terminated(signum, frame) -> None:
         _pending = True
         return
     raise Terminated()
+
+
+_claimed: list[str] = []  # who ends the command after a SIGTERM: "main" (its handler) or "watchdog"
+_claim_lock = threading.Lock()
+
+
+def _claim_end(who: str) -> bool:
+    with _claim_lock:
+        if not _claimed:
+            _claimed.append(who)
+        return _claimed[0] == who
+
+
+def terminated_line(left: list[str]) -> str:
+    """The one line a command ended by SIGTERM prints, ``left`` naming what it had to leave unfinished."""
+    return ("bench: terminated (SIGTERM); open runs were closed KILLED, the same command resumes"
+            + "".join(f"; {what}" for what in left))
+
+
+class SigtermWatchdog:
+    """Ends the command within ``within`` seconds of a SIGTERM that the main thread cannot take.
+
+    Python runs a signal handler in the main thread between two bytecodes; a main thread blocked in native code
+    runs none. A sweep's driver blocked in Ray's client on a GCS that no longer answers (stopped, or hung: Ray
+    Tune's trial registry reads the GCS's key-value store with no deadline) never raised :class:`Terminated`
+    and outlived its SIGTERM for good (tests/test_full_disk_and_sigterm.py, 1 run in 6 on a loaded 2-core
+    machine). The C-level handler still writes the signal's number to ``signal.set_wakeup_fd``, which a thread
+    of this class reads: if the handler has not run ``within`` seconds later, that thread calls ``end`` (kill
+    what hangs, close the open runs KILLED), prints :func:`terminated_line` with ``why``, and ends the process
+    with status 143, skipping the exit handlers that would wait on the stuck thread. Use as a context manager
+    in the main thread, around the work that may block (elsewhere it does nothing)."""
+
+    def __init__(self, within: float, end, why: str):
+        self.within, self.end, self.why = within, end, why
+        self.pipe: tuple[int, int] | None = None
+        self.previous = -1
+        self.thread: threading.Thread | None = None
+
+    def __enter__(self) -> "SigtermWatchdog":
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        read, write = os.pipe()
+        os.set_blocking(write, False)
+        try:
+            self.previous = signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+        except ValueError:
+            os.close(read)
+            os.close(write)
+            return self
+        self.pipe = (read, write)
+        self.thread = threading.Thread(target=self._watch, name="sigterm-watchdog", daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.pipe is None:
+            return
+        signal.set_wakeup_fd(self.previous)
+        try:
+            os.write(self.pipe[1], b"\0")  # 0 is no signal: the thread stops
+        except OSError:
+            pass
+        self.thread.join(self.within + 5)
+        if not self.thread.is_alive():
+            for fd in self.pipe:
+                os.close(fd)
+        self.pipe = None
+
+    def _watch(self) -> None:
+        read = self.pipe[0]
+        while True:
+            try:
+                data = os.read(read, 64)
+            except OSError:
+                return
+            if not data or 0 in data:
+                return
+            if signal.SIGTERM in data:
+                break
+        deadline = time.monotonic() + self.within
+        while time.monotonic() < deadline:
+            if _claimed:  # the main thread's handler ran (or will end it through its path)
+                return
+            time.sleep(0.1)
+        if not _claim_end("watchdog"):
+            return
+        try:
+            self.end()
+        except BaseException:  # noqa: BLE001 - the process ends below whatever the ending managed
+            pass
+        try:
+            print(terminated_line([*abandoned(), self.why]), file=sys.stderr, flush=True)
+            sys.stdout.flush()
+        finally:
+            os._exit(TERMINATED_STATUS)
 
 
 def sigterm_received() -> bool:

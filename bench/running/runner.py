@@ -20,7 +20,7 @@ from typing import Any, TextIO
 
 import removal_bench.datasets as dataset_registry
 import removal_bench.methods as method_registry
-from removal_bench.core.disk import DISK_FULL_KEY, DISK_FULL_WHAT_KEY, DiskFull, is_disk_full, termination_deferred
+from removal_bench.core.disk import DISK_FULL_KEY, DISK_FULL_WHAT_KEY, DiskFull, SigtermWatchdog, is_disk_full, termination_deferred
 from removal_bench.core.errors import UserError
 from removal_bench.core.recipes import check_source
 # the name parsing and request checks that need no registry (torch) live where the command line reaches them
@@ -389,16 +389,35 @@ def results_folder(request: RunRequest) -> Path:
     return Path(request.results_dir or Path("results") / request.experiment).expanduser().resolve()
 
 
+def drive_executor(request: RunRequest, configs: list[dict[str, Any]], planned: list[PlannedTrial], listener,
+                   tracker, gpus: float | None, asha) -> None:
+    """Run the configurations on the request's executor (serial, offline or Ray), reporting to ``listener``."""
+    from removal_bench.running.executors import RayOptions, run_ray, run_serial
+    from removal_bench.running.offline import replay
+
+    if request.executor == "serial":
+        run_serial(configs, listener, request.cpus_per_trial)
+    elif request.executor == "offline":
+        threads = max(1, int(request.cpus_per_trial))
+        configs = [{**config, "threads": config.get("threads") or threads} for config in configs]
+        listener.planned_offline = replay(configs, [p.key for p in planned], listener, Path(request.offline_dir),
+                                          [p.label for p in planned])
+    else:
+        run_ray(configs, listener, RayOptions(
+            address=request.address, cpus_per_trial=request.cpus_per_trial, gpus_per_trial=gpus,
+            memory_mb=request.memory_per_trial, max_concurrent=request.max_concurrent, storage_path=request.storage_path,
+            name=f"bench-{request.experiment}-{tracker.parent_id[:8]}", asha=asha,
+        ))
+
+
 def drive(planned: list[PlannedTrial], request: RunRequest, tracker, gpus: float | None, asha=None) -> DriverListener:
     """Execute ``planned`` under the tracker's open parent run and close it; returns the listener.
 
     Every trial ends with a closed run: FINISHED, FAILED, stopped early, or
     (when this process is interrupted) KILLED, after which the interruption propagates.
     """
-    from removal_bench.running.executors import RayOptions, run_ray, run_serial
-    from removal_bench.running.offline import replay
-
     from removal_bench.running.artifacts import MODEL_FILE
+    from removal_bench.running.executors import SHUTDOWN_WITHIN_S
 
     artifacts: dict[str, list[Path]] = {}
     staging = Path(tempfile.mkdtemp(prefix="bench-artifacts-")) if request.save_embeddings or request.log_models else None
@@ -419,20 +438,23 @@ def drive(planned: list[PlannedTrial], request: RunRequest, tracker, gpus: float
     configs = [p.config for p in planned]
     if request.memory_per_trial:  # not part of a trial's identity, as its threads are not
         configs = [{**config, "memory_mb": request.memory_per_trial} for config in configs]
+
+    def forced_end() -> None:  # a SIGTERM the main thread could not take (SigtermWatchdog): as below, by force
+        from removal_bench.running.processes import descendants, end_stragglers
+
+        end_stragglers(descendants(), grace=0)  # Ray's processes, whatever they hang on
+        if not tracker.unavailable:
+            listener.abandon("KILLED")
+            tracker.finish_parent("KILLED")
+        for folder in (staging, reuse):
+            if folder:
+                shutil.rmtree(folder, ignore_errors=True)
+
+    watchdog = SigtermWatchdog(SHUTDOWN_WITHIN_S, forced_end,
+                               f"Ray did not stop within {SHUTDOWN_WITHIN_S:g} s and was killed (the command was stuck in a call to it)")
     try:
-        if request.executor == "serial":
-            run_serial(configs, listener, request.cpus_per_trial)
-        elif request.executor == "offline":
-            threads = max(1, int(request.cpus_per_trial))
-            configs = [{**config, "threads": config.get("threads") or threads} for config in configs]
-            listener.planned_offline = replay(configs, [p.key for p in planned], listener, Path(request.offline_dir),
-                                              [p.label for p in planned])
-        else:
-            run_ray(configs, listener, RayOptions(
-                address=request.address, cpus_per_trial=request.cpus_per_trial, gpus_per_trial=gpus,
-                memory_mb=request.memory_per_trial, max_concurrent=request.max_concurrent, storage_path=request.storage_path,
-                name=f"bench-{request.experiment}-{tracker.parent_id[:8]}", asha=asha,
-            ))
+        with watchdog:
+            drive_executor(request, configs, planned, listener, tracker, gpus, asha)
     except BaseException as error:
         full = is_disk_full(error)
         if not tracker.unavailable:  # else the store cannot take these writes either: resume reruns those trials
