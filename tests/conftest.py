@@ -124,8 +124,7 @@ class BenchProcess:
 
     def __init__(self, arguments: list[str], cwd: Path, env: dict[str, str] | None = None, new_session: bool = False):
         # new_session: its own process group (and every process it starts, Ray's included), for a signal to the group
-        self.process = subprocess.Popen(bench_command() + arguments, cwd=cwd,
-                                        env={**quiet_env(), **(env or {})},
+        self.process = subprocess.Popen(bench_command() + arguments, cwd=cwd, env={**quiet_env(), **(env or {})},
                                         text=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                         start_new_session=new_session)
         self.lines: list[str] = []

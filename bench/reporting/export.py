@@ -230,7 +230,7 @@ def execute_export(experiments: list[str], tracking_uri: str | None, output: str
         if not quiet:
             left = (f"; left out {unended} trial run(s) still RUNNING (a sweep in progress, or a driver that is gone): "
                     "export again once they have ended" if unended else "")
-            print(f"wrote {path}: {len(deduplicate(trials)) if not trials.empty else 0} trials of experiment {name!r}, "
+            print(f"wrote {path}: {len(deduplicate(trials))} trials of experiment {name!r}, "
                   f"{len(data):,} bytes{left}", file=stream)
     return written
 

@@ -439,13 +439,16 @@ def drive(planned: list[PlannedTrial], request: RunRequest, tracker, gpus: float
     if request.memory_per_trial:  # not part of a trial's identity, as its threads are not
         configs = [{**config, "memory_mb": request.memory_per_trial} for config in configs]
 
+    def close_open(status: str) -> None:  # the trials that never reported an end, and the invocation
+        if not tracker.unavailable:  # else the store cannot take these writes either: resume reruns those trials
+            listener.abandon(status)
+            tracker.finish_parent(status)
+
     def forced_end() -> None:  # a SIGTERM the main thread could not take (SigtermWatchdog): as below, by force
         from removal_bench.running.processes import descendants, end_stragglers
 
         end_stragglers(descendants(), grace=0)  # Ray's processes, whatever they hang on
-        if not tracker.unavailable:
-            listener.abandon("KILLED")
-            tracker.finish_parent("KILLED")
+        close_open("KILLED")
         for folder in (staging, reuse):
             if folder:
                 shutil.rmtree(folder, ignore_errors=True)
@@ -457,14 +460,12 @@ def drive(planned: list[PlannedTrial], request: RunRequest, tracker, gpus: float
             drive_executor(request, configs, planned, listener, tracker, gpus, asha)
     except BaseException as error:
         full = is_disk_full(error)
-        if not tracker.unavailable:  # else the store cannot take these writes either: resume reruns those trials
-            try:  # interrupted (Ctrl-C, SIGTERM): KILLED; a full disk: FAILED
-                listener.abandon("FAILED" if full else "KILLED")
-                tracker.finish_parent("FAILED" if full else "KILLED")
-            except Exception:
-                if not full:
-                    raise
-                # a full store cannot close them either: left RUNNING, the resume reruns those trials
+        try:  # interrupted (Ctrl-C, SIGTERM): KILLED; a full disk: FAILED
+            close_open("FAILED" if full else "KILLED")
+        except Exception:
+            if not full:
+                raise
+            # a full store cannot close them either: left RUNNING, the resume reruns those trials
         if staging:
             shutil.rmtree(staging, ignore_errors=True)
         if full and isinstance(error, DiskFull):

@@ -780,8 +780,8 @@ def import_records(tracking_uri: str, experiment: str, records: list[dict[str, A
     a run with the same status, start and end times, params, tags and final metrics, tagged with the id of
     the run it came from (:data:`SOURCE_RUN_TAG`); trials point to their imported invocation. A line whose
     source run (or an import of it) is already in the experiment is skipped, so importing twice adds
-    nothing. ``bench sweep`` then counts the imported trials as
-    complete (by config hash) and ``bench export`` gives back the source run ids. A run imported before its
+    nothing. ``bench sweep`` then counts the imported trials as complete (by config hash) and ``bench export``
+    gives back the source run ids. A run imported before its
     source ended (RUNNING in a table exported mid-sweep, or closed KILLED since as left RUNNING by a driver that
     is gone) is brought up to date in place by a line of the same run that has ended: its status, end time, tags,
     final metrics and the params it lacked. Returns (runs written, runs brought up to date, lines skipped).
@@ -803,17 +803,15 @@ def import_records(tracking_uri: str, experiment: str, records: list[dict[str, A
                 tracker.call(tracker.client.delete_run, run_id)
             frame = frame[pending.isna()]
         present |= set(frame["run_id"])
-        sources = frame.get(f"tags.{SOURCE_RUN_TAG}")
-        reasons = frame.get(f"tags.{CLOSED_REASON_TAG}")
         params = [column for column in frame.columns if column.startswith("params.")]
-        for index, (run_id, source) in enumerate(zip(frame["run_id"], sources if sources is not None else [None] * len(frame))):
+        for _, row in frame.iterrows():
+            run_id, source = row["run_id"], row.get(f"tags.{SOURCE_RUN_TAG}")
             imported = isinstance(source, str)
             source = source if imported else run_id
             present.add(source)
             if kind == "invocation":
                 parents[source] = run_id
-            row = frame.iloc[index]
-            reason = row.get(f"tags.{CLOSED_REASON_TAG}") if reasons is not None else None
+            reason = row.get(f"tags.{CLOSED_REASON_TAG}")
             closed = isinstance(reason, str) and reason.startswith(ORPHAN_CLOSED)
             if imported and (row["status"] == "RUNNING" or closed):
                 unended[source] = (run_id, {column[len("params."):] for column in params if isinstance(row[column], str)},
