@@ -205,3 +205,39 @@ def export_lines(path: Path):
     from removal_bench.reporting import export
 
     return export.read_lines([str(path)])
+
+
+CONVERGED = ROOT / "results" / "curves-converged" / "trials.jsonl.gz"
+
+
+@pytest.mark.skipif(not CONVERGED.exists(), reason="no committed converged trial table")
+def test_report_of_a_table_holding_two_settings_of_a_dataset_reports_each_as_a_section_of_its_own(tmp_path, capsys):
+    """The converged table holds Biased-MNIST at rho 0.997 and 0.99: `bench report` gives each setting its own
+    tables and plot (no curve or selection mixes them), and each section's rows are those of a table holding
+    that setting alone, which keeps the dataset's plain name."""
+    import pandas as pd
+
+    from removal_bench.reporting import export
+
+    records = export.read_lines([str(CONVERGED)])
+    rhos = sorted({str(r["params"].get("data.rho")) for r in records if r["kind"] != "invocation"})
+    if len(rhos) < 2:
+        pytest.skip(f"the committed converged table holds one setting ({rhos})")
+    assert main(["report", "--from", str(CONVERGED), "--results-dir", str(tmp_path / "both"), "--format", "csv",
+                 "--quiet"]) == 0
+    written = sorted(p.name for p in (tmp_path / "both").iterdir())
+    assert written == sorted(f"biased_mnist-rho={rho}.{ext}" for rho in rhos for ext in ("csv", "png"))
+    for rho in rhos:
+        alone = tmp_path / f"alone-{rho}.jsonl"
+        alone.write_text("".join(json.dumps(r) + "\n" for r in records
+                                 if r["kind"] == "invocation" or str(r["params"].get("data.rho")) == rho))
+        assert main(["report", "--from", str(alone), "--results-dir", str(tmp_path / rho), "--format", "csv",
+                     "--quiet"]) == 0
+        assert sorted(p.name for p in (tmp_path / rho).iterdir()) == ["biased_mnist.csv", "biased_mnist.png"]
+        section = pd.read_csv(tmp_path / "both" / f"biased_mnist-rho={rho}.csv", dtype=str)
+        single = pd.read_csv(tmp_path / rho / "biased_mnist.csv", dtype=str)
+        assert set(section["dataset"]) == {f"biased_mnist:rho={rho}"} and set(single["dataset"]) == {"biased_mnist"}
+        pd.testing.assert_frame_equal(section.drop(columns="dataset"), single.drop(columns="dataset"))
+        trials = {(r["tags"]["bench.config_key"], r["tags"]["bench.seed"]) for r in records
+                  if r["kind"] != "invocation" and str(r["params"].get("data.rho")) == rho and r["status"] == "FINISHED"}
+        assert section["finished"].astype(int).sum() == len(trials)

@@ -16,6 +16,7 @@ from typing import TextIO
 from removal_bench.reporting import files
 from removal_bench.reporting import publish
 from removal_bench.reporting import summaries
+from removal_bench.reporting.summaries import section_name
 from removal_bench.reporting import tables
 from removal_bench.core.errors import UserError
 from removal_bench.core.params import same_value
@@ -54,6 +55,13 @@ def declared_seeds_of(parents) -> dict[str, list[str]]:
         for dataset in str(datasets).split(","):
             seeds.setdefault(dataset, set()).update(str(s) for s in range(number))
     return {dataset: sorted(values) for dataset, values in seeds.items()}
+
+
+def of_sections(declared: dict[str, list[str]], frame) -> dict[str, list[str]]:
+    """:func:`declared_seeds_of` with each section of ``frame`` (``biased_mnist:rho=0.99``) not declared by its own
+    name given its dataset's seeds."""
+    return {**declared, **{section: declared[base_dataset(section)] for section in set(frame["tags.bench.dataset"])
+                           if section not in declared and base_dataset(section) in declared}}
 
 
 def check_max_leakage(value: float | None) -> None:
@@ -96,8 +104,9 @@ def execute_report(
         frame = load_runs(uri, experiment)
     if frame.empty:
         raise UserError(f"experiment {experiment!r} at {uri} holds no trial runs")
+    frame = summaries.split_settings(frame)  # a dataset run at several settings: a section each
     seeds = declared_seeds_of(parents) if parents is not None else declared_seeds(uri, [experiment])
-    by_dataset = summaries.summarise(frame, expected_seeds=seeds)
+    by_dataset = summaries.summarise(frame, expected_seeds=of_sections(seeds, frame))
     from removal_bench.reporting.standings import of_datasets
 
     found = of_datasets(by_dataset, max_leakage)  # once, for the printed tables, the files and the JSON
@@ -297,11 +306,6 @@ def wanted_settings(specs: list[str]) -> dict[str, list[dict[str, str]]]:
     return wanted
 
 
-def section_name(name: str, options: dict[str, str]) -> str:
-    """The section of one setting of a dataset ranked at several: ``biased_mnist:rho=0.99``."""
-    return ":".join([name, *(f"{key}={value}" for key, value in options.items())])
-
-
 def base_dataset(section: str) -> str:
     """The dataset of a section: ``biased_mnist`` for ``biased_mnist:rho=0.99``."""
     return section.split(":", 1)[0]
@@ -424,10 +428,8 @@ def refuse_mixed_settings(frame) -> None:
     would put two datasets' points on one curve. ``--datasets NAME:OPTION=VALUE`` chooses one."""
     if frame.empty:
         return
-    columns = [c for c in frame.columns if c.startswith("params.data.") and c != "params.data.data_seed"]
     for dataset, runs in frame.groupby("tags.bench.dataset"):
-        # an option a run does not record (one added to the dataset after it ran) is not a second setting
-        varying = [c for c in columns if runs[c].dropna().astype(str).nunique() > 1]
+        varying = summaries.varying_options(runs)
         if not varying:
             continue
         counts = runs.groupby([runs[c].astype(str) for c in varying]).size()
@@ -552,10 +554,7 @@ def execute_leaderboard(
     frame, parents, merged = export.merge_runs(frame, parents)  # each run once; a trial run twice named, not averaged
     refuse_mixed_settings(frame)
     refuse_mixed_forms(frame)
-    declared = declared_seeds_of(parents)
-    declared.update({section: declared[base_dataset(section)] for section in set(frame["tags.bench.dataset"])
-                     if section not in declared and base_dataset(section) in declared})
-    by_dataset = summaries.summarise(frame, expected_seeds=declared)
+    by_dataset = summaries.summarise(frame, expected_seeds=of_sections(declared_seeds_of(parents), frame))
     if capacity_files:
         attach_capacity(by_dataset, capacity_files, datasets)
     if not output and not force:

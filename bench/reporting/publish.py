@@ -28,7 +28,7 @@ def write_results(
     found: dict | None = None,
 ) -> list[Path]:
     """Per dataset under ``folder``: ``NAME.md``, ``NAME.csv``, ``NAME.tex`` (as ``formats`` ask) and
-    the Pareto plot ``NAME.png``; returns the paths written. ``found``: the standings of
+    the Pareto plot ``NAME.png`` (a section ``biased_mnist:rho=0.99`` as ``biased_mnist-rho=0.99``); returns the paths written. ``found``: the standings of
     :func:`bench.standings.of_datasets` when the caller has them already."""
     formats = list(formats)
     written = []
@@ -36,18 +36,19 @@ def write_results(
     for dataset, rows in sorted(by_dataset.items()):
         standing = found[dataset]
         summaries = [m.summary for m in standing.methods]
+        stem = file_stem(dataset)
         texts = {
-            "markdown": (folder / f"{dataset}.md",
+            "markdown": (folder / f"{stem}.md",
                          lambda: markdown_text(rows, summaries, f"{title}: {dataset}", max_leakage, standing)),
-            "csv": (folder / f"{dataset}.csv", lambda: csv_text(rows, summaries)),
-            "latex": (folder / f"{dataset}.tex", lambda: latex_text(rows, summaries, f"{title}: {dataset}")),
+            "csv": (folder / f"{stem}.csv", lambda: csv_text(rows, summaries)),
+            "latex": (folder / f"{stem}.tex", lambda: latex_text(rows, summaries, f"{title}: {dataset}")),
         }
         for name in formats:
             path, render = texts[name]
             write_text(path, render(), f"the {name} results table")
             written.append(path)
-        plot(rows, folder / f"{dataset}.png", f"{title}: {dataset}", hypervolume_notes(standing))
-        written.append(folder / f"{dataset}.png")
+        plot(rows, folder / f"{stem}.png", f"{title}: {dataset}", hypervolume_notes(standing))
+        written.append(folder / f"{stem}.png")
     return written
 
 
@@ -108,6 +109,7 @@ def publish_report(
     """Print the tables of ``frame`` (runs read back from MLflow) and write them under the results folder.
 
     ``request``: the run's or sweep's request (seeds, quiet, json_output, experiment, results folder)."""
+    frame = summaries.split_settings(frame)  # a dataset run at several settings: a section each
     by_dataset = summaries.summarise(frame, expected_seeds=[str(s) for s in range(request.seeds)])
     found = standings.of_datasets(by_dataset, max_leakage)  # once, for the printed tables, the files and the JSON
     if not (request.quiet or request.json_output):

@@ -227,6 +227,34 @@ def _read_here(name: str) -> bool:
             or name.startswith("tags.bench.") and name not in UNREAD_TAGS or name == "tags.leakage_attacker")
 
 
+def varying_options(runs) -> list[str]:
+    """The dataset-option columns (``params.data.*``, the data seed aside) whose values differ among ``runs``, one
+    dataset's trials; an option a run does not record (one added to the dataset after it ran) is not a second setting."""
+    columns = [c for c in runs.columns if c.startswith("params.data.") and c != "params.data.data_seed"]
+    return [c for c in columns if runs[c].dropna().astype(str).nunique() > 1]
+
+
+def section_name(name: str, options: dict[str, str]) -> str:
+    """The section of one setting of a dataset ranked at several: ``biased_mnist:rho=0.99``."""
+    return ":".join([name, *(f"{key}={value}" for key, value in options.items())])
+
+
+def split_settings(frame):
+    """``frame`` with each dataset whose trials ran at several settings (``bench report`` of an experiment holding
+    Biased-MNIST at rho 0.99 and 0.997) split into a section per setting, named by :func:`section_name` from the
+    options that differ (``biased_mnist:rho=0.99``), so that no table, curve or selection mixes two settings."""
+    if frame is None or frame.empty:
+        return frame
+    labels = frame["tags.bench.dataset"].copy()
+    for dataset, runs in frame.groupby("tags.bench.dataset"):
+        varying = varying_options(runs)
+        if not varying:
+            continue
+        for index, trial in runs[varying].iterrows():
+            labels[index] = section_name(dataset, {c[len("params.data."):]: str(v) for c, v in trial.items() if isinstance(v, str)})
+    return frame.assign(**{"tags.bench.dataset": labels})
+
+
 def summarise(frame, expected_seeds: dict[str, Iterable[str]] | Iterable[str] | None = None) -> dict[str, list[Row]]:
     """Rows per dataset, ordered by method name then by hyperparameter values (numbers as numbers, so a
     strength curve reads from weak to strong), with Pareto marks.
