@@ -16,7 +16,6 @@ from typing import TextIO
 from removal_bench.reporting import files
 from removal_bench.reporting import publish
 from removal_bench.reporting import summaries
-from removal_bench.reporting.summaries import section_name
 from removal_bench.reporting import tables
 from removal_bench.core.errors import UserError
 from removal_bench.core.params import same_value
@@ -362,7 +361,7 @@ def holds(frame, options: dict[str, str]):
 
 def split_sections(frame, specs: list[str], every: bool = False):
     """``frame`` with each setting of a dataset asked for at several (``--datasets biased_mnist:rho=0.99,
-    biased_mnist:rho=0.997``) as a section of its own, named by :func:`section_name`; a UserError when one trial
+    biased_mnist:rho=0.997``) as a section of its own, named by :func:`summaries.section_name`; a UserError when one trial
     falls in two of them (settings that overlap). Datasets asked for once keep their name, unless ``every``: then
     a dataset asked for at one setting is named by it too."""
     for name, settings in wanted_settings(specs).items():
@@ -375,9 +374,9 @@ def split_sections(frame, specs: list[str], every: bool = False):
             here = ours & holds(frame, options)
             both = taken & here
             if both.any():
-                raise UserError(f"--datasets asks for {name} at settings that overlap: {section_name(name, options)} "
+                raise UserError(f"--datasets asks for {name} at settings that overlap: {summaries.section_name(name, options)} "
                                 f"and another setting both hold {int(both.sum())} of its trials; give settings that differ")
-            labels[here] = section_name(name, options)
+            labels[here] = summaries.section_name(name, options)
             taken |= here
         frame = frame.assign(**{"tags.bench.dataset": labels})
     return frame

@@ -28,8 +28,8 @@ def write_results(
     found: dict | None = None,
 ) -> list[Path]:
     """Per dataset under ``folder``: ``NAME.md``, ``NAME.csv``, ``NAME.tex`` (as ``formats`` ask) and
-    the Pareto plot ``NAME.png`` (a section ``biased_mnist:rho=0.99`` as ``biased_mnist-rho=0.99``); returns the paths written. ``found``: the standings of
-    :func:`bench.standings.of_datasets` when the caller has them already."""
+    the Pareto plot ``NAME.png`` (a section ``biased_mnist:rho=0.99`` as ``biased_mnist-rho=0.99``); returns the
+    paths written. ``found``: the standings of :func:`bench.standings.of_datasets` when the caller has them already."""
     formats = list(formats)
     written = []
     found = found if found is not None else standings.of_datasets(by_dataset, max_leakage)
