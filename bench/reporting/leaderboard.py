@@ -58,8 +58,9 @@ def declared_seeds_of(parents) -> dict[str, list[str]]:
 
 def of_sections(declared: dict[str, list[str]], frame) -> dict[str, list[str]]:
     """:func:`declared_seeds_of` with each section of ``frame`` (``biased_mnist:rho=0.99``) not declared by its own
-    name given its dataset's seeds."""
-    return {**declared, **{section: declared[base_dataset(section)] for section in set(frame["tags.bench.dataset"])
+    name given its dataset's seeds. A trial without a dataset (a run its driver opened and never tagged) is no section."""
+    sections = {section for section in frame["tags.bench.dataset"] if isinstance(section, str)}
+    return {**declared, **{section: declared[base_dataset(section)] for section in sections
                            if section not in declared and base_dataset(section) in declared}}
 
 
