@@ -128,11 +128,15 @@ if [ "$FASHION" = 1 ]; then
         --tracking-uri "$TRACKING_URI" --results-dir "$RESULTS/$EXPERIMENT" --quiet
 fi
 
-# What the leaderboard ranks: experiment $EXPERIMENT, or with RANK_CONVERGED=1 its five datasets and the converged
-# Biased-MNIST section (a section ranks one setting of its dataset: bench leaderboard --datasets NAME:OPTION=VALUE)
+# What the leaderboard ranks: experiment $EXPERIMENT, or with RANK_CONVERGED=1 (where $RESULTS holds the converged
+# table; a smoke run's does not) its five datasets and the converged Biased-MNIST sections (a section ranks one
+# setting of its dataset: bench leaderboard --datasets NAME:OPTION=VALUE)
 stores="--experiment $EXPERIMENT"
 tables="--from $RESULTS/$EXPERIMENT/trials.jsonl.gz"
-if [ "$RANK_CONVERGED" = 1 ]; then
+if [ "$RANK_CONVERGED" = 1 ] && [ -f "$RESULTS/curves-converged/trials.jsonl.gz" ]; then
+    # the store ranks the converged sections from their runs: it gets them from the table first (a second import adds
+    # nothing), so that a run without CONVERGED=1 or IMPORT=1 does not end, after its sweeps, on a missing experiment
+    "$BENCH" import "$RESULTS/curves-converged/trials.jsonl.gz" --experiment curves-converged --tracking-uri "$TRACKING_URI" --quiet
     stores="$stores --experiment curves-converged --datasets synthetic,colored_digits,adult,compas,german,$RANKED_SETTINGS"
     tables="$tables --from $RESULTS/curves-converged/trials.jsonl.gz --datasets synthetic,colored_digits,adult,compas,german,$RANKED_SETTINGS"
 fi
